@@ -1,0 +1,70 @@
+# 西游 Roleplay. Two commands on a fresh machine:
+#   make run    set up the app environment and start the hub (offline canon mode on the shared novel)
+#   make test   set up every environment the tests need, lint, and run the whole test suite
+#
+# Environments (each installs torch==2.13.0 first, so no CUDA build is pulled on a CPU machine):
+#   .venv              app + tests        requirements.txt + requirements-dev.txt
+#   .venv-train        XTuner training    requirements-train.txt          (pipeline.train; tests of it)
+#   .venv-testserver   `transformers serve`, an OpenAI-compatible server on CPU for tests of client code
+
+PYTHON ?= python3.11
+TORCH  := torch==2.13.0
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+VENV       := .venv
+VENV_TRAIN := .venv-train
+VENV_SERVE := .venv-testserver
+
+export XIYOU_NOVEL ?= $(abspath ../shared/data/xiyouji.txt)
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test setup setup-train setup-testserver system-deps lint pytest clean
+
+run: setup
+	$(VENV)/bin/streamlit run hub/app.py --server.address $(HOST) --server.port $(PORT)
+
+test: setup setup-train setup-testserver system-deps lint pytest
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) $(TORCH)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+setup-train: $(VENV_TRAIN)/.installed
+$(VENV_TRAIN)/.installed: requirements.txt requirements-train.txt pyproject.toml
+	test -x $(VENV_TRAIN)/bin/python || $(PYTHON) -m venv $(VENV_TRAIN)
+	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) $(TORCH)
+	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) -r requirements-train.txt
+	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+setup-testserver: $(VENV_SERVE)/.installed
+$(VENV_SERVE)/.installed: requirements-testserver.txt
+	test -x $(VENV_SERVE)/bin/python || $(PYTHON) -m venv $(VENV_SERVE)
+	$(VENV_SERVE)/bin/pip install $(PIP_FLAGS) $(TORCH)
+	$(VENV_SERVE)/bin/pip install $(PIP_FLAGS) -r requirements-testserver.txt
+	touch $@
+
+# Debian packages for the browser tests: Chromium (driven by Playwright), emoji and CJK fonts for screenshots.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi 'Noto Sans CJK'; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji fonts-noto-cjk >/dev/null; \
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+pytest: setup
+	XIYOU_TRAIN_PYTHON=$(abspath $(VENV_TRAIN))/bin/python \
+	XIYOU_TESTSERVER_BIN=$(abspath $(VENV_SERVE))/bin/transformers \
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) $(VENV_TRAIN) $(VENV_SERVE) .pytest_cache .ruff_cache build *.egg-info

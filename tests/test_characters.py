@@ -1,0 +1,139 @@
+"""The character files: all four load, match the specification, and broken files fail clearly."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from xiyou.character import CHARACTERS_DIR, CharacterError, get_character, load_characters
+
+IDS = ["sanzang", "wukong", "bajie", "wujing"]
+
+
+def test_all_four_load_in_order() -> None:
+    chars = load_characters()
+    assert list(chars) == IDS
+    assert [c.name for c in chars.values()] == ["唐三藏", "孙悟空", "猪八戒", "沙悟净"]
+    for c in chars.values():
+        assert len(c.sample_questions) >= 10
+        assert c.model_id.startswith("JimmyMa99/")
+        assert c.name in c.names and set(c.aliases) <= set(c.names)
+
+
+def test_aliases_cover_the_names_the_novel_uses() -> None:
+    chars = load_characters()
+    assert {"行者", "大圣", "猴王", "美猴王", "齐天大圣"} <= set(chars["wukong"].aliases)
+    assert {"八戒", "呆子", "悟能", "天蓬元帅"} <= set(chars["bajie"].aliases)
+    assert {"沙僧", "沙和尚", "悟净"} <= set(chars["wujing"].aliases)
+    assert {"三藏", "唐僧", "长老", "圣僧"} <= set(chars["sanzang"].aliases)
+    assert "贫僧" in chars["sanzang"].self_refs and "俺老孙" in chars["wukong"].self_refs
+    assert "老猪" in chars["bajie"].self_refs and "老沙" in chars["wujing"].self_refs
+
+
+def _spec_block(personas: str, character_id: str, label: str) -> str:
+    section = personas.split(f"## {character_id}:")[1].split("\n## ")[0]
+    match = re.search(label + r"[^\n]*:\s*```text\n(.*?)\n```", section, re.S)
+    assert match, f"{label} not found for {character_id} in personas.md"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("character_id", IDS)
+def test_prompts_equal_the_specification_exactly(personas_path: Path, character_id: str) -> None:
+    personas = personas_path.read_text(encoding="utf-8")
+    c = get_character(character_id)
+    assert c.meta_instruction == _spec_block(personas, character_id, "meta_instruction")
+    assert c.persona_prompt == _spec_block(personas, character_id, "persona_prompt")
+    model_line = re.search(r"## " + character_id + r":.*?model id: `([^`]+)` \(revision `([^`]+)`\)", personas, re.S)
+    assert model_line and (c.model_id, c.revision) == model_line.groups()
+
+
+def test_characters_are_immutable() -> None:
+    c = get_character("wukong")
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError for frozen models
+        c.name = "六耳猕猴"  # type: ignore[misc]
+
+
+def test_unknown_id_lists_the_valid_ones() -> None:
+    with pytest.raises(CharacterError, match=r"unknown character 'sunwukong'.*sanzang, wukong, bajie, wujing"):
+        get_character("sunwukong")
+
+
+# --- broken files -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def char_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "characters"
+    shutil.copytree(CHARACTERS_DIR, d)
+    return d
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_copy_of_the_builtin_files_loads(char_dir: Path) -> None:
+    assert list(load_characters(char_dir)) == IDS
+
+
+def test_missing_field_names_file_and_field(char_dir: Path) -> None:
+    path = char_dir / "bajie.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(re.sub(r"(?m)^greeting = .*\n", "", text), encoding="utf-8")
+    with pytest.raises(CharacterError) as e:
+        load_characters(char_dir)
+    assert "bajie.toml" in str(e.value) and "'greeting': missing" in str(e.value)
+
+
+def test_wrong_type_names_file_field_and_value(char_dir: Path) -> None:
+    _edit(char_dir / "wukong.toml", "talkativeness = 0.8", 'talkativeness = "high"')
+    with pytest.raises(CharacterError) as e:
+        load_characters(char_dir)
+    msg = str(e.value)
+    assert "wukong.toml" in msg and "'talkativeness'" in msg and "'high'" in msg
+
+
+def test_nested_wrong_type(char_dir: Path) -> None:
+    _edit(char_dir / "wujing.toml", "max_new_tokens = 512", "max_new_tokens = 0")
+    with pytest.raises(CharacterError, match=r"wujing\.toml: field 'generation\.max_new_tokens'"):
+        load_characters(char_dir)
+
+
+def test_empty_alias_list(char_dir: Path) -> None:
+    path = char_dir / "sanzang.toml"
+    path.write_text(re.sub(r"(?m)^aliases = .*$", "aliases = []", path.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(CharacterError, match=r"sanzang\.toml: field 'aliases': .*at least 1"):
+        load_characters(char_dir)
+
+
+def test_duplicate_ids(char_dir: Path) -> None:
+    # a maintainer copies a file to start a new character and forgets to change the id
+    shutil.copy(char_dir / "wukong.toml", char_dir / "zz_liuer.toml")
+    with pytest.raises(CharacterError) as e:
+        load_characters(char_dir)
+    msg = str(e.value)
+    assert "zz_liuer.toml: field 'id': duplicate id 'wukong'" in msg and "wukong.toml" in msg.split("already")[1]
+
+
+def test_unknown_field_is_refused(char_dir: Path) -> None:
+    _edit(char_dir / "bajie.toml", "talkativeness = 0.7", "talkativeness = 0.7\ntalkativness = 0.9")
+    with pytest.raises(CharacterError, match=r"bajie\.toml: field 'talkativness': unknown field"):
+        load_characters(char_dir)
+
+
+def test_invalid_toml(char_dir: Path) -> None:
+    (char_dir / "wujing.toml").write_text("id = \n", encoding="utf-8")
+    with pytest.raises(CharacterError, match=r"wujing\.toml: not valid TOML"):
+        load_characters(char_dir)
+
+
+def test_unknown_id_in_a_custom_directory(char_dir: Path) -> None:
+    (char_dir / "wujing.toml").unlink()
+    chars = load_characters(char_dir)
+    with pytest.raises(CharacterError, match=r"valid ids: sanzang, wukong, bajie$"):
+        get_character("wujing", chars)

@@ -1,0 +1,101 @@
+"""The backend interface: given the message list and generation settings, yield text deltas.
+
+Apps, the hub, the pipeline and the evaluation all speak to characters through this, so any character can
+run on local weights, on an LMDeploy server, on any OpenAI-compatible API, or offline on its canon lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+from xiyou.character import Character
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(TypedDict):
+    role: Role
+    content: str
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a reply. The message says what failed and what to do about it.
+
+    Never shown as if a character said it: pages show it as an error notice, the room as a member's error.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """What the sliders control. `top_k`/`repetition_penalty` are sent to servers only when they accept them."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.8
+    repetition_penalty: float = 1.0
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be within 0..2, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be within (0, 1], got {self.top_p}")
+        if self.repetition_penalty < 1.0:
+            raise ValueError(f"repetition_penalty must be at least 1.0, got {self.repetition_penalty}")
+
+    @classmethod
+    def for_character(cls, character: Character, **overrides: object) -> GenerationSettings:
+        g = character.generation
+        values: dict[str, object] = {
+            "max_new_tokens": g.max_new_tokens,
+            "temperature": g.temperature,
+            "top_p": g.top_p,
+            "repetition_penalty": g.repetition_penalty,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> GenerationSettings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Makes one character speak.
+
+    `stream` yields text deltas (non-empty strings) of one reply. Setting `cancel` stops it at the next
+    delta; closing the iterator does too. Failures raise BackendError with a message a person can act on.
+    """
+
+    #: A short human-readable description, e.g. "transformers: /models/wukong (cpu)".
+    label: str
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        settings: GenerationSettings,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]: ...
+
+
+def collect(backend: Backend, messages: Sequence[Message], settings: GenerationSettings) -> str:
+    """The whole reply as one string (for scripts, the pipeline and the evaluation)."""
+    return "".join(backend.stream(messages, settings))
+
+
+def validate_messages(messages: Sequence[Message]) -> None:
+    """Raise ValueError for a message list a backend cannot use (unknown role, non-text content, empty list)."""
+    if not messages:
+        raise ValueError("no messages to answer")
+    for i, m in enumerate(messages):
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise ValueError(f"message {i}: role must be system, user or assistant, got {m.get('role')!r}")
+        if not isinstance(m.get("content"), str):
+            raise ValueError(f"message {i}: content must be text, got {type(m.get('content')).__name__}")

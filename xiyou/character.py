@@ -1,0 +1,155 @@
+"""The characters: one TOML file each in `xiyou/characters/`, loaded into validated, immutable objects.
+
+The character file is the single source of truth: the same `meta_instruction` is the system prompt of the
+training data, of the XTuner config, of every app and of the hub.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+CHARACTERS_DIR = Path(__file__).with_name("characters")
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class CharacterError(ValueError):
+    """A character file is broken, or a character id is unknown. The message says which and what to do."""
+
+
+class Generation(BaseModel):
+    """Default generation settings for a character (the apps' sliders start here)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    temperature: float = Field(ge=0.0, le=2.0)
+    top_p: float = Field(gt=0.0, le=1.0)
+    max_new_tokens: int = Field(ge=1, le=32768)
+    repetition_penalty: float = Field(ge=1.0, le=2.0)
+
+
+class Character(BaseModel):
+    """One pilgrim: who they are, how they speak, and where their fine-tuned weights live."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+    order: int = Field(ge=0)
+    name: NonEmpty
+    title: NonEmpty
+    emoji: NonEmpty
+    aliases: tuple[NonEmpty, ...] = Field(min_length=1)
+    self_refs: tuple[NonEmpty, ...] = Field(min_length=1)
+    talkativeness: float = Field(ge=0.0, le=1.0)
+    model_id: NonEmpty
+    revision: NonEmpty
+    greeting: NonEmpty
+    meta_instruction: NonEmpty
+    persona_prompt: NonEmpty
+    sample_questions: tuple[NonEmpty, ...] = Field(min_length=10)
+    generation: Generation
+
+    @field_validator("aliases", "self_refs", "sample_questions", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        # TOML gives lists; strict mode would refuse them for tuple fields.
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("aliases")
+    @classmethod
+    def _no_duplicate_aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen = [a for i, a in enumerate(value) if a in value[:i]]
+        if seen:
+            raise ValueError(f"duplicate alias {seen[0]!r}")
+        return value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the character goes by: display name first, then the aliases."""
+        return (self.name, *[a for a in self.aliases if a != self.name])
+
+    @property
+    def description(self) -> str:
+        """The persona description without the trailing role-play instruction of the data-generation prompt."""
+        return self.persona_prompt.split("请你扮演")[0].strip()
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    problems = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(file)"
+        if e["type"] == "missing":
+            problems.append(f"field '{field}': missing (required)")
+        elif e["type"] == "extra_forbidden":
+            problems.append(f"field '{field}': unknown field (typo?)")
+        else:
+            value = e.get("input")
+            shown = repr(value) if not isinstance(value, (dict, list, tuple)) or len(repr(value)) < 60 else "…"
+            problems.append(f"field '{field}': {e['msg']} (got {shown})")
+    return f"{path}: " + "; ".join(problems)
+
+
+def load_character_file(path: Path) -> Character:
+    """Load and validate one character file; errors name the file, the field and the problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CharacterError(f"{path}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharacterError(f"{path}: cannot read the file: {e}") from None
+    try:
+        character = Character.model_validate(raw)
+    except ValidationError as e:
+        raise CharacterError(_format_validation_error(path, e)) from None
+    return character
+
+
+def load_characters(directory: Path | str | None = None) -> dict[str, Character]:
+    """All characters in `directory` (default: the package's own), keyed by id, in their `order`."""
+    directory = Path(directory) if directory is not None else CHARACTERS_DIR
+    if directory == CHARACTERS_DIR:
+        return dict(_load_builtin())
+    return _load_dir(directory)
+
+
+def _load_dir(directory: Path) -> dict[str, Character]:
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise CharacterError(f"{directory}: no character files (*.toml) found")
+    by_id: dict[str, tuple[Path, Character]] = {}
+    for path in files:
+        character = load_character_file(path)
+        if character.id in by_id:
+            raise CharacterError(
+                f"{path}: field 'id': duplicate id {character.id!r}, already defined in {by_id[character.id][0]}; "
+                "give each character its own id"
+            )
+        by_id[character.id] = (path, character)
+    ordered = sorted(by_id.values(), key=lambda pc: (pc[1].order, pc[1].id))
+    return {c.id: c for _, c in ordered}
+
+
+@functools.cache
+def _load_builtin() -> tuple[tuple[str, Character], ...]:
+    return tuple(_load_dir(CHARACTERS_DIR).items())
+
+
+def character_ids() -> list[str]:
+    """The built-in character ids, in order: sanzang, wukong, bajie, wujing."""
+    return list(load_characters())
+
+
+def get_character(character_id: str, characters: dict[str, Character] | None = None) -> Character:
+    """One character by id; an unknown id raises CharacterError listing the valid ones."""
+    characters = characters if characters is not None else load_characters()
+    try:
+        return characters[character_id]
+    except KeyError:
+        raise CharacterError(
+            f"unknown character {character_id!r}; valid ids: {', '.join(characters)}"
+        ) from None

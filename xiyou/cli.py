@@ -67,7 +67,7 @@ def show_cmd(character_id: str) -> None:
 
 @main.command("card")
 @click.argument("character_id", metavar="ID")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 def card_cmd(character_id: str, out: str | None) -> None:
     """Export a character as a Character Card V2 JSON (SillyTavern and others import it)."""
     from xiyou.card import character_card

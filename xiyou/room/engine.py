@@ -1,0 +1,328 @@
+"""The room engine: members, a transcript, turn policies, auto-banter, each speaker's view, guards.
+
+Knows nothing of Streamlit: the hub page and the `xiyou room` command both drive it by iterating the events
+of `Room.run()` / `Room.continue_()`.
+
+A member's failure (BackendError, any other exception from its backend, or no reply piece within its
+`timeout`) becomes a MemberFailed event with a Notice and a red status for that member; the room goes on with
+the others. The backend runs in a worker thread that feeds a queue, so a stalled server cannot hang the room
+and a stop is noticed within `POLL_S` even while a backend is silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Literal
+
+from xiyou.backends.base import BackendError
+from xiyou.character import Character, load_characters
+from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted
+from xiyou.room.guards import ReplyGuard, stop_strings
+from xiyou.room.member import Member
+from xiyou.room.policies import Policy, banter_speaker, check_policy, responders
+from xiyou.room.transcript import PERSON, Entry, Notice
+from xiyou.room.view import DEFAULT_TOKEN_BUDGET, build_view
+
+log = logging.getLogger(__name__)
+
+#: How often a silent backend is checked for a stop request, in seconds.
+POLL_S = 0.05
+#: Default cap of auto-banter turns after the answers to the person's message.
+DEFAULT_BANTER = 2
+DEFAULT_PERSON = "施主"
+
+State = Literal["idle", "speaking", "ok", "error", "muted", "unavailable"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberStatus:
+    """`state` for the status light (error/unavailable: red); `message` says why."""
+
+    state: State
+    message: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.state in ("error", "unavailable")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Room:
+    """Several characters and a person talking. Iterate `run()` after `say()` to get the answers as events."""
+
+    def __init__(
+        self,
+        members: Iterable[Member],
+        *,
+        person: str = DEFAULT_PERSON,
+        policy: str = "mention",
+        banter_turns: int = DEFAULT_BANTER,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        seed: int | None = None,
+        characters: Iterable[Character] | None = None,
+    ) -> None:
+        self.members: list[Member] = []
+        self.entries: list[Entry] = []
+        self.notices: list[Notice] = []
+        self.status: dict[str, MemberStatus] = {}
+        self.person = person.strip() or DEFAULT_PERSON
+        self.policy: Policy = check_policy(policy)
+        self.banter_turns = banter_turns
+        self.token_budget = token_budget
+        self.rng = random.Random(seed)
+        self._cancel = threading.Event()
+        self._known = {c.id: c for c in (characters if characters is not None else load_characters().values())}
+        self.set_members(members)
+
+    # ----- members -----------------------------------------------------------------------------------------
+    def set_members(self, members: Iterable[Member]) -> None:
+        """Replace the members (the transcript stays); statuses of members who stay are kept."""
+        self.members = list(members)
+        ids = [m.id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"a character can be in the room only once, got {', '.join(ids)}")
+        for m in self.members:
+            self._known.setdefault(m.id, m.character)
+            if m.backend is None:
+                self.status[m.id] = MemberStatus("unavailable", m.unavailable)
+            elif m.muted:
+                self.status[m.id] = MemberStatus("muted")
+            elif self.status.get(m.id, MemberStatus("idle")).state in ("muted", "unavailable", "speaking"):
+                self.status[m.id] = MemberStatus("idle")
+            else:
+                self.status.setdefault(m.id, MemberStatus("idle"))
+
+    def member(self, member_id: str) -> Member:
+        for m in self.members:
+            if m.id == member_id:
+                return m
+        raise KeyError(f"{member_id!r} is not in the room; members: {', '.join(m.id for m in self.members) or 'none'}")
+
+    def mute(self, member_id: str, muted: bool = True) -> None:
+        self.member(member_id).muted = muted
+        self.set_members(self.members)
+
+    # ----- the conversation -----------------------------------------------------------------------------------
+    def say(self, text: str) -> Entry:
+        """The person says `text` (posted as is, stripped)."""
+        text = text.strip()
+        if not text:
+            raise ValueError("nothing to say: the message is empty")
+        entry = Entry(PERSON, self.person, text)
+        self.entries.append(entry)
+        return entry
+
+    def stop(self) -> None:
+        """Stop the room: the reply in progress ends (kept as far as it got), no further turn starts."""
+        self._cancel.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._cancel.is_set()
+
+    def reset(self) -> None:
+        """Forget the conversation (members, policy and settings stay)."""
+        self.entries.clear()
+        self.notices.clear()
+        for m in self.members:
+            if self.status.get(m.id, MemberStatus("idle")).state in ("ok", "error", "speaking"):
+                self.status[m.id] = MemberStatus("idle")
+
+    def next_speakers(self) -> list[str]:
+        """Who the policy picks to answer the last line (a fresh draw for the random policies)."""
+        return responders(self.policy, self.entries, self.members, self.rng)
+
+    def run(self, speakers: Sequence[str] | None = None, banter: int | None = None) -> Iterator[Event]:
+        """Answer the last line: `speakers` (the person's pick) or the policy's, then up to `banter` more turns.
+
+        `banter` None means the room's `banter_turns`. Stops early when `stop()` is called.
+        """
+        self._cancel.clear()
+        queue_ = list(speakers) if speakers is not None else self.next_speakers()
+        for sid in queue_:
+            self.member(sid)  # unknown ids fail before anything is said
+        failed: set[str] = set()
+        for sid in queue_:
+            if not (yield from self._guarded_turn(sid, failed)):
+                return
+        yield from self._banter(self.banter_turns if banter is None else banter, failed)
+
+    def continue_(self, turns: int | None = None) -> Iterator[Event]:
+        """Let the characters go on talking among themselves for up to `turns` turns (default: banter cap)."""
+        self._cancel.clear()
+        yield from self._banter(max(self.banter_turns, 1) if turns is None else turns, set())
+
+    def speak(self, member_id: str) -> Iterator[Event]:
+        """One turn by `member_id`, whatever the policy (the manual policy's pick)."""
+        self._cancel.clear()
+        self.member(member_id)
+        yield from self._guarded_turn(member_id, set())
+
+    def _banter(self, turns: int, failed: set[str]) -> Iterator[Event]:
+        for _ in range(max(turns, 0)):
+            if self._cancel.is_set():
+                yield self._stopped()
+                return
+            sid = banter_speaker(self.policy, self.entries, self.members, self.rng, exclude=failed)
+            if sid is None:
+                return
+            if not (yield from self._guarded_turn(sid, failed)):
+                return
+
+    def _stopped(self) -> Stopped:
+        notice = Notice("stopped", None, None, "已停止 · stopped", len(self.entries))
+        self.notices.append(notice)
+        return Stopped(notice)
+
+    def _guarded_turn(self, sid: str, failed: set[str]) -> Iterator[Event]:
+        """One turn; returns False when the room was stopped (the caller ends the run)."""
+        if self._cancel.is_set():
+            yield self._stopped()
+            return False
+        member = self.member(sid)
+        if not member.active:
+            return True
+        ok = yield from self._turn(member)
+        if ok is None:
+            return False
+        if not ok:
+            failed.add(sid)
+        return True
+
+    def _turn(self, member: Member) -> Iterator[Event]:
+        """Returns True (spoke or dropped), False (failed) or None (stopped)."""
+        character = member.character
+        present = [m.character for m in self.members]
+        messages = build_view(character, self.entries, present, self.person, self.token_budget)
+        if member.retriever is not None:
+            try:
+                messages = member.retriever(character, messages)
+            except Exception as e:  # retrieval is a help, not a must: answer without it
+                log.warning("canon retrieval for %s failed, answering without it: %s", member.id, e)
+        settings = member.generation_settings()
+        settings = settings.replace(
+            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person))))
+        )
+        guard = ReplyGuard(character, [*self._known.values(), *present], self.person)
+        self.status[member.id] = MemberStatus("speaking")
+        yield TurnStarted(member.id)
+        stream_cancel = threading.Event()
+        finished = False
+        try:
+            for piece in self._pump(member, messages, settings, stream_cancel):
+                shown = guard.feed(piece)
+                if shown:
+                    yield Delta(member.id, shown)
+                if guard.stopped:
+                    break
+            tail = guard.finish()
+            if tail:
+                yield Delta(member.id, tail)
+            finished = True
+        except _Cancelled:
+            self._keep_partial(member, guard)
+            yield self._stopped()
+            return None
+        except Exception as e:  # any failure of a member is that member's error, never the room's
+            notice = Notice("error", member.id, member.name, _describe(member, e), len(self.entries))
+            self.notices.append(notice)
+            self.status[member.id] = MemberStatus("error", notice.message)
+            yield MemberFailed(member.id, notice)
+            return False
+        finally:
+            stream_cancel.set()
+            if not finished and self.status.get(member.id) == MemberStatus("speaking"):
+                # closed from outside (a page rerun interrupted the stream): keep what the person saw
+                self._keep_partial(member, guard)
+        self.status[member.id] = MemberStatus("ok")
+        text = guard.final_text()
+        if not text:
+            notice = Notice(
+                "dropped",
+                member.id,
+                member.name,
+                f"{member.name} had nothing to say (empty reply dropped)",
+                len(self.entries),
+            )
+            self.notices.append(notice)
+            yield ReplyDropped(member.id, notice)
+            return True
+        entry = Entry(member.id, member.name, text)
+        self.entries.append(entry)
+        yield TurnEnded(member.id, entry)
+        return True
+
+    def _keep_partial(self, member: Member, guard: ReplyGuard) -> None:
+        self.status[member.id] = MemberStatus("ok")
+        text = guard.final_text()
+        if text:
+            self.entries.append(Entry(member.id, member.name, text, interrupted=True))
+
+    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[str]:
+        """The backend's deltas, read from a worker thread; raises on failure, timeout or stop."""
+        backend = member.backend
+        assert backend is not None
+        q: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
+
+        def work() -> None:
+            stream = None
+            try:
+                stream = backend.stream(messages, settings, cancel)
+                for delta in stream:
+                    if cancel.is_set():
+                        break
+                    if delta:
+                        q.put((0, delta))
+                q.put((1, None))
+            except BaseException as e:
+                q.put((2, e))
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        pass
+
+        threading.Thread(target=work, name=f"room-{member.id}", daemon=True).start()
+        timeout = member.timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._cancel.is_set():
+                raise _Cancelled
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError(f"no reply within {timeout:g} s")
+            try:
+                kind, value = q.get(timeout=min(wait, POLL_S))
+            except queue.Empty:
+                continue
+            if kind == 0:
+                deadline = time.monotonic() + timeout
+                yield value  # type: ignore[misc]
+            elif kind == 1:
+                return
+            else:
+                raise value  # type: ignore[misc]
+
+
+def _describe(member: Member, error: BaseException) -> str:
+    """A notice a person can act on: who, on what, what went wrong."""
+    where = member.label
+    if isinstance(error, BackendError):
+        return f"{member.name} ({where}) could not answer: {error}"
+    if isinstance(error, TimeoutError):
+        return (
+            f"{member.name} ({where}) could not answer: {error}; check that its server is up and not overloaded, "
+            "or raise the member's timeout"
+        )
+    return f"{member.name} ({where}) could not answer: {type(error).__name__}: {error}"

@@ -1,0 +1,80 @@
+"""The room's transcript: who said what, when; plus the notices (errors, dropped replies) shown beside it.
+
+Notices are never transcript lines: a member's failure is shown as a notice and a red status, it is not
+something a character said, so it never reaches another character's view or the exported transcript.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Literal
+
+from xiyou.room.tokens import estimate_tokens
+
+#: The speaker id of the person (the human in the room). Character ids are lower-case ASCII, so no clash.
+PERSON = "person"
+
+NoticeKind = Literal["error", "dropped", "stopped"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One line of the transcript. `speaker` is a character id or PERSON; `name` the display name used."""
+
+    speaker: str
+    name: str
+    text: str
+    time: float = dataclasses.field(default_factory=time.time)
+    interrupted: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Estimated tokens of this line as it appears in a view (with its `名字：` prefix)."""
+        cached = self.__dict__.get("_tokens")
+        if cached is None:
+            cached = estimate_tokens(self.text) + estimate_tokens(self.name) + 1
+            object.__setattr__(self, "_tokens", cached)
+        return cached
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"speaker": self.name, "id": self.speaker, "text": self.text, "time": self.time}
+        if self.interrupted:
+            data["interrupted"] = True
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    """Something the person should see that is not a chat line: a member's error, a dropped empty reply.
+
+    `position` is the number of transcript entries before it, so a page can show it in place.
+    """
+
+    kind: NoticeKind
+    speaker: str | None
+    name: str | None
+    message: str
+    position: int
+    time: float = dataclasses.field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, object]:
+        key = "error" if self.kind == "error" else "notice"
+        return {"speaker": self.name, "id": self.speaker, key: self.message, "time": self.time}
+
+
+def transcript_markdown(entries: list[Entry], title: str = "西游群聊") -> str:
+    """The transcript as Markdown: one paragraph per line, speaker names in bold, times in UTC."""
+    lines = [f"# {title}", ""]
+    for e in entries:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(e.time))
+        mark = " *(被打断)*" if e.interrupted else ""
+        body = e.text.replace("\n", "  \n")
+        lines += [f"**{e.name}** · {stamp} UTC{mark}  ", body, ""]
+    return "\n".join(lines)
+
+
+def transcript_jsonl(entries: list[Entry]) -> str:
+    """The transcript as JSON lines: `{"speaker": name, "id": id, "text": ..., "time": ...}` per line."""
+    return "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in entries)

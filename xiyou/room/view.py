@@ -1,0 +1,80 @@
+"""Each speaker's view of the room: the message list its backend answers.
+
+- system: the speaker's `meta_instruction` (the same string it was trained with) plus a short room preamble
+  (who is present, that lines are prefixed with the speaker's name, speak only for yourself);
+- the speaker's own lines as `assistant` (no prefix), everyone else's as `user` prefixed `名字：`;
+  consecutive lines of the same role are merged, so roles alternate user/assistant, starting and ending with
+  `user` (chat templates such as InternLM2's expect that);
+- the oldest lines are dropped first to fit a token budget (see xiyou.room.tokens for the estimate); the last
+  line is always kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xiyou.backends.base import Message
+from xiyou.character import Character
+from xiyou.room.tokens import estimate_tokens
+from xiyou.room.transcript import Entry
+
+#: Default prompt budget (system + history) in estimated tokens; InternLM2-chat-7B has a 32k window, LMDeploy
+#: servers are often started with 4k-8k, so stay well inside while leaving room for the reply.
+DEFAULT_TOKEN_BUDGET = 3000
+
+#: Filler lines that keep roles alternating when the history starts with, or ends on, the speaker's own line.
+OPENING = "（大家到齐了，请开口。）"
+GO_ON = "（请接着说。）"
+
+
+def preamble(speaker: Character, present: Sequence[Character], person: str) -> str:
+    """The room preamble appended to the speaker's system prompt."""
+    names = "、".join([f"{person}（来访的人）", *(c.name for c in present)])
+    return (
+        f"【群聊】此刻在座的有：{names}。大家一起说话，别人的每段话前都标着说话人的名字，如“{person}：……”。"
+        f"你是{speaker.name}，每次只说{speaker.name}自己的一段话：不替别人说话，开头也不写自己的名字。"
+    )
+
+
+def system_prompt(speaker: Character, present: Sequence[Character], person: str) -> str:
+    return f"{speaker.meta_instruction}\n\n{preamble(speaker, present, person)}"
+
+
+def trim_to_budget(entries: Sequence[Entry], budget: int) -> list[Entry]:
+    """The newest entries whose estimated tokens fit `budget`; at least the last entry."""
+    kept = 0
+    total = 0
+    for entry in reversed(entries):
+        total += entry.tokens
+        if total > budget and kept:
+            break
+        kept += 1
+    return list(entries[len(entries) - kept :]) if kept else []
+
+
+def build_view(
+    speaker: Character,
+    entries: Sequence[Entry],
+    present: Sequence[Character],
+    person: str,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> list[Message]:
+    """The messages `speaker`'s backend answers, from the room transcript `entries`."""
+    system = system_prompt(speaker, present, person)
+    history = trim_to_budget(entries, max(token_budget - estimate_tokens(system), 1))
+    messages: list[Message] = [{"role": "system", "content": system}]
+    for entry in history:
+        if entry.speaker == speaker.id:
+            role, content = "assistant", entry.text
+        else:
+            role, content = "user", f"{entry.name}：{entry.text}"
+        last = messages[-1]
+        if last["role"] == role:
+            last["content"] = f"{last['content']}\n\n{content}"
+        else:
+            messages.append({"role": role, "content": content})
+    if len(messages) == 1 or messages[1]["role"] == "assistant":
+        messages.insert(1, {"role": "user", "content": OPENING})
+    if messages[-1]["role"] == "assistant":
+        messages.append({"role": "user", "content": GO_ON})
+    return messages

@@ -31,3 +31,27 @@ def personas_path() -> Path:
 @pytest.fixture(scope="session")
 def questions_path() -> Path:
     return _shared_file("questions.txt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(novel_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny Llama chat model built from the novel once per session (see tests/tiny_model.py): a `TinyModel`."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), novel_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model) -> Path:
+    """The tiny model's directory: pass it as XIYOU_MODEL_<ID> or to `transformers serve`."""
+    return tiny_model.path
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir: Path):
+    """`transformers serve` on the tiny model for the whole session (tests/servers.py): a `ServedModel` with
+    `.base_url` (…/v1) and `.model`. Tests that stop or kill a server start their own with `transformers_serve`."""
+    from servers import transformers_serve
+
+    with transformers_serve(tiny_model_dir) as server:
+        yield server

@@ -38,7 +38,9 @@ def testserver_bin() -> Path:
     value = os.environ.get("XIYOU_TESTSERVER_BIN", "").strip()
     path = Path(value) if value else REPO_ROOT / ".venv-testserver" / "bin" / "transformers"
     if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(f"`transformers serve` is not installed at {path} (run `make setup-testserver`, or set XIYOU_TESTSERVER_BIN)")
+        pytest.skip(
+            f"`transformers serve` is not installed at {path} (`make setup-testserver` or XIYOU_TESTSERVER_BIN)"
+        )
     return path
 
 

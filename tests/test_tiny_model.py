@@ -17,7 +17,8 @@ def test_tiny_model_loads_and_says_its_reply_then_stops_at_im_end(tiny_model: Ti
     assert tok.convert_tokens_to_ids(IM_END) == tiny_model.im_end_id
     messages = [{"role": "system", "content": "你是孙悟空"}, {"role": "user", "content": "大圣，你好"}]
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert prompt.startswith("<|im_start|>system\n你是孙悟空<|im_end|>\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert prompt.startswith("<|im_start|>system\n你是孙悟空<|im_end|>\n")
+    assert prompt.endswith("<|im_start|>assistant\n")
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
     # EOS only (the model's own generation config): it runs past <|im_end|> into AFTER.
     out = model.generate(ids, max_new_tokens=60, do_sample=False)

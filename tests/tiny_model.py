@@ -22,6 +22,7 @@ check and makes `transformers serve` (1024 new tokens by default) slow. So a few
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,7 +162,7 @@ def build_tiny_model(
     with torch.no_grad():
         embed = model.model.embed_tokens.weight
         head = model.lm_head.weight
-        for dim, (token, successor) in enumerate(zip(chain, chain[1:])):
+        for dim, (token, successor) in enumerate(itertools.pairwise(chain)):
             embed[token].zero_()
             embed[token, dim] = 4.0
             head[successor, dim] = 5.0

@@ -6,7 +6,7 @@ for event in room.run():
     ...  # TurnStarted / Delta / TurnEnded / MemberFailed / ReplyDropped / Stopped
 """
 
-from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, MemberStatus, Room
+from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, MemberStatus, Plan, Room
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted
 from xiyou.room.member import Member
 from xiyou.room.policies import POLICIES, POLICY_LABELS
@@ -25,6 +25,7 @@ __all__ = [
     "MemberFailed",
     "MemberStatus",
     "Notice",
+    "Plan",
     "ReplyDropped",
     "Room",
     "Stopped",

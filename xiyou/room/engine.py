@@ -56,6 +56,16 @@ class _Cancelled(Exception):
     pass
 
 
+@dataclasses.dataclass
+class Plan:
+    """Turns still to come: named speakers first, then up to `banter_left` auto-banter turns."""
+
+    queue: list[str]
+    banter_left: int
+    failed: set[str] = dataclasses.field(default_factory=set)
+    done: bool = False
+
+
 class Room:
     """Several characters and a person talking. Iterate `run()` after `say()` to get the answers as events."""
 
@@ -141,62 +151,71 @@ class Room:
         """Who the policy picks to answer the last line (a fresh draw for the random policies)."""
         return responders(self.policy, self.entries, self.members, self.rng)
 
-    def run(self, speakers: Sequence[str] | None = None, banter: int | None = None) -> Iterator[Event]:
-        """Answer the last line: `speakers` (the person's pick) or the policy's, then up to `banter` more turns.
-
-        `banter` None means the room's `banter_turns`. Stops early when `stop()` is called.
-        """
+    def plan(self, speakers: Sequence[str] | None = None, banter: int | None = None) -> Plan:
+        """Plan the answers to the last line: `speakers` (the person's pick) or the policy's, then up to
+        `banter` more turns (None: the room's `banter_turns`). Clears an earlier stop. Run it with `step()`."""
         self._cancel.clear()
         queue_ = list(speakers) if speakers is not None else self.next_speakers()
         for sid in queue_:
             self.member(sid)  # unknown ids fail before anything is said
-        failed: set[str] = set()
-        for sid in queue_:
-            if not (yield from self._guarded_turn(sid, failed)):
-                return
-        yield from self._banter(self.banter_turns if banter is None else banter, failed)
+        return Plan(queue_, max(self.banter_turns if banter is None else banter, 0))
+
+    def plan_continue(self, turns: int | None = None) -> Plan:
+        """Plan `turns` more turns among the characters (default: the banter cap, at least one)."""
+        self._cancel.clear()
+        return Plan([], max(self.banter_turns, 1) if turns is None else max(turns, 0))
+
+    def step(self, plan: Plan) -> Iterator[Event]:
+        """Run the next turn of `plan` (a page runs one per script run, so Stop stays clickable between turns).
+
+        Marks the plan done when it is used up, when nobody is left to speak, or when the room was stopped.
+        """
+        if plan.done:
+            return
+        if self._cancel.is_set():
+            plan.done = True
+            yield self._stopped()
+            return
+        if plan.queue:
+            sid: str | None = plan.queue.pop(0)
+        elif plan.banter_left > 0:
+            plan.banter_left -= 1
+            sid = banter_speaker(self.policy, self.entries, self.members, self.rng, exclude=plan.failed)
+        else:
+            sid = None
+        if sid is None:
+            plan.done = True
+            return
+        member = self.member(sid)
+        if member.active:
+            ok = yield from self._turn(member)
+            if ok is None:
+                plan.done = True
+            elif not ok:
+                plan.failed.add(sid)
+        if not plan.queue and plan.banter_left <= 0:
+            plan.done = True
+
+    def run(self, speakers: Sequence[str] | None = None, banter: int | None = None) -> Iterator[Event]:
+        """Answer the last line (see `plan()`), all turns in one go. Stops early when `stop()` is called."""
+        yield from self._run(self.plan(speakers, banter))
 
     def continue_(self, turns: int | None = None) -> Iterator[Event]:
         """Let the characters go on talking among themselves for up to `turns` turns (default: banter cap)."""
-        self._cancel.clear()
-        yield from self._banter(max(self.banter_turns, 1) if turns is None else turns, set())
+        yield from self._run(self.plan_continue(turns))
 
     def speak(self, member_id: str) -> Iterator[Event]:
         """One turn by `member_id`, whatever the policy (the manual policy's pick)."""
-        self._cancel.clear()
-        self.member(member_id)
-        yield from self._guarded_turn(member_id, set())
+        yield from self._run(self.plan([member_id], banter=0))
 
-    def _banter(self, turns: int, failed: set[str]) -> Iterator[Event]:
-        for _ in range(max(turns, 0)):
-            if self._cancel.is_set():
-                yield self._stopped()
-                return
-            sid = banter_speaker(self.policy, self.entries, self.members, self.rng, exclude=failed)
-            if sid is None:
-                return
-            if not (yield from self._guarded_turn(sid, failed)):
-                return
+    def _run(self, plan: Plan) -> Iterator[Event]:
+        while not plan.done:
+            yield from self.step(plan)
 
     def _stopped(self) -> Stopped:
         notice = Notice("stopped", None, None, "已停止 · stopped", len(self.entries))
         self.notices.append(notice)
         return Stopped(notice)
-
-    def _guarded_turn(self, sid: str, failed: set[str]) -> Iterator[Event]:
-        """One turn; returns False when the room was stopped (the caller ends the run)."""
-        if self._cancel.is_set():
-            yield self._stopped()
-            return False
-        member = self.member(sid)
-        if not member.active:
-            return True
-        ok = yield from self._turn(member)
-        if ok is None:
-            return False
-        if not ok:
-            failed.add(sid)
-        return True
 
     def _turn(self, member: Member) -> Iterator[Event]:
         """Returns True (spoke or dropped), False (failed) or None (stopped)."""

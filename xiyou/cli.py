@@ -82,5 +82,14 @@ def card_cmd(character_id: str, out: str | None) -> None:
         sys.stdout.write(text + "\n")
 
 
+def _register_room() -> None:
+    from xiyou.room.cli import room_cmd
+
+    main.add_command(room_cmd)
+
+
+_register_room()
+
+
 if __name__ == "__main__":
     main()

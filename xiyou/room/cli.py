@@ -1,0 +1,104 @@
+"""`xiyou room`: one message to the room, the transcript back as JSON lines (for scripts and terminals)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, Room
+from xiyou.room.events import MemberFailed, ReplyDropped, Stopped, TurnEnded
+from xiyou.room.lineup import OFFLINE_HELP, LineupError, build_lineup, canon_retriever, load_canon
+from xiyou.room.policies import POLICIES
+from xiyou.room.transcript import Entry
+
+
+def _echo_json(data: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _line(entry: Entry) -> dict[str, object]:
+    return {"speaker": entry.name, "id": entry.speaker, "text": entry.text}
+
+
+@click.command("room")
+@click.argument("message")
+@click.option(
+    "-m",
+    "--members",
+    default="sanzang,wukong,bajie,wujing",
+    show_default=True,
+    help="Comma-separated character ids in the room.",
+)
+@click.option(
+    "--endpoints",
+    type=click.Path(dir_okay=False),
+    help="Endpoints file (TOML, one table per character id); default $XIYOU_ENDPOINTS, else canon mode.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice([p for p in POLICIES if p != "manual"]),
+    default="mention",
+    show_default=True,
+    help="Turn policy.",
+)
+@click.option(
+    "--turns",
+    type=click.IntRange(0, 50),
+    default=DEFAULT_BANTER,
+    show_default=True,
+    help="Auto-banter turns after the answers.",
+)
+@click.option("--person", default=DEFAULT_PERSON, show_default=True, help="Your name in the room.")
+@click.option("--seed", type=int, default=None, help="Seed of the random draws (natural policy, banter).")
+@click.option("--canon-hints/--no-canon-hints", default=False, help="Add canon passages to model members' prompts.")
+def room_cmd(
+    message: str,
+    members: str,
+    endpoints: str | None,
+    policy: str,
+    turns: int,
+    person: str,
+    seed: int | None,
+    canon_hints: bool,
+) -> None:
+    """Say MESSAGE to the room; print the transcript as JSON lines.
+
+    Each line is {"speaker": name, "id": id, "text": ...}; a member that fails prints
+    {"speaker": name, "id": id, "error": ...} and the others go on. Exit status 1 when nobody could speak.
+    """
+    ids = [i.strip() for i in members.split(",") if i.strip()]
+    if not ids:
+        raise click.BadParameter("name at least one character id", param_hint="--members")
+    try:
+        lineup = build_lineup(ids, endpoints)
+    except LineupError as e:
+        raise click.ClickException(str(e)) from None
+    if not lineup.available:
+        problems = "\n".join(f"- {s.character.id}: {s.why_not}" for s in lineup.seats.values())
+        raise click.ClickException(f"{OFFLINE_HELP}\n{problems}")
+    retriever = None
+    if canon_hints:
+        canon, why = load_canon(lineup.novel)
+        retriever = canon_retriever(canon) if canon is not None else None
+        if retriever is None:
+            click.echo(f"canon hints are off: {why or 'no canon retrieval available'}", err=True)
+    click.echo(f"room: {lineup.describe()}", err=True)
+    room = Room(lineup.members(ids, retriever), person=person, policy=policy, banter_turns=turns, seed=seed)
+    _echo_json(_line(room.say(message)))
+    spoke = False
+    for event in room.run():
+        if isinstance(event, TurnEnded):
+            spoke = True
+            _echo_json(_line(event.entry))
+        elif isinstance(event, MemberFailed):
+            n = event.notice
+            _echo_json({"speaker": n.name, "id": n.speaker, "error": n.message})
+        elif isinstance(event, ReplyDropped | Stopped):
+            click.echo(event.notice.message, err=True)
+    if not spoke:
+        failing = [m.id for m in room.members if room.status[m.id].failing]
+        click.echo(f"nobody answered (failing: {', '.join(failing) or 'none'})", err=True)
+        sys.exit(1)

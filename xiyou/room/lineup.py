@@ -1,0 +1,175 @@
+"""Who can speak in the room, and on what: an endpoints file, the canon (offline), or nothing.
+
+- With an endpoints file (`XIYOU_ENDPOINTS` or `--endpoints FILE`): each character with a table speaks through
+  it (`backend = "openai"` by default, or `"canon"` / `"transformers"`); characters without a table speak their
+  canon lines when the novel is there.
+- Without one: every character speaks its canon lines when `XIYOU_NOVEL` (or the shared novel beside the
+  checkout) is there: the offline canon mode of `make run`.
+- Otherwise nobody can speak, and `OFFLINE_HELP` says how to fix that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from xiyou import env
+from xiyou.backends.base import Backend
+from xiyou.character import Character, get_character, load_characters
+from xiyou.room.member import Member, Retriever
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["endpoints", "canon", "offline"]
+
+#: Seconds the room waits for a reply piece, on top of an endpoint's own `timeout` (its client reports first).
+TIMEOUT_MARGIN_S = 10.0
+CANON_TIMEOUT_S = 60.0
+
+OFFLINE_HELP = """\
+Nobody can speak yet: there is no endpoints file and no novel to speak from.
+
+- Offline: point `XIYOU_NOVEL` at the text of 《西游记》 (any common encoding), e.g.
+  `XIYOU_NOVEL=../shared/data/xiyouji.txt make run`; each character then answers with its own lines from the novel.
+- With models: serve the characters on any OpenAI-compatible server (LMDeploy: one server, one LoRA adapter per
+  character; see "Serving with LMDeploy" in the README), then write an endpoints file and set `XIYOU_ENDPOINTS`:
+
+```toml
+[wukong]
+base_url = "http://127.0.0.1:23333/v1"
+model = "wukong"
+[bajie]
+base_url = "http://127.0.0.1:23333/v1"   # same server, another adapter
+model = "bajie"
+[sanzang]
+backend = "canon"                        # offline, from the novel
+```
+"""
+
+
+class LineupError(ValueError):
+    """The endpoints file is broken (the message names the file, table and field), or a character id is unknown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Seat:
+    """How one character can speak: a backend, or why not (`why_not`)."""
+
+    character: Character
+    backend: Backend | None
+    kind: str
+    timeout: float
+    why_not: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineup:
+    mode: Mode
+    seats: dict[str, Seat]
+    endpoints_file: Path | None
+    novel: Path | None
+    canon_error: str | None = None
+
+    @property
+    def available(self) -> bool:
+        """At least one character can speak."""
+        return any(s.backend is not None for s in self.seats.values())
+
+    def member(self, character_id: str, retriever: Retriever | None = None) -> Member:
+        """A fresh Member for the room (mute state is per room; backends are shared)."""
+        seat = self.seats[character_id]
+        use_retriever = retriever if seat.kind not in ("canon", "none") else None
+        return Member(
+            seat.character, seat.backend, timeout=seat.timeout, unavailable=seat.why_not, retriever=use_retriever
+        )
+
+    def members(self, ids: Sequence[str], retriever: Retriever | None = None) -> list[Member]:
+        return [self.member(i, retriever) for i in ids]
+
+    def describe(self) -> str:
+        """One line for a page caption or the CLI's stderr."""
+        if self.mode == "endpoints":
+            return f"endpoints file {self.endpoints_file}"
+        if self.mode == "canon":
+            return f"offline canon mode: the characters answer with their own lines from {self.novel}"
+        return "offline, no novel and no endpoints file"
+
+
+def load_canon(novel: Path | None) -> tuple[Any | None, str | None]:
+    """The Canon of `novel` (None: XIYOU_NOVEL / the shared novel), or (None, why not)."""
+    try:
+        from xiyou.canon import get_canon
+
+        return get_canon(novel), None
+    except ImportError as e:  # the canon package is part of the app; a broken install says so
+        return None, f"the canon package cannot be imported ({e})"
+    except (OSError, ValueError) as e:  # NovelError is a ValueError
+        return None, str(e)
+
+
+def build_lineup(
+    ids: Sequence[str] | None = None,
+    endpoints: str | Path | None = None,
+    novel: str | Path | None = None,
+) -> Lineup:
+    """Seats for `ids` (default: all characters) from `endpoints` (default XIYOU_ENDPOINTS) and the novel."""
+    characters = load_characters()
+    try:
+        chosen = [get_character(i, characters) for i in (ids or list(characters))]
+    except ValueError as e:
+        raise LineupError(str(e)) from None
+    endpoints_file = Path(endpoints).expanduser() if endpoints else env.endpoints_path()
+    configs: dict[str, Any] = {}
+    if endpoints_file is not None:
+        from xiyou.endpoints import load_endpoints
+
+        try:
+            configs = load_endpoints(endpoints_file)
+        except (OSError, ValueError) as e:
+            raise LineupError(str(e)) from None
+    novel_path = Path(novel).expanduser() if novel else env.novel_path()
+    needs_canon = any(c.id not in configs or getattr(configs[c.id], "backend", "openai") == "canon" for c in chosen)
+    canon, canon_error = (None, None)
+    if needs_canon:
+        if novel_path is None:
+            canon_error = "no novel: set XIYOU_NOVEL to the text of 《西游记》"
+        else:
+            canon, canon_error = load_canon(novel_path)
+    seats = {c.id: _seat(c, configs.get(c.id), canon, canon_error, endpoints_file) for c in chosen}
+    mode: Mode = "endpoints" if endpoints_file is not None else ("canon" if canon is not None else "offline")
+    return Lineup(mode, seats, endpoints_file, novel_path, canon_error)
+
+
+def _seat(character: Character, config: Any, canon: Any, canon_error: str | None, file: Path | None) -> Seat:
+    from xiyou.backends.factory import make_backend
+
+    if config is not None and getattr(config, "backend", "openai") != "canon":
+        kind = getattr(config, "backend", "openai")
+        timeout = float(getattr(config, "timeout", None) or 60.0) + TIMEOUT_MARGIN_S
+        try:
+            return Seat(character, make_backend(character, kind=kind, endpoint=config), kind, timeout)
+        except Exception as e:  # a member that cannot start is red, the others still talk
+            log.warning("%s: cannot set up its %s backend: %s", character.id, kind, e)
+            return Seat(character, None, "none", timeout, f"{kind} backend from {file}: {e}")
+    if canon is None:
+        where = f"no table for {character.id} in {file}, and " if config is None and file is not None else ""
+        return Seat(character, None, "none", CANON_TIMEOUT_S, f"{where}no canon: {canon_error}")
+    from xiyou.backends.canon import CanonBackend
+
+    return Seat(character, CanonBackend(character, canon), "canon", CANON_TIMEOUT_S)
+
+
+def canon_retriever(canon: Any, k: int = 3, token_budget: int = 600) -> Retriever | None:
+    """Per-speaker canon retrieval for members on models: the top-k canon exchanges in the system prompt."""
+    try:
+        from xiyou.canon.rag import augment_messages
+    except ImportError:
+        return None
+
+    def retrieve(character: Character, messages: Sequence[Any]) -> list[Any]:
+        return augment_messages(character, list(messages), canon, k=k, token_budget=token_budget)
+
+    return retrieve

@@ -1,0 +1,215 @@
+"""`Canon`: everything built from one novel (utterances, scenes, exchanges, indexes), and `get_canon()`.
+
+Built once per novel: the extracted utterances and the BM25 indexes are cached on disk under
+`$XIYOU_CACHE_DIR` (default `~/.cache/xiyou`) in `canon/<sha256 of the normalised text>-v<EXTRACTOR_VERSION>/`, and
+in the process by path + mtime + size, so the second `get_canon()` is instant and the second process skips the
+extraction and indexing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import threading
+from pathlib import Path
+
+from xiyou.canon.dialogue import UNKNOWN, Utterance, extract_utterances
+from xiyou.canon.exchanges import CHARACTER_IDS, Exchange, assign_scenes, build_exchanges, xtuner_records
+from xiyou.canon.index import Index, save_dir_atomic, top_k
+from xiyou.canon.loader import Novel, NovelError, chapter_ref, load_novel
+
+#: Bump when the extraction rules change: the disk cache is keyed by it too.
+EXTRACTOR_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    exchange: Exchange
+    score: float
+
+    @property
+    def ref(self) -> str:
+        """The chapter as the novel names it: 第二十七回."""
+        return chapter_ref(self.exchange.chapter)
+
+    @property
+    def chapter(self) -> int:
+        return self.exchange.chapter
+
+
+def cache_root() -> Path:
+    value = os.environ.get("XIYOU_CACHE_DIR", "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "xiyou"
+
+
+def _check_id(character_id: str) -> None:
+    if character_id not in CHARACTER_IDS:
+        raise KeyError(f"unknown character {character_id!r}; the canon has lines for: {', '.join(CHARACTER_IDS)}")
+
+
+class Canon:
+    """The novel as data: `.novel`, `.utterances`, `.exchanges(id)`, `.lines(id)`, `.search(id, query)`, `.records(id)`."""
+
+    def __init__(self, novel: Novel, utterances: list[Utterance] | None = None, cache_dir: Path | None = None) -> None:
+        self.novel = novel
+        self.utterances: list[Utterance] = utterances if utterances is not None else extract_utterances(novel)
+        self.scenes: list[int] = assign_scenes(self.utterances)
+        self._exchanges = build_exchanges(self.utterances, self.scenes)
+        self.cache_dir = cache_dir
+        self._indexes: dict[tuple[str, str], Index] = {}
+        self._lock = threading.Lock()
+
+    # --- the data ---------------------------------------------------------------------------------------------
+
+    def exchanges(self, character_id: str) -> list[Exchange]:
+        _check_id(character_id)
+        return self._exchanges[character_id]
+
+    def lines(self, character_id: str) -> list[Utterance]:
+        return [ex.reply for ex in self.exchanges(character_id)]
+
+    def records(self, character_id: str, system: str | None = None) -> list[dict]:
+        """XTuner conversation records; `system` defaults to the character's meta_instruction."""
+        if system is None:
+            from xiyou.character import get_character
+
+            system = get_character(character_id).meta_instruction
+        return xtuner_records(character_id, system, self.exchanges(character_id), self.utterances, self.scenes)
+
+    def stats(self) -> dict:
+        counts = {cid: len(self._exchanges[cid]) for cid in CHARACTER_IDS}
+        unknown = sum(1 for u in self.utterances if u.speaker == UNKNOWN)
+        others = len(self.utterances) - unknown - sum(counts.values())
+        return {
+            "chapters": len(self.novel.chapters),
+            "utterances": len(self.utterances),
+            "per_character": counts,
+            "other_speakers": others,
+            "unknown": unknown,
+            "unknown_share": unknown / len(self.utterances) if self.utterances else 0.0,
+            "encoding": self.novel.encoding,
+            "sha256": self.novel.sha256,
+        }
+
+    # --- retrieval --------------------------------------------------------------------------------------------
+
+    def index(self, character_id: str, field: str) -> Index:
+        """The BM25 index over one character's exchange contexts (`field="context"`) or replies (`"reply"`)."""
+        _check_id(character_id)
+        if field not in ("context", "reply"):
+            raise ValueError(f"field must be 'context' or 'reply', got {field!r}")
+        key = (character_id, field)
+        index = self._indexes.get(key)
+        if index is not None:
+            return index
+        with self._lock:
+            if key not in self._indexes:
+                self._indexes[key] = self._load_or_build(character_id, field)
+            return self._indexes[key]
+
+    def _load_or_build(self, character_id: str, field: str) -> Index:
+        target = self.cache_dir / f"index-{character_id}-{field}" if self.cache_dir else None
+        if target is not None and target.is_dir():
+            try:
+                return Index.load(target)
+            except Exception:  # a damaged cache is rebuilt, never fatal
+                pass
+        exchanges = self._exchanges[character_id]
+        if field == "context":
+            texts = [ex.context.text if ex.context else "" for ex in exchanges]
+        else:
+            texts = [ex.reply.text for ex in exchanges]
+        index = Index.build(texts)
+        if target is not None:
+            try:
+                save_dir_atomic(target, index.save)
+            except OSError:
+                pass  # a read-only cache only costs speed
+        return index
+
+    def build_indexes(self) -> None:
+        """Build (or load) every index now instead of on first search."""
+        for cid in CHARACTER_IDS:
+            for field in ("context", "reply"):
+                self.index(cid, field)
+
+    def search(self, character_id: str, query: str, k: int = 5, field: str = "both") -> list[Hit]:
+        """The k exchanges of the character that best match `query` (BM25 over context + reply), best first.
+
+        `field`: "both" (default), "context" (what was said to the character) or "reply" (the character's words).
+        """
+        fields = ("context", "reply") if field == "both" else (field,)
+        scores = None
+        for f in fields:
+            s = self.index(character_id, f).scores(query)
+            scores = s if scores is None else scores + s
+        exchanges = self._exchanges[character_id]
+        return [Hit(exchanges[i], float(scores[i])) for i in top_k(scores, k)]
+
+
+# --- building and caching ---------------------------------------------------------------------------------------
+
+
+def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
+    path = cache_dir / "utterances.pkl" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            rows = pickle.loads(path.read_bytes())
+            return [Utterance(*row) for row in rows]
+        except Exception:
+            pass
+    utterances = extract_utterances(novel)
+    if path is not None:
+        from xiyou.io import write_bytes_atomic
+
+        rows = [dataclasses.astuple(u) for u in utterances]
+        try:
+            write_bytes_atomic(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+            meta = {"sha256": novel.sha256, "extractor_version": EXTRACTOR_VERSION, "source": novel.path}
+            (cache_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        except OSError:
+            pass
+    return utterances
+
+
+def build_canon(novel: Novel, cache: bool = True) -> Canon:
+    """A Canon for a loaded novel, reusing the disk cache for that text when `cache`."""
+    cache_dir = cache_root() / "canon" / f"{novel.sha256[:24]}-v{EXTRACTOR_VERSION}" if cache else None
+    return Canon(novel, _utterances_cached(novel, cache_dir), cache_dir=cache_dir)
+
+
+_CANONS: dict[tuple[str, int, int], Canon] = {}
+_CANONS_LOCK = threading.Lock()
+
+
+def get_canon(path: str | os.PathLike[str] | None = None) -> Canon:
+    """The Canon of the novel at `path` (None: `XIYOU_NOVEL`, else ../shared/data/xiyouji.txt).
+
+    Cached per process (keyed by path, mtime and size) and on disk (keyed by the text's sha256). Raises NovelError
+    when there is no novel or it cannot be read.
+    """
+    if path is None:
+        from xiyou.env import novel_path
+
+        path = novel_path()
+        if path is None:
+            raise NovelError(
+                "no novel: set XIYOU_NOVEL to the path of 《西游记》's text (e.g. ../shared/data/xiyouji.txt)"
+            )
+    p = Path(path).expanduser().resolve()
+    try:
+        st = p.stat()
+    except OSError:
+        raise NovelError(f"{p}: no such file; set XIYOU_NOVEL or pass the novel's path") from None
+    key = (str(p), st.st_mtime_ns, st.st_size)
+    canon = _CANONS.get(key)
+    if canon is not None:
+        return canon
+    with _CANONS_LOCK:
+        canon = _CANONS.get(key)
+        if canon is None:
+            canon = build_canon(load_novel(p))
+            _CANONS[key] = canon
+    return canon

@@ -1,0 +1,290 @@
+"""Attributed dialogue: every quoted utterance of the novel with its speaker, found by rules, precision first.
+
+Most speech in 西游记 is introduced by narration ending in a speech verb and a colon (`行者笑道：“…”`,
+`那呆子慌了，道：“…”`, `三藏闻言，大惊道：“…”`). The speaker is the subject of that narration: the name at the
+start of the clause that holds the verb, or, when that clause has no subject of its own (`大惊道`), of an earlier
+clause of the same sentence. Names resolve through the characters' aliases to the four ids; other people keep
+the name the narration gives them (观音, 老者, 那怪 → 怪); everything unsure is "unknown".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Iterable
+
+from xiyou.canon.loader import Chapter, Novel
+from xiyou.canon.quotes import Quote, find_quotes
+
+UNKNOWN = "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    chapter: int
+    offset: int  # offset of the opening “ in the chapter text
+    speaker: str  # a character id, another named speaker ("观音", "老者"), or "unknown"
+    text: str  # the words, without the outer quotes
+    name: str = ""  # the name the narration used for the speaker ("行者", "那呆子" -> "呆子"); "" when unknown
+    end: int = 0  # offset just past the closing quote
+
+    @property
+    def id(self) -> str:
+        """Stable id from chapter and offset: c027-012345."""
+        return f"c{self.chapter:03d}-{self.offset:06d}"
+
+
+# --- which names may attribute speech -------------------------------------------------------------------------
+
+#: Aliases that must NOT attribute speech when they are the subject of narration, and why.
+#: Everything else in a character's `aliases` is safe: in the narration of 西游记 it names that character only.
+UNSAFE_ALIASES: dict[str, str] = {
+    # 师父 in narration is rare and names 菩提祖师 in chapters 1-2, other masters elsewhere.
+    "师父": "ambiguous: 菩提祖师 is 悟空's 师父 in chapters 1-2; other masters and disciples use it too",
+    # 泼猴/猴头 are insults other people use; in narration they may be any monkey.
+    "泼猴": "an insult others use; in narration any monkey",
+    "猴头": "an insult others use; in narration any monkey",
+    # 弟子 and the other self references are speech-only (not in `aliases`); 黄婆/木母/心猿/金公 are allegory in verse.
+    "黄婆": "allegory in verse, not a narration name",
+    "木母": "allegory in verse, not a narration name",
+    "心猿": "allegory in verse, not a narration name",
+}
+#: Aliases safe only in some chapters (alias -> the chapters where the narration uses it for the character).
+#: 长老 alone is 唐僧 from chapter 13 on, except where another 长老 is on stage: 金池长老 (16-17), 孙长老 (悟空 as
+#: the doctor of 朱紫国, 68-71) and the old monk of 布金寺 (93); before 13 it is 法明长老 and others.
+ONLY_IN_CHAPTERS: dict[str, frozenset[int]] = {
+    "长老": frozenset(range(13, 101)) - {16, 17, 68, 69, 70, 71, 93},
+}
+#: Chapters where a safe alias is nonetheless ambiguous (alias -> chapters).
+AMBIGUOUS_IN_CHAPTERS: dict[str, frozenset[int]] = {
+    # 平天大圣 牛魔王 and his sworn brothers, 六耳猕猴 as a second 大圣/行者/猴王 (58).
+    "大圣": frozenset({3, 4, 58, 60, 61}),
+    "猴王": frozenset({58}),
+    "美猴王": frozenset({58}),
+    "行者": frozenset({58}),
+    "孙行者": frozenset({58}),
+    "孙大圣": frozenset({58}),
+}
+
+#: Other speakers the narration names often (kept as the name). Longest match wins at the start of a clause.
+OTHER_SPEAKERS: tuple[str, ...] = (
+    "观音菩萨", "观世音菩萨", "观世音", "观音", "南海菩萨", "菩萨", "如来佛祖", "如来", "佛祖", "我佛", "玉皇大帝", "玉帝",
+    "玉皇", "太白金星", "金星", "长庚星", "太上老君", "老君", "李天王", "托塔天王", "天王", "哪吒", "二郎", "真君", "显圣",
+    "木叉", "惠岸", "龙王", "老龙", "土地", "山神", "城隍", "揭谛", "功曹", "阎王", "判官", "镇元子", "镇元大仙", "大仙",
+    "清风", "明月", "太宗", "唐王", "太宗皇帝", "唐太宗", "魏征", "国王", "皇帝", "王后", "娘娘", "公主", "太子", "驸马",
+    "女王", "国丈", "国师", "老者", "老儿", "老人", "老翁", "老汉", "老婆", "婆婆", "老妈妈", "妇人", "女子", "女怪",
+    "妖精", "妖怪", "妖魔", "妖王", "魔王", "魔头", "老魔", "二魔", "三魔", "老妖", "小妖", "众妖", "群妖", "怪物", "那怪",
+    "老怪", "大王", "二大王", "三大王", "小的", "众猴", "群猴", "猴精", "众神", "众僧", "和尚", "僧官", "院主", "老院主",
+    "方丈", "道士", "仙童", "童子", "樵夫", "渔翁", "牛魔王", "牛王", "罗刹女", "罗刹", "铁扇公主", "红孩儿", "圣婴",
+    "黄风怪", "白骨精", "黄袍怪", "金角", "银角", "黑熊精", "熊罴", "金池长老", "高太公", "太公", "员外", "寇员外",
+    "祖师", "菩提祖师", "须菩提祖师", "猪精", "凌虚子", "地藏王", "谛听", "秦广王", "十王", "文殊", "普贤", "弥勒",
+    "寿星", "福星", "禄星", "东华帝君", "乌鸡国王", "行脚僧", "金顶大仙", "悟空的师父", "白龙马", "小龙", "龙马",
+    "陈光蕊", "殷小姐", "满堂娇", "刘伯钦", "伯钦", "刘洪", "袁守诚", "泾河龙王", "孙行者的师父",
+)
+
+_PERSON_SUFFIX = set("王者僧怪魔精仙神君帝佛萨婆儿子官将女童妖人公母兵卒汉家主师娘嫂姐妹哥弟爷翁叟士相臣吏丁奴婢徒鬼"
+                     "龙蛟虎狼熊猴猿鹿狐怪目伯叔侄郎夫妇生客贼使差监曹判星宿尊尼叉吒姑奶嬷仆驸后妃圣员丞姓众")
+_NOT_NAMES = {"一个", "两个", "三个", "众人", "他们", "那人", "此人", "这人", "二人", "两人", "三人", "四众", "师徒",
+              "师徒们", "兄弟", "弟兄", "大家", "旁边", "前者", "后面", "上面", "一声", "老者也", "两家", "那厮"}
+_PRONOUNS = ("他", "她", "我", "你", "彼", "其", "众", "大家", "二位", "两位", "三位", "四位", "列位", "众位", "诸位", "各位", "二人", "两个", "三人", "四人", "两人", "三众", "四众",
+             "师徒", "弟兄", "兄弟", "他们", "俱", "都", "一齐", "一个", "有人", "那人", "这人", "那厮", "此人")
+#: Words that open a clause before its subject: 却说、那、只见 …
+_PREFIXES = ("却说", "话说", "且说", "话表", "却表", "且表", "再说", "又说", "原来", "当时", "此时", "这时", "那时",
+             "少时", "须臾", "不一时", "不多时", "正说处", "正说间", "只见", "只听得", "只听", "又见", "忽见", "忽听得",
+             "忽听", "但见", "早有", "却是", "却又", "那个", "这个", "这些", "那些", "好个", "好", "那", "这", "却", "又",
+             "忽", "便", "慌得", "唬得", "急得", "喜得", "气得", "惊得", "吓得", "羞得", "恼得", "笑得", "只得",
+             "随后", "随即", "才", "是", "此")
+_HEAR = re.compile(r"(?:只听得|只听|听得|听见|闻得|又听得|又听)")
+_SENTENCE_END = re.compile(r"[。！？!?…”]")
+_CLAUSE_SPLIT = re.compile(r"[，,、；;：:]")
+#: The verb that introduces speech, at the very end of the narration (before the colon).
+_SPEECH_VERB = re.compile(
+    r"(?:道|说|曰|云|叫|问|喝|骂|嚷|喊|答|应|报|奏|告|禀|吩咐|嘱咐|教|念|诵|吟|歌|呼|称|讲|言|叹|声|喏|回|谢|笑|哭|"
+    r"吆喝|嚷道|叫道|说道)$"
+)
+#: Narration right after a quote, with no subject of its own, that goes on with the same speaker: '又道：', '叫：'.
+_CONTINUE_SAME = re.compile(
+    r"^(?:(?:却又|便又|又|再|复|因又|遂又|然后又)[^，。！？；“”]{0,5}(?:道|说|问|叫|云|曰|骂|喝|吩咐)"
+    r"|(?:便|即|又|却|就|遂|随)?(?:叫|教|吩咐|叫声|道声|喝声)[^，。！？；“”]{0,2})$"
+)
+_GROUP = re.compile(r"齐声|同声|一齐|齐道|都道|俱道|同道|共道|众口|大家|一起|齐|俱|都")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerNames:
+    """The name table: alias -> speaker (a character id, or the name itself for other speakers)."""
+
+    table: dict[str, str]
+    pattern: re.Pattern[str]
+
+    def match_start(self, clause: str) -> str | None:
+        m = self.pattern.match(clause)
+        return m.group(0) if m else None
+
+
+@functools.cache
+def speaker_names() -> SpeakerNames:
+    """Aliases of the four (minus UNSAFE_ALIASES, plus 唐长老-style safe compounds) and the other speakers."""
+    from xiyou.character import load_characters
+
+    table: dict[str, str] = {name: name for name in OTHER_SPEAKERS}
+    for c in load_characters().values():
+        for alias in c.names:
+            if alias not in UNSAFE_ALIASES:
+                table[alias] = c.id
+    # Safe compounds of unsafe aliases and a few narration-only names.
+    table.update({"唐长老": "sanzang", "唐师父": "sanzang", "孙长老": "wukong", "猪长老": "bajie", "沙长老": "wujing",
+                  "猪八戒": "bajie", "八戒": "bajie",
+                  "沙和尚": "wujing", "大师兄": "wukong", "二师兄": "bajie", "三藏法师": "sanzang", "唐三藏": "sanzang",
+                  "陈玄奘": "sanzang", "玄奘": "sanzang", "猪刚鬣": "bajie"})
+    names = sorted(table, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(n) for n in names))
+    return SpeakerNames(table=table, pattern=pattern)
+
+
+# --- finding the speaker ---------------------------------------------------------------------------------------
+
+
+def _strip_prefixes(clause: str) -> str:
+    changed = True
+    while changed and clause:
+        changed = False
+        for p in _PREFIXES:
+            if clause.startswith(p) and len(clause) > len(p):
+                clause = clause[len(p):]
+                changed = True
+                break
+    return clause
+
+
+def _generic_subject(clause: str) -> str | None:
+    """An unlisted person at the start of a clause: 'X道', 'X笑道' with X of 2-4 characters ending like a person."""
+    m = re.match(r"^([\u4e00-\u9fff]{2,4}?)(?:[又便却也就才忙急连慌大高低暗冷笑喜怒惊哭叹]{0,2})(?:道|说|叫|问|答|喝|骂|云|曰)$",
+                 clause)
+    if m and m.group(1)[-1] in _PERSON_SUFFIX and m.group(1) not in _NOT_NAMES:
+        return m.group(1)
+    return None
+
+
+def _resolve_clause(
+    clause: str, names: SpeakerNames, chapter: int, is_verb_clause: bool
+) -> tuple[str, str] | None | bool:
+    """(speaker, name) when the clause names its subject; None when it has no subject (walk on); False to stop."""
+    clause = clause.strip()
+    if not clause:
+        return None
+    heard = _HEAR.search(clause)
+    if heard:
+        # 'X听得Y道' -> Y speaks; 'X听得大喜，道' -> X speaks; '听得半空中叫道' -> unknown.
+        rest = _strip_prefixes(clause[heard.end():])
+        name = names.match_start(rest)
+        if name:
+            return _speaker_for(name, names, chapter)
+        if is_verb_clause:
+            return False
+        clause = clause[: heard.start()]
+    bare = _strip_prefixes(clause)
+    name = names.match_start(clause) or names.match_start(bare)
+    if name and not bare.startswith(name) and not clause.startswith(name):
+        name = None
+    if name and clause.startswith(name):
+        bare = clause
+    if name:
+        after = bare[len(name):]
+        # Several people speaking together ('八戒沙僧齐声道', '三藏与八戒都道') -> not one speaker.
+        if _GROUP.search(after[:8]) or re.match(r"^[、与和同及并]", after) and _GROUP.search(after):
+            return False
+        if after[:1] in ("、",) or re.match(r"^[与和同及][^道说叫问]{0,6}[齐都俱同]", after):
+            return False
+        return _speaker_for(name, names, chapter)
+    if bare.startswith(_PRONOUNS) or clause.startswith(_PRONOUNS):
+        return False
+    generic = _generic_subject(bare)
+    if generic:
+        return generic, generic
+    # A clause opened by a demonstrative has a subject we do not know: stop.
+    if clause.startswith(("那", "这", "一个", "有个", "有一个", "两个", "众", "只见", "却说", "话说", "且说")):
+        return False
+    # Starts with a noun-like person word we do not list (店家跪下道): a subject, unknown to us.
+    if len(bare) >= 2 and (bare[1] in _PERSON_SUFFIX or (len(bare) >= 3 and bare[2] in _PERSON_SUFFIX)) \
+            and not re.match(r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教]", bare):
+        return False
+    return None
+
+
+def _speaker_for(name: str, names: SpeakerNames, chapter: int) -> tuple[str, str] | bool:
+    if chapter in AMBIGUOUS_IN_CHAPTERS.get(name, ()):
+        return False
+    if name in ONLY_IN_CHAPTERS and chapter not in ONLY_IN_CHAPTERS[name]:
+        return False
+    return names.table[name], name
+
+
+def attribute(narration: str, names: SpeakerNames, chapter: int) -> tuple[str, str]:
+    """(speaker, name) for the narration that introduces a quote (ending in '道：' or the like)."""
+    intro = narration.rstrip("：: ")
+    sentence = _SENTENCE_END.split(intro)[-1]
+    clauses = [c for c in _CLAUSE_SPLIT.split(sentence)]
+    for i, clause in enumerate(reversed(clauses[-4:])):
+        result = _resolve_clause(clause, names, chapter, is_verb_clause=i == 0)
+        if result is False:
+            return UNKNOWN, ""
+        if result is not None:
+            return result  # type: ignore[return-value]
+    return UNKNOWN, ""
+
+
+def _is_intro(narration: str) -> bool:
+    """Does this narration introduce speech (ends with a colon, or with a speech verb like 叫声)?"""
+    s = narration.rstrip()
+    if not s:
+        return False
+    if s[-1] in "：:":
+        return True
+    return bool(re.search(r"(?:叫声|道声|喝声|叫一声|喊一声|叫|道|说|只教|教|喝|问)$", s))
+
+
+def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list[Utterance]:
+    """The utterances of one chapter, in order. Quotes that are mentions (号为“齐天大圣”) are left out."""
+    names = names or speaker_names()
+    text = chapter.text
+    quotes = find_quotes(text)
+    out: list[Utterance] = []
+    prev: Quote | None = None
+    prev_speaker: tuple[str, str] = (UNKNOWN, "")
+    for q in quotes:
+        para_start = text.rfind("\n", 0, q.start) + 1
+        seg_start = max(para_start, prev.end if prev else 0)
+        narration = text[seg_start:q.start]
+        continued_after_prev = prev is not None and prev.end >= para_start
+        if not narration.strip(" ") and q.start == para_start and para_start > 0:
+            # The quote opens a paragraph: the intro may end the previous paragraph ('…报上森罗宝殿道：').
+            prev_para_start = text.rfind("\n", 0, para_start - 1) + 1
+            seg_start = max(prev_para_start, prev.end if prev else 0)
+            narration = text[seg_start:para_start - 1]
+            continued_after_prev = prev is not None and prev.end >= prev_para_start
+        if not _is_intro(narration):
+            prev = q
+            if narration.strip():
+                prev_speaker = (UNKNOWN, "")
+            continue
+        stripped = narration.strip().rstrip("：:")
+        if continued_after_prev and _CONTINUE_SAME.match(stripped) and not names.pattern.search(stripped):
+            speaker, name = prev_speaker
+        else:
+            speaker, name = attribute(narration, names, chapter.number)
+        out.append(Utterance(chapter=chapter.number, offset=q.start, speaker=speaker, text=q.text, name=name,
+                             end=q.end))
+        prev, prev_speaker = q, (speaker, name)
+    return out
+
+
+def extract_utterances(novel: Novel | Iterable[Chapter]) -> list[Utterance]:
+    """Every utterance of the novel, in order."""
+    chapters = novel.chapters if isinstance(novel, Novel) else novel
+    names = speaker_names()
+    out: list[Utterance] = []
+    for chapter in chapters:
+        out.extend(extract_chapter(chapter, names))
+    return out

@@ -1,0 +1,112 @@
+"""Exchanges and scenes: each line of the four with what was said before it, and XTuner training records.
+
+A scene is a run of utterances of one chapter with little narration between them (at most SCENE_GAP characters):
+one conversation. An exchange is one line of a character with its context: the closest preceding utterance of the
+scene by someone else (None when the character opens the scene).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from xiyou.canon.dialogue import Utterance
+
+SCENE_GAP = 150  # characters of narration that still belong to the same conversation
+CHARACTER_IDS = ("sanzang", "wukong", "bajie", "wujing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Exchange:
+    character: str
+    reply: Utterance
+    context: Utterance | None
+    scene: int
+    chapter: int
+
+    @property
+    def id(self) -> str:
+        """Stable id from chapter and offset of the reply: c027-004964."""
+        return self.reply.id
+
+
+def assign_scenes(utterances: Sequence[Utterance], gap: int = SCENE_GAP) -> list[int]:
+    """The scene id of each utterance (in novel order): a new scene at each chapter and after a long narration."""
+    scenes: list[int] = []
+    scene = -1
+    prev: Utterance | None = None
+    for u in utterances:
+        if prev is None or u.chapter != prev.chapter or u.offset - (prev.end or prev.offset) > gap:
+            scene += 1
+        scenes.append(scene)
+        prev = u
+    return scenes
+
+
+def build_exchanges(utterances: Sequence[Utterance], scenes: Sequence[int]) -> dict[str, list[Exchange]]:
+    """Exchanges of each of the four characters, in novel order."""
+    out: dict[str, list[Exchange]] = {cid: [] for cid in CHARACTER_IDS}
+    for i, u in enumerate(utterances):
+        if u.speaker not in out:
+            continue
+        context = None
+        j = i - 1
+        while j >= 0 and scenes[j] == scenes[i]:
+            if utterances[j].speaker != u.speaker:
+                context = utterances[j]
+                break
+            j -= 1
+        out[u.speaker].append(Exchange(character=u.speaker, reply=u, context=context, scene=scenes[i],
+                                       chapter=u.chapter))
+    return out
+
+
+def _scene_turns(scene_utterances: Sequence[Utterance], character: str) -> list[tuple[str, str]]:
+    """(input, output) turns of one scene seen from `character`: others' lines in, the character's lines out."""
+    turns: list[tuple[str, str]] = []
+    pending_in: list[str] = []
+    pending_out: list[str] = []
+    for u in scene_utterances:
+        if u.speaker == character:
+            pending_out.append(u.text)
+        else:
+            if pending_out:
+                if pending_in:
+                    turns.append(("\n".join(pending_in), "\n".join(pending_out)))
+                pending_in, pending_out = [], []
+            pending_in.append(u.text)
+    if pending_out and pending_in:
+        turns.append(("\n".join(pending_in), "\n".join(pending_out)))
+    return turns
+
+
+def xtuner_records(
+    character: str,
+    system: str,
+    exchanges: Iterable[Exchange],
+    utterances: Sequence[Utterance],
+    scenes: Sequence[int],
+) -> list[dict]:
+    """XTuner conversation records: one single-turn record per exchange with a context, one multi-turn record per
+    scene where the character answers at least twice. `system` (the character's meta_instruction) opens each."""
+    records: list[dict] = []
+    for ex in exchanges:
+        if ex.context is None:
+            continue
+        records.append({
+            "id": f"canon-{character}-{ex.id}",
+            "conversation": [{"system": system, "input": ex.context.text, "output": ex.reply.text}],
+        })
+    by_scene: dict[int, list[Utterance]] = {}
+    for u, s in zip(utterances, scenes):
+        by_scene.setdefault(s, []).append(u)
+    for scene_utterances in by_scene.values():
+        if not any(u.speaker == character for u in scene_utterances):
+            continue
+        turns = _scene_turns(scene_utterances, character)
+        if len(turns) < 2:
+            continue
+        conversation = [{"input": i, "output": o} for i, o in turns]
+        conversation[0] = {"system": system, **conversation[0]}
+        records.append({"id": f"canon-{character}-scene-{scene_utterances[0].id}", "conversation": conversation})
+    return records

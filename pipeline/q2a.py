@@ -1,0 +1,153 @@
+"""Question-to-answer data: ask an LLM playing the character every question, N times each.
+
+    python -m pipeline.q2a --character wukong --questions ../shared/data/questions.txt --repeat 5 \\
+        --out data/wukong/q2a.jsonl --base-url https://api.example.com/v1 --model some-model
+
+Each request is the character's `persona_prompt` followed by the question (as the original data was made); each
+answer becomes an XTuner record whose `system` is the character's `meta_instruction`:
+
+    {"id": "q2a-wukong-<question hash>-r0", "character": "wukong", "source": "q2a",
+     "conversation": [{"system": "<meta_instruction>", "input": "<question>", "output": "<answer>"}]}
+
+Ids are stable (character + question hash + repeat index), so a rerun or a resume asks only what is missing.
+`--dry-run` prints the request count and an estimate of the prompt tokens, and asks nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.llm import Request, estimate_tokens, short_hash
+from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
+from pipeline.store import JsonlStore, StoreError, existing_ids
+from xiyou.character import Character, CharacterError, character_ids, get_character
+
+STEP = "q2a"
+
+
+def read_questions(path: Path) -> list[str]:
+    """One question per line; blank lines and lines starting with '#' are skipped, duplicates kept once."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SystemExit(f"error: --questions {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise SystemExit(
+            f"error: --questions {path}: not UTF-8 text; save it as UTF-8, one question per line"
+        ) from None
+    seen: set[str] = set()
+    out = []
+    for line in text.splitlines():
+        q = line.strip()
+        if q and not q.startswith("#") and q not in seen:
+            seen.add(q)
+            out.append(q)
+    return out
+
+
+def record_id(character_id: str, question: str, repeat: int) -> str:
+    return f"q2a-{character_id}-{short_hash(question)}-r{repeat}"
+
+
+def plan(character: Character, questions: Sequence[str], repeat: int) -> list[Request]:
+    """Every request of the run, in order, with stable ids."""
+    return [
+        Request(
+            id=record_id(character.id, q, r),
+            messages=[{"role": "user", "content": character.persona_prompt + q}],
+            meta={"question": q, "repeat": r},
+        )
+        for q in questions
+        for r in range(repeat)
+    ]
+
+
+def to_record(character: Character, request: Request, answer: str) -> dict:
+    return {
+        "id": request.id,
+        "character": character.id,
+        "source": STEP,
+        "conversation": [
+            {"system": character.meta_instruction, "input": request.meta["question"], "output": answer.strip()}
+        ],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.q2a",
+        description="Ask an LLM playing a character every question N times; write XTuner records (resumable).",
+    )
+    p.add_argument("--character", required=True, help=f"character id: {', '.join(character_ids())}")
+    p.add_argument("--questions", type=Path, required=True, help="text file, one question per line")
+    p.add_argument("--repeat", type=int, default=5, help="answers per question (default 5)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions (for a trial run)")
+    p.add_argument("--out", type=Path, required=True, help="output JSONL; rerunning resumes it")
+    p.add_argument("--dry-run", action="store_true", help="print the request count and a token estimate, ask nothing")
+    add_engine_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        character = get_character(args.character)
+    except CharacterError as e:
+        parser.error(f"--character: {e}")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    questions = read_questions(args.questions)
+    if args.limit is not None:
+        questions = questions[: args.limit]
+    if not questions:
+        parser.error(f"--questions {args.questions}: no questions found (one per line)")
+    requests = plan(character, questions, args.repeat)
+
+    if args.dry_run:
+        done = existing_ids(args.out)
+        todo = [r for r in requests if r.id not in done]
+        tokens = sum(estimate_tokens(r.messages[0]["content"]) for r in todo)
+        print(
+            f"{character.id}: {len(questions)} questions × {args.repeat} = {len(requests)} requests; "
+            f"{len(requests) - len(todo)} already in {args.out}, {len(todo)} to ask; "
+            f"≈{tokens:,} prompt tokens (estimate: one per CJK character)"
+        )
+        return 0
+    config = engine_config(args, parser)
+    try:
+        store = JsonlStore(args.out).open()
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with store:
+        todo = [r for r in requests if r.id not in store]
+        already = len(requests) - len(todo)
+
+        def handle(request: Request, answer: str) -> None:
+            store.append(to_record(character, request, answer))
+
+        return run_and_record(
+            step=STEP,
+            out=args.out,
+            config=config,
+            requests=todo,
+            handle=handle,
+            planned=len(requests),
+            already_done=already,
+            prompts={"persona_prompt": character.persona_prompt, "meta_instruction": character.meta_instruction},
+            parameters={
+                "character": character.id,
+                "questions_file": str(args.questions),
+                "questions": len(questions),
+                "repeat": args.repeat,
+            },
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The shared request engine against the scripted fault server: retries, timeouts, limits, the key."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from scripted_openai import Fault, ScriptedOpenAI
+
+from pipeline.llm import EngineConfig, FatalAPIError, Request, load_api_key, run_requests
+
+MSG = [{"role": "user", "content": "你叫什么名字？"}]
+
+
+def _config(server: ScriptedOpenAI, **kw) -> EngineConfig:
+    kw.setdefault("timeout", 2.0)
+    kw.setdefault("backoff", 0.01)
+    return EngineConfig(base_url=server.base_url, model="m", api_key="sk-engine-test", progress=False, **kw)
+
+
+def _run(server, n=1, **kw):
+    got: dict[str, str] = {}
+    reqs = [Request(id=f"r{i}", messages=[{"role": "user", "content": f"问题{i}"}]) for i in range(n)]
+    stats = run_requests(_config(server, **kw), reqs, lambda r, t: got.__setitem__(r.id, t))
+    return got, stats
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_transient_fault_is_retried_and_counted(stream):
+    with ScriptedOpenAI(reply=lambda r: "答：" + r.last_user) as s:
+        s.queue_faults(
+            Fault.rate_limit(retry_after=0.01),
+            Fault.server_error(500),
+            Fault.server_error(503),
+            Fault.drop(),
+            Fault.stall(5),
+            Fault.malformed(),
+            *([Fault.stall(5, where="mid_stream"), Fault.drop(where="mid_stream")] if stream else []),
+        )
+        got, stats = _run(s, timeout=0.4, stream=stream)
+        assert got == {"r0": "答：问题0"}
+        expected = {"http_429": 1, "http_500": 1, "http_503": 1, "connection": 1, "timeout": 1, "bad_answer": 1}
+        if stream:
+            expected["timeout"] += 1
+            expected["connection"] += 1
+        assert dict(stats.retries_by_reason) == expected
+        assert stats.retries == len(s.chat_requests()) - 1
+        assert stats.succeeded == 1 and stats.failed == 0
+
+
+def test_retry_after_is_honoured():
+    with ScriptedOpenAI() as s:
+        s.queue_faults(Fault.rate_limit(retry_after=0.5))
+        got, stats = _run(s, backoff=0.001)
+        first, second = s.chat_requests()
+        assert second.received_at - first.received_at >= 0.5  # waited as told, not the 1 ms backoff
+        assert stats.retries == 1 and got
+
+
+def test_gives_up_after_max_retries_and_carries_on():
+    with ScriptedOpenAI(script=lambda r: Fault.server_error() if r.last_user == "问题1" else None) as s:
+        got, stats = _run(s, n=3, max_retries=2)
+        assert set(got) == {"r0", "r2"}
+        assert stats.failed == 1 and stats.succeeded == 2 and stats.retries == 2
+        assert stats.failures == [{"id": "r1", "reason": "http_500", "error": stats.failures[0]["error"]}]
+        assert stats.status == "incomplete"
+
+
+def test_permanent_errors_are_not_retried():
+    with ScriptedOpenAI() as s:
+        s.queue_faults(Fault.server_error(400))
+        got, stats = _run(s, n=1)
+        assert stats.failed == 1 and stats.retries == 0 and not got
+
+
+def test_bad_key_stops_the_run_with_a_clear_message():
+    with ScriptedOpenAI() as s:
+        s.queue_faults(*[Fault.server_error(401)] * 50)
+        with pytest.raises(FatalAPIError, match="refused the API key") as e:
+            _run(s, n=20)
+        assert "sk-engine-test" not in str(e.value)
+        assert len(s.chat_requests()) < 20  # stopped early instead of failing each request
+
+
+def test_concurrency_is_bounded_and_used():
+    with ScriptedOpenAI(latency=0.1) as s:
+        got, _ = _run(s, n=40, concurrency=8)
+        assert len(got) == 40
+        assert s.max_in_flight == 8
+
+
+def test_requests_per_minute_limit():
+    with ScriptedOpenAI() as s:
+        _run(s, n=4, rpm=300, concurrency=4)  # one start every 0.2 s
+        times = sorted(r.received_at for r in s.chat_requests())
+        assert all(b - a >= 0.15 for a, b in itertools.pairwise(times))
+
+
+def test_sends_model_sampling_and_key():
+    with ScriptedOpenAI() as s:
+        _run(s, temperature=0.3, max_tokens=64, top_p=0.9, seed=7)
+        [req] = s.chat_requests()
+        assert req.json["model"] == "m"
+        assert req.json["temperature"] == 0.3
+        assert req.json["max_tokens"] == 64 and req.json["top_p"] == 0.9 and req.json["seed"] == 7
+        assert req.api_key == "sk-engine-test"
+        assert req.messages == [{"role": "user", "content": "问题0"}]
+
+
+def test_key_from_environment_then_dotenv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert load_api_key() is None
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv\n")
+    assert load_api_key() == "sk-from-dotenv"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    assert load_api_key() == "sk-from-env"

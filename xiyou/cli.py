@@ -91,5 +91,14 @@ def _register_room() -> None:
 _register_room()
 
 
+def _register_canon() -> None:
+    from xiyou.canon.cli import canon_cmd
+
+    main.add_command(canon_cmd)
+
+
+_register_canon()
+
+
 if __name__ == "__main__":
     main()

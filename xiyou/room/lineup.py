@@ -144,9 +144,9 @@ def build_lineup(
 
 
 def _seat(character: Character, config: Any, canon: Any, canon_error: str | None, file: Path | None) -> Seat:
-    from xiyou.backends.factory import make_backend
-
     if config is not None and getattr(config, "backend", "openai") != "canon":
+        from xiyou.backends.factory import make_backend
+
         kind = getattr(config, "backend", "openai")
         timeout = float(getattr(config, "timeout", None) or 60.0) + TIMEOUT_MARGIN_S
         try:

@@ -1,0 +1,59 @@
+"""Stop strings applied to a stream of text deltas, on the client side.
+
+Servers treat `stop` differently (some ignore it, some include the stop text, a local model only stops on
+tokens), so every backend passes its deltas through `StopFilter`: text that could be the start of a stop
+string is held back until it is clear, and the reply ends right before the first stop string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+
+class StopFilter:
+    """Feed deltas in with `push`; it returns what can be shown now. `stopped` turns True at a stop string."""
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self._held = ""
+        self.stopped = False
+
+    def push(self, delta: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return delta
+        text = self._held + delta
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return text[:cut]
+        # Hold back the longest tail of `text` that is a proper prefix of some stop string.
+        keep = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(text)), keep, -1):
+                if text.endswith(stop[:n]):
+                    keep = n
+                    break
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """The held-back text, once the stream has ended without completing a stop string."""
+        held, self._held = ("" if self.stopped else self._held), ""
+        return held
+
+
+def apply_stops(deltas: Iterable[str], stops: Iterable[str]) -> Iterator[str]:
+    """The deltas, cut before the first stop string; never yields empty strings."""
+    f = StopFilter(stops)
+    for delta in deltas:
+        out = f.push(delta)
+        if out:
+            yield out
+        if f.stopped:
+            return
+    tail = f.flush()
+    if tail:
+        yield tail

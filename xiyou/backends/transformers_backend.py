@@ -1,0 +1,340 @@
+"""Local weights through `transformers`: the published demos' way of running a character.
+
+- Weights: `XIYOU_MODEL_<ID>` (a local folder), else `modelscope.snapshot_download(model_id, revision)` into
+  ModelScope's cache (downloaded once). A failed download raises a BackendError naming the model id, the env var
+  to set and the download command.
+- Loading: `trust_remote_code=True` (InternLM2), bf16 on CUDA, fp32 on CPU; one model per process per folder
+  (`load_model` caches; the pages also hold the backend in `st.cache_resource`).
+- Prompt: the tokenizer's chat template, or InternLM2's ChatML when the tokenizer has none; history that does
+  not fit the context is dropped oldest turn first, never the system prompt.
+- Generation: in a worker thread, streamed through a `TextIteratorStreamer` that decodes incrementally (the stock
+  one re-decodes the whole reply at every token); stops at `<|im_end|>` as well as EOS, at stop strings, and
+  when cancelled. One generation at a time per model: concurrent visitors queue on a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from xiyou.backends.base import BackendError, GenerationSettings, Message, validate_messages
+from xiyou.backends.stops import StopFilter
+from xiyou.character import Character
+from xiyou.env import model_path, model_path_var
+
+#: InternLM2-chat's ChatML, for tokenizers that carry no chat template of their own.
+INTERNLM2_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+END_OF_TURN = "<|im_end|>"  # id 92542 in InternLM2's vocabulary
+
+
+def download_command(character: Character) -> str:
+    target = f"/models/{character.id}"
+    return (
+        f"modelscope download --model {character.model_id} --revision {character.revision} --local_dir {target} "
+        f"&& export {model_path_var(character.id)}={target}"
+    )
+
+
+def resolve_weights(character: Character) -> Path:
+    """The folder holding `character`'s weights: XIYOU_MODEL_<ID>, else a ModelScope download (cached)."""
+    var = model_path_var(character.id)
+    local = model_path(character.id)
+    if local is not None:
+        if not (local / "config.json").is_file():
+            raise BackendError(
+                f"{var}={local}: no model there (expected a folder with config.json, the tokenizer and the weights "
+                f"of {character.model_id}). Fix the path, or unset {var} to download the weights from ModelScope."
+            )
+        return local
+    try:
+        from modelscope import snapshot_download
+
+        return Path(snapshot_download(character.model_id, revision=character.revision))
+    except Exception as e:  # network, auth, missing repo: all mean "no weights"; say what to do
+        raise BackendError(
+            f"could not download the weights of {character.name} ({character.model_id}, revision "
+            f"{character.revision}) from ModelScope: {type(e).__name__}: {str(e)[:300]}. "
+            f"Set {var} to a local folder with the weights, e.g. download them once with: "
+            f"`{download_command(character)}`; or run the app offline with XIYOU_BACKEND=canon."
+        ) from e
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model and tokenizer in memory, with what generation needs to know about them."""
+
+    path: Path
+    model: Any
+    tokenizer: Any
+    device: str
+    stop_ids: list[int]
+    context_length: int
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one generation at a time
+
+
+_loaded: dict[tuple[str, str], LoadedModel] = {}
+_loading_lock = threading.Lock()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: str | Path, device: str | None = None) -> LoadedModel:
+    """Load (once per process) the model in `path`: bf16 on CUDA, fp32 on CPU, remote code trusted."""
+    path = Path(path).resolve()
+    device = device or default_device()
+    key = (str(path), device)
+    with _loading_lock:
+        if key in _loaded:
+            return _loaded[key]
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+            model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, torch_dtype=dtype)
+        except Exception as e:
+            raise BackendError(
+                f"could not load the model in {path}: {type(e).__name__}: {str(e)[:300]}. "
+                "Check that the folder holds a complete model (config.json, tokenizer files, weights)."
+            ) from e
+        model.to(device).eval()
+        loaded = LoadedModel(path, model, tokenizer, device, _stop_ids(model, tokenizer), _context_length(model))
+        _loaded[key] = loaded
+        return loaded
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    for value in (configured, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.append(value)
+        elif value:
+            ids.extend(int(v) for v in value)
+    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+        ids.append(end_of_turn)
+    return list(dict.fromkeys(ids))
+
+
+def _context_length(model: Any) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+
+
+def _make_streamer(tokenizer: Any, timeout: float):
+    """A `TextIteratorStreamer` whose `put` decodes a small window instead of the whole reply at every token.
+
+    Text is released once it no longer ends in an incomplete character (U+FFFD), so multi-byte characters split
+    over tokens come out whole. (A subclass made here so that importing this module does not import transformers.)
+    """
+    from transformers import TextIteratorStreamer
+
+    class IncrementalStreamer(TextIteratorStreamer):
+        def __init__(self) -> None:
+            super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
+            self._ids: list[int] = []
+            self._prefix = 0  # start of the window decoded for context
+            self._read = 0  # end of what has been released
+
+        def _decode(self, start: int, end: int | None = None) -> str:
+            return self.tokenizer.decode(self._ids[start:end], **self.decode_kwargs)
+
+        def put(self, value) -> None:  # value: the new token ids, a tensor
+            if len(value.shape) > 1:
+                value = value[0]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self._ids.extend(value.tolist())
+            before = self._decode(self._prefix, self._read)
+            text = self._decode(self._prefix)
+            if len(text) > len(before) and not text.endswith("\ufffd"):
+                self._prefix, self._read = self._read, len(self._ids)
+                self.on_finalized_text(text[len(before) :])
+
+        def end(self) -> None:
+            before = self._decode(self._prefix, self._read)
+            text = self._decode(self._prefix)
+            self._ids, self._prefix, self._read = [], 0, 0
+            self.next_tokens_are_prompt = True
+            self.on_finalized_text(text[len(before) :] if len(text) > len(before) else "", stream_end=True)
+
+    return IncrementalStreamer()
+
+
+class _StopOnEvent:
+    """A StoppingCriteria that ends generation when any of the events is set (cancel, stop string, consumer gone)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        stop = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersBackend:
+    """A character on local weights. Creating it loads the model (or raises a BackendError saying what to do)."""
+
+    def __init__(
+        self,
+        character: Character,
+        path: str | Path | None = None,
+        device: str | None = None,
+        *,
+        queue_timeout_s: float = 600.0,
+        generate_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.character = character
+        self.loaded = load_model(Path(path) if path is not None else resolve_weights(character), device)
+        self.queue_timeout_s = queue_timeout_s
+        #: extra keyword arguments for `generate` (benchmarks force a length with min_new_tokens)
+        self.generate_overrides = dict(generate_overrides or {})
+        self.label = f"transformers: {self.loaded.path} ({self.loaded.device})"
+
+    # --- prompt -----------------------------------------------------------------------------------------
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The token ids of the prompt for `messages`, ending with the assistant's generation prompt."""
+        tok = self.loaded.tokenizer
+        template = None if getattr(tok, "chat_template", None) else INTERNLM2_CHAT_TEMPLATE
+        ids = tok.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages],
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=True,
+        )
+        return list(ids)
+
+    def max_new_tokens(self, settings: GenerationSettings) -> int:
+        """The reply length actually allowed: the setting, capped at half the model's context."""
+        return max(1, min(settings.max_new_tokens, self.loaded.context_length // 2))
+
+    def fit_messages(self, messages: Sequence[Message], max_new_tokens: int) -> list[Message]:
+        """Drop the oldest turns until the prompt plus `max_new_tokens` fits the context; keep the system prompt."""
+        budget = self.loaded.context_length - max_new_tokens
+        n_system = 0
+        while n_system < len(messages) and messages[n_system]["role"] == "system":
+            n_system += 1
+        head, turns = list(messages[:n_system]), list(messages[n_system:])
+        while len(self.prompt_ids(head + turns)) > budget:
+            if len(turns) <= 1:
+                raise BackendError(
+                    f"the message is too long for {self.character.name}'s model: the system prompt and the last "
+                    f"message take more than {budget} tokens (context {self.loaded.context_length}, "
+                    f"{max_new_tokens} kept for the reply). Send a shorter message or lower max new tokens."
+                )
+            turns.pop(0)
+            while len(turns) > 1 and turns[0]["role"] == "assistant":  # a conversation starts with the user
+                turns.pop(0)
+        return head + turns
+
+    # --- generation -------------------------------------------------------------------------------------
+    def _generate_kwargs(self, input_ids: list[int], settings: GenerationSettings, max_new: int) -> dict[str, Any]:
+        import torch
+
+        tok = self.loaded.tokenizer
+        ids = torch.tensor([input_ids], device=self.loaded.device)
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "max_new_tokens": max_new,
+            "eos_token_id": self.loaded.stop_ids,
+            "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else self.loaded.stop_ids[0],
+            "repetition_penalty": settings.repetition_penalty,
+        }
+        if settings.temperature > 0:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+            if settings.top_k is not None:
+                kwargs["top_k"] = settings.top_k
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs.update(self.generate_overrides)
+        return kwargs
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        settings: GenerationSettings,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield the reply's text deltas as the model produces them."""
+        validate_messages(messages)
+        return self._stream(list(messages), settings, cancel or threading.Event())
+
+    def _stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[str]:
+        from transformers import StoppingCriteriaList
+
+        max_new = self.max_new_tokens(settings)
+        input_ids = self.prompt_ids(self.fit_messages(messages, max_new))
+        if not self.loaded.lock.acquire(timeout=self.queue_timeout_s):
+            raise BackendError(
+                f"{self.character.name}'s model is busy with other replies (waited {self.queue_timeout_s:.0f} s); "
+                "try again in a moment."
+            )
+        done = threading.Event()
+        errors: list[BaseException] = []
+        streamer = _make_streamer(self.loaded.tokenizer, timeout=0.5)
+        kwargs = self._generate_kwargs(input_ids, settings, max_new)
+        kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel, done)]))
+
+        def work() -> None:
+            import torch
+
+            try:
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
+                with torch.inference_mode():
+                    self.loaded.model.generate(**kwargs)
+            except BaseException as e:  # reported to the consumer below
+                errors.append(e)
+                with contextlib.suppress(Exception):
+                    streamer.end()
+
+        worker = threading.Thread(target=work, name=f"generate-{self.character.id}", daemon=True)
+        try:
+            worker.start()
+            stops = StopFilter(settings.stop)
+            while not cancel.is_set():
+                try:
+                    delta = next(streamer)
+                except StopIteration:
+                    break
+                except queue.Empty:
+                    if not worker.is_alive() and streamer.text_queue.empty():
+                        break
+                    continue
+                out = stops.push(delta)
+                if out:
+                    yield out
+                if stops.stopped:
+                    break
+            else:
+                return
+            if errors:
+                e = errors[0]
+                raise BackendError(f"{self.label}: generation failed: {type(e).__name__}: {e}") from e
+            tail = stops.flush()
+            if tail:
+                yield tail
+        finally:
+            done.set()
+            worker.join()
+            self.loaded.lock.release()

@@ -17,6 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from xiyou import env
+from xiyou.backends.canon import split_citation
 from xiyou.character import load_characters
 from xiyou.room import (
     POLICIES,
@@ -97,12 +98,16 @@ def _sidebar(room: Room, lineup: Lineup) -> tuple[bool, bool]:
         for cid in ids:
             member = current.get(cid) or lineup.member(cid)
             members.append(member)
+        rows = []
         for member in members:
+            left, right = st.columns([3, 2], vertical_alignment="center")
+            member.muted = right.toggle("静音 mute", key=f"hub_mute_{member.id}", disabled=member.backend is None)
+            rows.append((member, left))
+        room.set_members(members)
+        for member, left in rows:
             status = room.status.get(member.id)
             light = STATUS_LIGHTS.get(status.state if status else "idle", "⚪")
-            left, right = st.columns([3, 2], vertical_alignment="center")
             left.markdown(f"{light} {member.emoji} **{member.name}**")
-            member.muted = right.toggle("静音 mute", key=f"hub_mute_{member.id}", disabled=member.backend is None)
             message = status.message if status and status.failing else None
             left.caption(message or member.label)
         hints = False
@@ -157,9 +162,12 @@ def _bubble(entry: Entry, room: Room) -> None:
     else:
         character = load_characters().get(entry.speaker)
         avatar, label = (character.emoji, character.name) if character else ("🙂", entry.name)
+    text, chapter = split_citation(entry.text)
     with st.chat_message(label, avatar=avatar):
         st.markdown(f"**{label}**")
-        st.markdown(entry.text)
+        st.markdown(text)
+        if chapter:
+            st.caption(f"📖 《西游记》{chapter}")
         if entry.interrupted:
             st.caption("被打断 · interrupted")
 
@@ -237,7 +245,8 @@ def main() -> None:
     log = st.container()
     cols = st.columns([1, 1, 2])
     go_on = cols[0].button("▶️ 继续 · Continue", key="hub_continue", disabled=not room.members or running)
-    stop = cols[1].button("⏹️ 停止 · Stop", key="hub_stop", disabled=not running)
+    # never disabled: while a turn streams, the page shown is the one rendered before it (Stop must work there)
+    stop = cols[1].button("⏹️ 停止 · Stop", key="hub_stop", type="primary" if running else "secondary")
     speak = None
     if room.policy == "manual":
         active = [m for m in room.members if m.active]

@@ -1,0 +1,5 @@
+"""悟空-Chat: the chat app of one character. Run: `streamlit run apps/wukong/app.py` (see the README)."""
+
+from xiyou.ui.chat import chat_page
+
+chat_page("wukong")

@@ -101,7 +101,9 @@ def _sidebar(room: Room, lineup: Lineup) -> tuple[bool, bool]:
         rows = []
         for member in members:
             left, right = st.columns([3, 2], vertical_alignment="center")
-            member.muted = right.toggle("静音 mute", key=f"hub_mute_{member.id}", disabled=member.backend is None)
+            member.muted = right.toggle(
+                "静音", key=f"hub_mute_{member.id}", disabled=member.backend is None, help="Mute: never picked to speak"
+            )
             rows.append((member, left))
         room.set_members(members)
         for member, left in rows:

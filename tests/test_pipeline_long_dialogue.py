@@ -1,0 +1,99 @@
+"""pipeline.long_dialogue against the scripted server answering `角色：内容` lines from the canon's dialogue."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scripted_openai import Fault, ScriptedOpenAI
+
+from pipeline.long_dialogue import PROMPT, parse_dialogue
+from pipeline.passages import chapter_passages
+from pipeline.roles import turns_for
+from xiyou.canon import get_canon
+from xiyou.character import load_characters
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_parse_dialogue_lines():
+    answer = (
+        "好的，整理如下\n唐三藏：{徒弟，前面是什么地方？}，\n1. 孙悟空：“师父，是座山。”\n某人说：此山有妖。\n\n"
+        "行者： 俺去看看，\n第二段话没有标签"
+    )
+    assert parse_dialogue(answer) == [
+        ("sanzang", "徒弟，前面是什么地方？"),
+        ("wukong", "师父，是座山。"),
+        ("unknown", "此山有妖。"),
+        ("wukong", "俺去看看，\n第二段话没有标签"),
+    ]
+    assert parse_dialogue("无对话内容") == [] and parse_dialogue("无对话内容。") == []
+
+
+def test_prompt_is_the_specified_one(personas_path):
+    spec = personas_path.read_text(encoding="utf-8")
+    assert PROMPT in spec  # verbatim from personas.md
+
+
+NAMES = {cid: c.name for cid, c in load_characters().items()}
+
+
+def _llm(canon):
+    def reply(req):
+        prompt = req.last_user
+        passage = prompt.split(PROMPT + "\n", 1)[1]
+        for chapter in canon.novel.chapters:
+            start = chapter.text.find(passage)
+            if start >= 0:
+                break
+        lines = [
+            f"{NAMES.get(u.speaker, '某人说')}：{u.text}"
+            for u in canon.utterances
+            if u.chapter == chapter.number and start <= u.offset < start + len(passage)
+        ]
+        return "\n".join(lines) if lines else "无对话内容"
+
+    return reply
+
+
+@pytest.mark.slow
+def test_long_dialogue_end_to_end(tmp_path, novel_path):
+    canon = get_canon(novel_path)
+    out = tmp_path / "long.jsonl"
+    args = [
+        sys.executable, "-m", "pipeline.long_dialogue", "--novel", str(novel_path), "--out", str(out),
+        "--chapters", "22-23", "--base-url", "", "--model", "m", "--backoff", "0.01", "--timeout", "1",
+        "--no-progress",
+    ]  # fmt: skip
+    with ScriptedOpenAI(reply=_llm(canon)) as s:
+        args[args.index("--base-url") + 1] = s.base_url
+        s.queue_faults(Fault.server_error(502), Fault.stall(5), Fault.rate_limit(0.01), Fault.malformed())
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        asked = len(s.chat_requests())
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and len(s.chat_requests()) == asked  # resumed: nothing asked again
+    passages = [p for c in (22, 23) for p in chapter_passages(canon.novel.chapter(c), 1500, 0)]
+    assert asked == len(passages) + 4  # each passage once, plus the 4 retries
+    records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    expected = {}
+    for p in passages:
+        lines = [
+            (u.speaker, u.text) for u in canon.utterances if u.chapter == p.chapter and p.start <= u.offset < p.end
+        ]
+        for cid in NAMES:
+            turns = turns_for([(s if s in NAMES else "unknown", t) for s, t in lines], cid)
+            if turns:
+                expected[f"long-{cid}-{p.id}"] = turns
+    assert {r["id"] for r in records} == set(expected)
+    assert any(len(r["conversation"]) >= 3 for r in records)  # real multi-turn conversations
+    for r in records:
+        conv = r["conversation"]
+        assert conv[0]["system"] == load_characters()[r["character"]].meta_instruction
+        assert all("system" not in t for t in conv[1:])
+        assert [(t["input"], t["output"]) for t in conv] == expected[r["id"]]
+    assert re.search(r"records per character", proc.stderr)

@@ -1,7 +1,7 @@
 """`Canon`: everything built from one novel (utterances, scenes, exchanges, indexes), and `get_canon()`.
 
 Built once per novel: the extracted utterances and the BM25 indexes are cached on disk under
-`$XIYOU_CACHE_DIR` (default `~/.cache/xiyou`) in `canon/<sha256 of the normalised text>-v<EXTRACTOR_VERSION>/`, and
+`$XIYOU_CACHE_DIR` (default `~/.cache/xiyou`) in `canon/<sha256 of the normalised text>-<extractor fingerprint>/`, and
 in the process by path + mtime + size, so the second `get_canon()` is instant and the second process skips the
 extraction and indexing.
 """
@@ -9,6 +9,8 @@ extraction and indexing.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 import pickle
@@ -20,8 +22,23 @@ from xiyou.canon.exchanges import CHARACTER_IDS, Exchange, assign_scenes, build_
 from xiyou.canon.index import Index, save_dir_atomic, top_k
 from xiyou.canon.loader import Novel, NovelError, chapter_ref, load_novel
 
-#: Bump when the extraction rules change: the disk cache is keyed by it too.
+#: Bump when the cache layout changes. The disk cache is also keyed by `extractor_fingerprint()`, so editing the
+#: attribution rules or the characters' aliases invalidates it by itself.
 EXTRACTOR_VERSION = 1
+
+
+@functools.cache
+def extractor_fingerprint() -> str:
+    """A short hash of the code and data the extraction depends on (rules, quote scanner, index, aliases)."""
+    from xiyou.character import load_characters
+
+    h = hashlib.sha256(str(EXTRACTOR_VERSION).encode())
+    here = Path(__file__).parent
+    for name in ("dialogue.py", "quotes.py", "exchanges.py", "index.py"):
+        h.update((here / name).read_bytes())
+    for c in load_characters().values():
+        h.update(f"{c.id}:{','.join(c.names)}".encode())
+    return h.hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +184,7 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
         rows = [dataclasses.astuple(u) for u in utterances]
         try:
             write_bytes_atomic(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
-            meta = {"sha256": novel.sha256, "extractor_version": EXTRACTOR_VERSION, "source": novel.path}
+            meta = {"sha256": novel.sha256, "extractor": extractor_fingerprint(), "source": novel.path}
             (cache_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         except OSError:
             pass
@@ -176,7 +193,7 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
 
 def build_canon(novel: Novel, cache: bool = True) -> Canon:
     """A Canon for a loaded novel, reusing the disk cache for that text when `cache`."""
-    cache_dir = cache_root() / "canon" / f"{novel.sha256[:24]}-v{EXTRACTOR_VERSION}" if cache else None
+    cache_dir = cache_root() / "canon" / f"{novel.sha256[:24]}-{extractor_fingerprint()}" if cache else None
     return Canon(novel, _utterances_cached(novel, cache_dir), cache_dir=cache_dir)
 
 

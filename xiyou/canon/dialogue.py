@@ -74,7 +74,7 @@ OTHER_SPEAKERS: tuple[str, ...] = (
     "木叉", "惠岸", "龙王", "老龙", "土地", "山神", "城隍", "揭谛", "功曹", "阎王", "判官", "镇元子", "镇元大仙", "大仙",
     "清风", "明月", "太宗", "唐王", "太宗皇帝", "唐太宗", "魏征", "国王", "皇帝", "王后", "娘娘", "公主", "太子", "驸马",
     "女王", "国丈", "国师", "老者", "老儿", "老人", "老翁", "老汉", "老婆", "婆婆", "老妈妈", "妇人", "女子", "女怪",
-    "妖精", "妖怪", "妖魔", "妖王", "魔王", "魔头", "老魔", "二魔", "三魔", "老妖", "小妖", "众妖", "群妖", "怪物", "那怪",
+    "妖精", "妖怪", "妖魔", "妖王", "魔王", "魔头", "老魔", "二魔", "三魔", "老妖", "小妖", "众妖", "群妖", "群魔", "众魔", "众怪", "怪物", "那怪",
     "老怪", "大王", "二大王", "三大王", "小的", "众猴", "群猴", "猴精", "众神", "众僧", "和尚", "僧官", "院主", "老院主",
     "方丈", "道士", "仙童", "童子", "樵夫", "渔翁", "牛魔王", "牛王", "罗刹女", "罗刹", "铁扇公主", "红孩儿", "圣婴",
     "黄风怪", "白骨精", "黄袍怪", "金角", "银角", "黑熊精", "熊罴", "金池长老", "高太公", "太公", "员外", "寇员外",
@@ -95,6 +95,11 @@ _PREFIXES = ("却说", "话说", "且说", "话表", "却表", "且表", "再说
              "忽听", "但见", "早有", "却是", "却又", "那个", "这个", "这些", "那些", "好个", "好", "那", "这", "却", "又",
              "忽", "便", "慌得", "唬得", "急得", "喜得", "气得", "惊得", "吓得", "羞得", "恼得", "笑得", "只得",
              "随后", "随即", "才", "是", "此")
+_VERBISH_START = re.compile(r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教]")
+_ADDRESSEE_BEFORE = re.compile(
+    r"(?:对|向|与|和|同|叫|唤|问|教|请|替|跟|随|望|朝|扯住|扯着|拉着|拉住|揪着|揪住|搀着|搀住|扶着|扶起|指着|看着|劝|谢|辞|"
+    r"拜|告|禀|奏|骂|喝|吩咐|嘱咐|道|称|见了|见)$"
+)
 _HEAR = re.compile(r"(?:只听得|只听|听得|听见|闻得|又听得|又听)")
 _SENTENCE_END = re.compile(r"[。！？!?…”]")
 _CLAUSE_SPLIT = re.compile(r"[，,、；;：:]")
@@ -105,7 +110,7 @@ _SPEECH_VERB = re.compile(
 )
 #: Narration right after a quote, with no subject of its own, that goes on with the same speaker: '又道：', '叫：'.
 _CONTINUE_SAME = re.compile(
-    r"^(?:(?:却又|便又|又|再|复|因又|遂又|然后又)[^，。！？；“”]{0,5}(?:道|说|问|叫|云|曰|骂|喝|吩咐)"
+    r"^(?:(?:却又|便又|又|再|复|因又|遂又|然后又)[^，。！？；“”问]{0,5}(?:道|说|叫|云|曰|骂|喝|吩咐)"
     r"|(?:便|即|又|却|就|遂|随)?(?:叫|教|吩咐|叫声|道声|喝声)[^，。！？；“”]{0,2})$"
 )
 _GROUP = re.compile(r"齐声|同声|一齐|齐道|都道|俱道|同道|共道|众口|大家|一起|齐|俱|都")
@@ -184,6 +189,12 @@ def _resolve_clause(
         if is_verb_clause:
             return False
         clause = clause[: heard.start()]
+    if is_verb_clause:
+        # '被三藏喝住道': the agent after 被 speaks.
+        passive = re.search(r"被(?:那|这)?", clause)
+        if passive:
+            agent = names.match_start(clause[passive.end():])
+            return _speaker_for(agent, names, chapter) if agent else False
     bare = _strip_prefixes(clause)
     name = names.match_start(clause) or names.match_start(bare)
     if name and not bare.startswith(name) and not clause.startswith(name):
@@ -197,6 +208,10 @@ def _resolve_clause(
             return False
         if after[:1] in ("、",) or re.match(r"^[与和同及][^道说叫问]{0,6}[齐都俱同]", after):
             return False
+        # '沙僧与行者欠身道': two subjects (or 'A told B'): unsure.
+        partner = re.match(r"^(?:[与和同及并、]|引着|带着|领着)", after)
+        if partner and names.match_start(after[partner.end():]):
+            return False
         return _speaker_for(name, names, chapter)
     if bare.startswith(_PRONOUNS) or clause.startswith(_PRONOUNS):
         return False
@@ -207,8 +222,14 @@ def _resolve_clause(
     if clause.startswith(("那", "这", "一个", "有个", "有一个", "两个", "众", "只见", "却说", "话说", "且说")):
         return False
     # Starts with a noun-like person word we do not list (店家跪下道): a subject, unknown to us.
-    if len(bare) >= 2 and (bare[1] in _PERSON_SUFFIX or (len(bare) >= 3 and bare[2] in _PERSON_SUFFIX)) \
-            and not re.match(r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教]", bare):
+    if len(bare) >= 2 and bare[1] in _PERSON_SUFFIX and not _VERBISH_START.match(bare):
+        return False
+    # A clause without a subject that brings in someone ('可可的撞见群魔，当面挡住道'): who speaks is unsure,
+    # unless the person is the one spoken to ('对八戒道', '扯住行者道').
+    for m in names.pattern.finditer(bare):
+        if not _ADDRESSEE_BEFORE.search(bare[: m.start()]):
+            return False
+    if re.search(r"撞见|遇见|遇着|撞着|忽见|只见|看见|望见|见一|有一|有个|来了|走出|出来", bare):
         return False
     return None
 
@@ -226,7 +247,7 @@ def attribute(narration: str, names: SpeakerNames, chapter: int) -> tuple[str, s
     intro = narration.rstrip("：: ")
     sentence = _SENTENCE_END.split(intro)[-1]
     clauses = [c for c in _CLAUSE_SPLIT.split(sentence)]
-    for i, clause in enumerate(reversed(clauses[-4:])):
+    for i, clause in enumerate(reversed(clauses[-6:])):
         result = _resolve_clause(clause, names, chapter, is_verb_clause=i == 0)
         if result is False:
             return UNKNOWN, ""

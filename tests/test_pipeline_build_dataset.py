@@ -50,7 +50,7 @@ def test_build_cleans_filters_dedups_and_reports(tmp_path):
         _rec("a6", "你会什么？", "俺会七十二般变化，一个筋斗十万八千里。" * 300),  # too long
         _rec("a7", "你会什么？", "俺会七十二般变化，一个筋斗十万八千里。"),
         _rec("a8", "金箍棒从哪来？", "那是东海龙王的定海神针，被俺老孙借了来，可大可小，重一万三千五百斤。"),
-        _rec("a9", "金箍棒从哪来？", "那是东海龙王的定海神针，被俺老孙借了来，可大可小，重一万三千五百斤哩。"),  # near dup
+        _rec("a9", "金箍棒从哪来？", "那是东海龙王的定海神针，被俺老孙借了来，可大可小，重一万三千五百斤哩。"),  # near
         _rec("b1", "你是谁？", "老猪我是天蓬元帅。", character="bajie"),  # another character: skipped
         {"id": "bad", "conversation": [{"input": "只有问题"}]},  # invalid format
         _rec("a1", "重复的编号", "俺老孙另有一番话说。"),  # id seen before

@@ -36,9 +36,10 @@ from xiyou.room import (
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON
 from xiyou.room.lineup import OFFLINE_HELP, Lineup, LineupError, build_lineup, canon_retriever, load_canon
 from xiyou.room.transcript import PERSON, Entry, Notice
+from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR
 
 PAGE_TITLE = "西游群聊 · 师徒四人"
-PERSON_AVATAR = "🙏"
+PERSON_AVATAR = USER_AVATAR
 STATUS_LIGHTS = {
     "idle": "⚪",
     "ok": "🟢",
@@ -243,7 +244,7 @@ def main() -> None:
     room, plan = _state()
     reset, _hints = _sidebar(room, lineup)
     running = plan is not None and not plan.done
-    prompt = st.chat_input("对师徒说点什么… 点名即可叫人，如“悟空”", key="hub_input")
+    prompt = st.chat_input("对师徒说点什么… 点名即可叫人，如“悟空”", key="hub_input", max_chars=MAX_INPUT_CHARS)
     log = st.container()
     cols = st.columns([1, 1, 2])
     go_on = cols[0].button("▶️ 继续 · Continue", key="hub_continue", disabled=not room.members or running)

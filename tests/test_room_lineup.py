@@ -1,0 +1,74 @@
+"""Who can speak: canon mode on the shared novel, endpoints mixed with canon, unavailable members, retrieval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xiyou.character import load_characters
+from xiyou.room import Room, TurnEnded
+from xiyou.room.lineup import LineupError, build_lineup, canon_retriever, load_canon
+
+C = load_characters()
+
+
+@pytest.fixture(autouse=True)
+def _no_env_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XIYOU_ENDPOINTS", raising=False)
+
+
+def test_canon_mode_seats_everyone_on_the_novel(novel_path: Path) -> None:
+    lineup = build_lineup(None, None, novel_path)
+    assert lineup.mode == "canon" and lineup.available
+    assert list(lineup.seats) == ["sanzang", "wukong", "bajie", "wujing"]
+    assert all(s.kind == "canon" and s.backend is not None for s in lineup.seats.values())
+    assert "canon mode" in lineup.describe()
+
+
+def test_endpoints_and_canon_mix_and_a_missing_novel_makes_members_unavailable(tmp_path: Path) -> None:
+    endpoints = tmp_path / "endpoints.toml"
+    endpoints.write_text('[wukong]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "wukong"\n', encoding="utf-8")
+    lineup = build_lineup(["wukong", "bajie"], endpoints, tmp_path / "no-novel.txt")
+    assert lineup.mode == "endpoints"
+    assert lineup.seats["wukong"].kind == "openai" and lineup.seats["wukong"].backend is not None
+    bajie = lineup.seats["bajie"]
+    assert bajie.backend is None and "no table for bajie" in (bajie.why_not or "") and "no-novel.txt" in bajie.why_not
+    member = lineup.member("bajie")
+    assert not member.active and member.unavailable == bajie.why_not
+
+
+def test_bad_ids_and_bad_files_raise_lineup_errors(tmp_path: Path, novel_path: Path) -> None:
+    with pytest.raises(LineupError, match="unknown character 'erlang'"):
+        build_lineup(["erlang"], None, novel_path)
+    bad = tmp_path / "e.toml"
+    bad.write_text("[erlang]\nbackend = 'canon'\n", encoding="utf-8")
+    with pytest.raises(LineupError, match="erlang"):
+        build_lineup(None, bad, novel_path)
+
+
+def test_canon_retrieval_reaches_a_model_members_prompt(novel_path: Path) -> None:
+    canon, why = load_canon(novel_path)
+    assert canon is not None, why
+    retriever = canon_retriever(canon)
+    assert retriever is not None
+    seen = []
+
+    class Recorder:
+        label = "recorder"
+
+        def stream(self, messages, settings, cancel=None):
+            seen.append(messages)
+            yield "好"
+
+    from xiyou.room.member import Member
+
+    room = Room([Member(C["bajie"], Recorder(), retriever=retriever)], banter_turns=0)
+    room.say("八戒，高老庄的媳妇你还想不想？")
+    assert any(isinstance(e, TurnEnded) for e in room.run())
+    system = seen[0][0]["content"]
+    assert system.startswith(C["bajie"].meta_instruction) and "【群聊】" in system
+    from xiyou.canon.rag import HEADER
+
+    assert HEADER.format(name="猪八戒") in system  # canon passages were added after the room preamble
+    assert system.index("【群聊】") < system.index(HEADER.format(name="猪八戒"))

@@ -35,11 +35,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 setup-train: $(VENV_TRAIN)/.installed
-$(VENV_TRAIN)/.installed: requirements.txt requirements-train.txt pyproject.toml
+# XTuner and mmengine go in with --no-deps (their real needs are pinned in requirements-train.txt; see there why).
+$(VENV_TRAIN)/.installed: requirements.txt requirements-train.txt requirements-train-nodeps.txt pyproject.toml
 	test -x $(VENV_TRAIN)/bin/python || $(PYTHON) -m venv $(VENV_TRAIN)
 	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) $(TORCH)
 	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) -r requirements-train.txt
+	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) --no-deps -r requirements-train-nodeps.txt
 	$(VENV_TRAIN)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	$(VENV_TRAIN)/bin/python -m pipeline.train --check-env
 	touch $@
 
 setup-testserver: $(VENV_SERVE)/.installed

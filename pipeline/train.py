@@ -1,0 +1,823 @@
+"""Fine-tune one character with XTuner (QLoRA), convert the adapter and merge it into the base model.
+
+    python -m pipeline.train wukong --data data/wukong/train.jsonl [--val data/wukong/val.jsonl]
+        [--base-model Shanghai_AI_Laboratory/internlm2-chat-7b | /models/internlm2-chat-7b]
+        [--work-dir artifacts/train/wukong] [--gpus N] [--preset qlora-7b|cpu-tiny] [--set KEY=VALUE ...] [--dry-run]
+
+Runs in the training environment (`.venv-train`, requirements-train.txt). One template
+(`pipeline/xtuner_config.py.tmpl`) is filled with the character's `meta_instruction` (SYSTEM), its sample
+questions (evaluation inputs) and the preset's settings, and written to `WORK_DIR/xtuner_config.py`. Then:
+
+1. train: `python -m xtuner.tools.train CONFIG --work-dir WORK_DIR` (several GPUs: `torchrun` with
+   `--nproc_per_node N` and DeepSpeed ZeRO-2, as `NPROC_PER_NODE=N xtuner train ... --deepspeed deepspeed_zero2`
+   does); rerun, it resumes from the work dir's last checkpoint;
+2. `xtuner.tools.model_converters.pth_to_hf`: the last checkpoint -> a PEFT adapter in `WORK_DIR/adapter`;
+3. `xtuner.tools.model_converters.merge`: base model + adapter -> `WORK_DIR/merged` (what the apps load with
+   `XIYOU_MODEL_<ID>` and what `pipeline.serve` serves);
+4. with `--val`: the mean token loss of the base and of the merged model on the validation records.
+
+XTuner's modules are called directly and their exit codes checked (the `xtuner` command exits 0 even when
+training fails). Finished stages are recorded in `WORK_DIR/run.json`, so a rerun skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from xiyou.character import Character, CharacterError, get_character
+from xiyou.env import REPO_ROOT
+from xiyou.io import write_text_atomic
+
+DEFAULT_BASE_MODEL = "Shanghai_AI_Laboratory/internlm2-chat-7b"
+#: Where the training step writes, one folder per character (pipeline.serve looks here by default).
+DEFAULT_WORK_ROOT = REPO_ROOT / "artifacts" / "train"
+TEMPLATE_PATH = Path(__file__).with_name("xtuner_config.py.tmpl")
+SHIMS_DIR = Path(__file__).with_name("xtuner_shims")
+NO_TORCHVISION_SHIM = SHIMS_DIR / "no_torchvision"
+CPU_SHIM = SHIMS_DIR / "cpu"
+CONFIG_NAME = "xtuner_config.py"
+MANIFEST_NAME = "run.json"
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+
+XTUNER_TRAIN = "xtuner.tools.train"
+XTUNER_PTH_TO_HF = "xtuner.tools.model_converters.pth_to_hf"
+XTUNER_MERGE = "xtuner.tools.model_converters.merge"
+
+
+class TrainError(RuntimeError):
+    """Training could not run or failed; the message says what and what to do."""
+
+
+class TrainSettings(BaseModel):
+    """The parameters at the top of the generated XTuner config (see pipeline/xtuner_config.py.tmpl)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    load_in_4bit: bool = True
+    torch_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    lora_r: int = Field(64, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    max_length: int = Field(2048, ge=16)
+    pack_to_max_length: bool = True
+    map_num_proc: int = Field(8, ge=1)
+    batch_size: int = Field(1, ge=1)
+    accumulative_counts: int = Field(16, ge=1)
+    dataloader_num_workers: int = Field(0, ge=0)
+    max_epochs: int = Field(3, ge=1)
+    max_iters: int | None = Field(None, ge=3)
+    amp: bool = True
+    lr: float = Field(2e-4, gt=0.0)
+    warmup_ratio: float = Field(0.03, gt=0.0, lt=1.0)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(2, ge=-1)
+    log_interval: int = Field(10, ge=1)
+    evaluation_freq: int = Field(500, ge=1)
+    evaluation_max_new_tokens: int = Field(300, ge=1)
+    seed: int = 42
+
+    @property
+    def needs_cuda(self) -> bool:
+        """4-bit nf4 weights and fp16 AMP (AmpOptimWrapper) only run on a CUDA GPU."""
+        return self.load_in_4bit or self.amp
+
+
+#: Named starting points for the settings; `--set KEY=VALUE` adjusts any field after the preset.
+PRESETS: dict[str, TrainSettings] = {
+    # InternLM2-chat-7B QLoRA on one GPU (~11 GB with max_length 2048), XTuner's recipe.
+    "qlora-7b": TrainSettings(),
+    # A small model on CPU (tests, trying the pipeline without a GPU): full precision, no quantization,
+    # plain OptimWrapper, short samples, one process for the dataset map, a fixed handful of iterations
+    # (the warmup is then counted in iterations and never rounds to zero).
+    "cpu-tiny": TrainSettings(
+        load_in_4bit=False,
+        torch_dtype="float32",
+        amp=False,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        max_length=256,
+        map_num_proc=1,
+        accumulative_counts=1,
+        max_iters=8,
+        lr=2e-2,
+        warmup_ratio=0.25,
+        save_steps=4,
+        save_total_limit=2,
+        log_interval=1,
+        evaluation_freq=1000,
+        evaluation_max_new_tokens=8,
+    ),
+}
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings -> a dict; values are read as JSON when they parse (numbers, true/false, null)."""
+    out: dict[str, Any] = {}
+    fields = TrainSettings.model_fields
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise TrainError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_length=1024")
+        if key not in fields:
+            raise TrainError(f"--set {item!r}: unknown setting {key!r}; settings: {', '.join(fields)}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def make_settings(preset: str, overrides: Sequence[str] = ()) -> TrainSettings:
+    """The preset's settings with `--set` overrides applied and validated."""
+    if preset not in PRESETS:
+        raise TrainError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    values = PRESETS[preset].model_dump()
+    values.update(parse_overrides(overrides))
+    try:
+        return TrainSettings.model_validate(values)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})" for err in e.errors()
+        )
+        raise TrainError(f"invalid training settings: {problems}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the config
+
+
+def render_config(
+    character: Character,
+    settings: TrainSettings,
+    *,
+    base_model: str,
+    data_files: Sequence[str | Path],
+    preset: str = "qlora-7b",
+) -> str:
+    """The XTuner config for `character`: the template with every parameter written as a Python literal."""
+    template = string.Template(TEMPLATE_PATH.read_text(encoding="utf-8"))
+    values: dict[str, str] = {k: repr(v) for k, v in settings.model_dump().items()}
+    values["torch_dtype"] = f"torch.{settings.torch_dtype}"
+    values.update(
+        character_id=repr(character.id),
+        preset=repr(preset),
+        pretrained_model_name_or_path=repr(str(base_model)),
+        data_files=repr([str(Path(p).resolve()) for p in data_files]),
+        system=repr(character.meta_instruction),
+        evaluation_inputs=_repr_list(character.sample_questions),
+    )
+    try:
+        return template.substitute(values)
+    except (KeyError, ValueError) as e:
+        raise TrainError(
+            f"{TEMPLATE_PATH}: placeholder {e} has no value; keep the template and TrainSettings in step"
+        ) from None
+
+
+def _repr_list(items: Sequence[str]) -> str:
+    return "[\n" + "".join(f"    {item!r},\n" for item in items) + "]"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSummary:
+    path: Path
+    records: int
+    sha256: str
+
+
+def check_records(path: Path, character: Character, *, what: str = "--data") -> DataSummary:
+    """Validate an XTuner conversation JSONL file and that its system prompt is the character's meta_instruction."""
+    if not path.is_file():
+        raise TrainError(f"{what} {path}: no such file (build it with `python -m pipeline.build_dataset`)")
+    digest = hashlib.sha256()
+    count = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            digest.update(raw)
+            if not raw.strip():
+                continue
+            where = f"{what} {path}:{lineno}"
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise TrainError(f"{where}: not valid JSON ({e.msg}); one JSON object per line is expected") from None
+            conversation = record.get("conversation") if isinstance(record, dict) else None
+            if not isinstance(conversation, list) or not conversation:
+                raise TrainError(f"{where}: field 'conversation' must be a non-empty list of turns (XTuner format)")
+            for i, turn in enumerate(conversation):
+                if (
+                    not isinstance(turn, dict)
+                    or not isinstance(turn.get("input"), str)
+                    or not isinstance(turn.get("output"), str)
+                ):
+                    raise TrainError(f"{where}: conversation[{i}] needs string fields 'input' and 'output'")
+            system = conversation[0].get("system")
+            if system != character.meta_instruction:
+                raise TrainError(
+                    f"{where}: conversation[0].system is {str(system)[:40]!r}…, not {character.id}'s meta_instruction; "
+                    "the model must be trained with the system prompt the apps send. Rebuild the data with "
+                    "`python -m pipeline.build_dataset` (it sets system from the character file)."
+                )
+            count += 1
+    if count == 0:
+        raise TrainError(f"{what} {path}: no records")
+    return DataSummary(path.resolve(), count, digest.hexdigest())
+
+
+def resolve_base_model(spec: str, *, download: bool = True) -> str:
+    """A local model directory as is; otherwise a ModelScope id, downloaded with `snapshot_download`."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TrainError(
+                f"--base-model {spec}: the folder has no config.json; point at a Hugging Face model folder"
+            )
+        return str(path.resolve())
+    if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        raise TrainError(
+            f"--base-model {spec!r}: no such folder, and not a ModelScope id (owner/name such as {DEFAULT_BASE_MODEL})"
+        )
+    if not download:
+        return spec
+    try:
+        from modelscope import snapshot_download
+    except ImportError:
+        raise TrainError(
+            "modelscope is not installed in this environment: pip install -r requirements-train.txt"
+        ) from None
+    print(f"[train] downloading the base model {spec} from ModelScope (resumes if interrupted) …", flush=True)
+    try:
+        return str(snapshot_download(spec))
+    except Exception as e:  # network, unknown id: say which and what to do
+        raise TrainError(
+            f"could not download {spec} from ModelScope: {e}. Check the id and the network, or download it "
+            "elsewhere and pass the folder with --base-model /path/to/model"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the commands
+
+
+def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for XTuner's processes, with the stand-ins of pipeline/xtuner_shims where they are needed."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    shims = []
+    if importlib.util.find_spec("torchvision") is None:
+        shims.append(str(NO_TORCHVISION_SHIM))
+    if not cuda_available():
+        shims.append(str(CPU_SHIM))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*shims, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_command(
+    config: Path,
+    work_dir: Path,
+    *,
+    gpus: int = 1,
+    deepspeed: str | None = None,
+    resume: Path | None = None,
+    python: str | None = None,
+    port: int | None = None,
+) -> list[str]:
+    """XTuner's training module; with several GPUs under torchrun, as `NPROC_PER_NODE=N xtuner train` does."""
+    python = python or sys.executable
+    args = [str(config), "--work-dir", str(work_dir)]
+    if deepspeed:
+        args += ["--deepspeed", deepspeed]
+    if resume is not None:
+        args += ["--resume", str(resume)]
+    if gpus <= 1:
+        return [python, "-m", XTUNER_TRAIN, *args]
+    return [
+        python, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={gpus}",
+        "--master_addr=127.0.0.1", f"--master_port={port or 29500}",
+        "-m", XTUNER_TRAIN, *args, "--launcher", "pytorch",
+    ]  # fmt: skip
+
+
+def pth_to_hf_command(
+    config: Path, checkpoint: Path, out_dir: Path, *, fp32: bool, python: str | None = None
+) -> list[str]:
+    cmd = [python or sys.executable, "-m", XTUNER_PTH_TO_HF, str(config), str(checkpoint), str(out_dir)]
+    cmd.append("--safe-serialization")
+    if fp32:
+        cmd.append("--fp32")
+    return cmd
+
+
+def merge_command(
+    base_model: str, adapter: Path, out_dir: Path, *, device: str, python: str | None = None
+) -> list[str]:
+    return [
+        python or sys.executable, "-m", XTUNER_MERGE, str(base_model), str(adapter), str(out_dir),
+        "--max-shard-size", "2GB", "--safe-serialization", "--device", device,
+    ]  # fmt: skip
+
+
+def run_logged(name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
+    """Run one XTuner step, echoing its output and saving it to `log_path`; raise TrainError unless it exits 0."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[train] {name}: {' '.join(cmd)}", flush=True)
+    tail: collections.deque[str] = collections.deque(maxlen=25)
+    started = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C or an error here: do not leave the training running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    sys.stdout.flush()
+    if rc != 0:
+        shown = "\n".join(f"    {line}" for line in tail)
+        raise TrainError(f"{name} failed (exit code {rc}); the end of its output (full log: {log_path}):\n{shown}")
+    print(f"[train] {name} done in {time.monotonic() - started:.1f} s", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the work dir
+
+
+def config_digest(config_text: str, data: Sequence[DataSummary]) -> str:
+    h = hashlib.sha256(config_text.encode("utf-8"))
+    for d in data:
+        h.update(d.sha256.encode())
+    return h.hexdigest()
+
+
+def read_manifest(work_dir: Path) -> dict[str, Any]:
+    path = work_dir / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrainError(f"{path}: unreadable ({e}); delete it to start this work dir over") from None
+
+
+def write_manifest(work_dir: Path, manifest: dict[str, Any]) -> None:
+    write_text_atomic(work_dir / MANIFEST_NAME, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint mmengine recorded last in `work_dir/last_checkpoint`, if it still exists."""
+    marker = work_dir / "last_checkpoint"
+    if marker.is_file():
+        path = Path(marker.read_text(encoding="utf-8").strip())
+        if not path.is_absolute():
+            path = work_dir / path
+        if path.exists():
+            return path
+    found = sorted(work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    return found[-1] if found else None
+
+
+def default_work_dir(character_id: str) -> Path:
+    return DEFAULT_WORK_ROOT / character_id
+
+
+LOSS_LINE = re.compile(r"Iter\(train\) \[\s*(\d+)/(\d+)\].*?\bloss: (\S+)")
+
+
+def parse_losses(log_text: str) -> list[tuple[int, float]]:
+    """(iteration, loss) pairs from mmengine's training log lines (`Iter(train) [3/8] ... loss: 2.1`)."""
+    out = []
+    for m in LOSS_LINE.finditer(log_text):
+        try:
+            out.append((int(m.group(1)), float(m.group(3))))
+        except ValueError:
+            out.append((int(m.group(1)), math.nan))
+    return out
+
+
+def check_tokenizer(base_model: str) -> None:
+    """XTuner prepends the tokenizer's BOS to every sample and fails deep in a worker without one: say so first."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=True)
+    except Exception as e:
+        raise TrainError(f"--base-model {base_model}: cannot load its tokenizer: {e}") from None
+    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+        raise TrainError(
+            f"--base-model {base_model}: the tokenizer has no "
+            f"{'BOS' if tokenizer.bos_token_id is None else 'EOS'} token; XTuner starts every sample with BOS and "
+            "ends replies with EOS (InternLM2: <s> and </s>). Set bos_token/eos_token in its tokenizer_config.json."
+        )
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# validation loss
+
+
+def validation_loss(model_dir: str, records_path: Path, *, max_length: int, max_records: int = 200) -> float:
+    """Mean per-token loss of the model on the records' replies, encoded exactly as XTuner trains on them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if str(NO_TORCHVISION_SHIM) not in sys.path and importlib.util.find_spec("torchvision") is None:
+        sys.path.insert(0, str(NO_TORCHVISION_SHIM))
+    from xtuner.dataset.map_fns import template_map_fn_factory
+    from xtuner.dataset.utils import encode_fn
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=dtype, trust_remote_code=True).to(device)
+    model.eval()
+    apply_template = template_map_fn_factory(template=PROMPT_TEMPLATE.internlm2_chat)
+    total, tokens = 0.0, 0
+    with records_path.open(encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()][:max_records]
+    with torch.no_grad():
+        for line in lines:
+            example = apply_template({"conversation": json.loads(line)["conversation"]})
+            enc = encode_fn(example, tokenizer, max_length, input_ids_with_output=True)
+            labels = torch.tensor([enc["labels"]], device=device)
+            n = int((labels[:, 1:] != -100).sum())
+            if n == 0:
+                continue
+            out = model(input_ids=torch.tensor([enc["input_ids"]], device=device), labels=labels)
+            total += float(out.loss) * n
+            tokens += n
+    del model
+    if tokens == 0:
+        raise TrainError(f"--val {records_path}: no reply tokens to score")
+    return total / tokens
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the whole step
+
+
+@dataclasses.dataclass
+class TrainJob:
+    character: Character
+    data: list[Path]
+    val: Path | None
+    base_model: str
+    work_dir: Path
+    settings: TrainSettings
+    preset: str = "qlora-7b"
+    gpus: int = 1
+    deepspeed: str | None = None
+    merge_device: str | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.work_dir / CONFIG_NAME
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.work_dir / ADAPTER_DIR
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.work_dir / MERGED_DIR
+
+    def config_text(self, base_model: str | None = None) -> str:
+        return render_config(
+            self.character,
+            self.settings,
+            base_model=base_model or self.base_model,
+            data_files=self.data,
+            preset=self.preset,
+        )
+
+    def commands(self, base_model: str, *, resume: Path | None = None, device: str = "cpu") -> dict[str, list[str]]:
+        checkpoint = resume or self.work_dir / "iter_N.pth"
+        return {
+            "train": train_command(
+                self.config_path, self.work_dir, gpus=self.gpus, deepspeed=self.deepspeed, resume=resume
+            ),
+            "pth_to_hf": pth_to_hf_command(
+                self.config_path, checkpoint, self.adapter_dir, fp32=self.settings.torch_dtype == "float32"
+            ),
+            "merge": merge_command(base_model, self.adapter_dir, self.merged_dir, device=device),
+        }
+
+
+def dry_run(job: TrainJob) -> None:
+    base = resolve_base_model(job.base_model, download=False)
+    print(f"# XTuner config that would be written to {job.config_path}")
+    print(job.config_text(base))
+    resume = last_checkpoint(job.work_dir) if job.work_dir.is_dir() else None
+    print("# commands (in the training environment)")
+    if base != job.base_model or not Path(base).is_dir():
+        print(f"#   download: modelscope.snapshot_download({base!r})")
+    device = job.merge_device or ("cuda" if cuda_available() else "cpu")
+    cmds = job.commands(base, resume=resume, device=device)
+    if job.gpus > 1:
+        print(f"#   NPROC_PER_NODE={job.gpus}: torchrun + DeepSpeed {job.deepspeed}")
+    for name, cmd in cmds.items():
+        print(f"#   {name}: {' '.join(cmd)}")
+    if resume:
+        print(f"#   (resumes from {resume})")
+
+
+def run(job: TrainJob) -> Path:
+    """Train, convert and merge; returns the merged model folder. Finished stages are skipped on a rerun."""
+    data = [check_records(p, job.character) for p in job.data]
+    val = check_records(job.val, job.character, what="--val") if job.val else None
+    if job.settings.needs_cuda and not cuda_available():
+        raise TrainError(
+            "this preset needs a CUDA GPU (4-bit nf4 weights and fp16 mixed precision) and torch sees none. "
+            "To exercise the pipeline on a CPU, use a small model: --preset cpu-tiny --base-model /path/to/small-model "
+            "(or --set load_in_4bit=false --set amp=false --set torch_dtype=float32)."
+        )
+    if job.gpus > 1 and job.deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise TrainError(f"--gpus {job.gpus} trains with DeepSpeed ({job.deepspeed}): pip install deepspeed==0.16.2")
+    work_dir = job.work_dir.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    job.work_dir = work_dir
+    manifest = read_manifest(work_dir)
+    base = manifest.get("base_model_path") if manifest.get("base_model") == job.base_model else None
+    if not base or not Path(base).is_dir():
+        base = resolve_base_model(job.base_model)
+    check_tokenizer(base)
+    text = job.config_text(base)
+    digest = config_digest(text, data)
+    stages: dict[str, Any] = manifest.get("stages", {})
+    if manifest and manifest.get("config_sha256") != digest:
+        if stages or last_checkpoint(work_dir):
+            raise TrainError(
+                f"{work_dir} holds a run with another config or other data (see {work_dir / MANIFEST_NAME}); "
+                "resuming it would mix the two. Use another --work-dir, or delete this one to start over."
+            )
+    write_text_atomic(job.config_path, text)
+    manifest.update(
+        character=job.character.id,
+        preset=job.preset,
+        settings=job.settings.model_dump(),
+        base_model=job.base_model,
+        base_model_path=base,
+        data=[{"path": str(d.path), "records": d.records, "sha256": d.sha256} for d in data],
+        config=str(job.config_path),
+        config_sha256=digest,
+        adapter=str(job.adapter_dir),
+        merged=str(job.merged_dir),
+        stages=stages,
+    )
+    write_manifest(work_dir, manifest)
+    env = subprocess_env()
+    if job.gpus > 1:
+        env["NPROC_PER_NODE"] = str(job.gpus)
+    logs = work_dir / "logs"
+
+    if "train" not in stages:
+        resume = last_checkpoint(work_dir)
+        if resume:
+            print(f"[train] resuming from {resume}", flush=True)
+        cmd = train_command(
+            job.config_path, work_dir, gpus=job.gpus, deepspeed=job.deepspeed, resume=resume, port=_free_port()
+        )
+        started = time.monotonic()
+        run_logged("train", cmd, logs / "train.log", env)
+        checkpoint = last_checkpoint(work_dir)
+        if checkpoint is None:
+            raise TrainError(f"training exited 0 but left no checkpoint in {work_dir}; see {logs / 'train.log'}")
+        losses = parse_losses((logs / "train.log").read_text(encoding="utf-8", errors="replace"))
+        if any(not math.isfinite(loss) for _, loss in losses):
+            bad = next(i for i, loss in losses if not math.isfinite(loss))
+            raise TrainError(
+                f"the training loss is not finite from iteration {bad} on (see {logs / 'train.log'}): lower the "
+                "learning rate (--set lr=...) or check the data; delete the work dir to start over"
+            )
+        stages["train"] = {
+            "checkpoint": str(checkpoint),
+            "seconds": round(time.monotonic() - started, 1),
+            "losses": losses,
+        }
+        if losses:
+            (i0, first), (i1, last) = losses[0], losses[-1]
+            print(f"[train] loss: first {first:.4f} (iter {i0}), last {last:.4f} (iter {i1})", flush=True)
+        write_manifest(work_dir, manifest)
+    else:
+        print(f"[train] training already finished ({stages['train']['checkpoint']})", flush=True)
+
+    if "pth_to_hf" not in stages:
+        tmp = work_dir / (ADAPTER_DIR + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = pth_to_hf_command(
+            job.config_path, Path(stages["train"]["checkpoint"]), tmp, fp32=job.settings.torch_dtype == "float32"
+        )
+        run_logged("pth_to_hf", cmd, logs / "pth_to_hf.log", env)
+        if not (tmp / "adapter_config.json").is_file():
+            raise TrainError(
+                f"pth_to_hf exited 0 but wrote no adapter_config.json in {tmp}; see {logs / 'pth_to_hf.log'}"
+            )
+        shutil.rmtree(job.adapter_dir, ignore_errors=True)
+        tmp.rename(job.adapter_dir)
+        stages["pth_to_hf"] = {"adapter": str(job.adapter_dir)}
+        write_manifest(work_dir, manifest)
+    else:
+        print(f"[train] adapter already converted ({job.adapter_dir})", flush=True)
+
+    if "merge" not in stages:
+        tmp = work_dir / (MERGED_DIR + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        device = job.merge_device or ("cuda" if cuda_available() else "cpu")
+        run_logged("merge", merge_command(base, job.adapter_dir, tmp, device=device), logs / "merge.log", env)
+        if not (tmp / "config.json").is_file():
+            raise TrainError(f"merge exited 0 but wrote no config.json in {tmp}; see {logs / 'merge.log'}")
+        shutil.rmtree(job.merged_dir, ignore_errors=True)
+        tmp.rename(job.merged_dir)
+        stages["merge"] = {"merged": str(job.merged_dir)}
+        write_manifest(work_dir, manifest)
+    else:
+        print(f"[train] already merged ({job.merged_dir})", flush=True)
+
+    if val is not None and stages.get("validation", {}).get("sha256") != val.sha256:
+        print(f"[train] validation loss on {val.records} records of {val.path} …", flush=True)
+        before = validation_loss(base, val.path, max_length=job.settings.max_length)
+        after = validation_loss(str(job.merged_dir), val.path, max_length=job.settings.max_length)
+        if not (math.isfinite(before) and math.isfinite(after)):
+            raise TrainError(f"validation loss is not finite (base {before}, merged {after}): the training diverged")
+        stages["validation"] = {"sha256": val.sha256, "records": val.records, "base_loss": before, "merged_loss": after}
+        write_manifest(work_dir, manifest)
+        print(f"[train] validation loss: base {before:.4f} -> merged {after:.4f}", flush=True)
+
+    print(f"[train] {job.character.id}: merged model in {job.merged_dir}", flush=True)
+    print(
+        f"        try it:  {_model_var(job.character.id)}={job.merged_dir} streamlit run apps/{job.character.id}/app.py"
+    )
+    print("        serve it: python -m pipeline.serve --dry-run  (see the README)")
+    return job.merged_dir
+
+
+def _model_var(character_id: str) -> str:
+    return f"XIYOU_MODEL_{character_id.upper()}"
+
+
+def check_env() -> int:
+    """Import XTuner's three modules the way `run` starts them (with the torchvision stand-in if needed)."""
+    code = (
+        f"import {XTUNER_TRAIN}, {XTUNER_PTH_TO_HF}, {XTUNER_MERGE}, torch, transformers, peft, mmengine, xtuner; "
+        "print('xtuner', xtuner.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__,"
+        " '| peft', peft.__version__, '| mmengine', mmengine.__version__, '| cuda', torch.cuda.is_available())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout + proc.stderr, file=sys.stderr)
+        print(
+            "[train] the training environment is broken: see above (pip install -r requirements-train.txt)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"[train] training environment OK: {proc.stdout.strip()}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.train",
+        description="Fine-tune one character with XTuner (QLoRA), then convert the adapter and merge it.",
+        epilog=f"Presets: {', '.join(PRESETS)}. Settings for --set: {', '.join(TrainSettings.model_fields)}.",
+    )
+    p.add_argument("character", nargs="?", help="character id (sanzang, wukong, bajie, wujing)")
+    p.add_argument("--data", type=Path, action="append", help="training records (XTuner JSONL); repeat for several")
+    p.add_argument("--val", type=Path, help="validation records: the loss of the base and merged model is reported")
+    p.add_argument(
+        "--base-model", default=DEFAULT_BASE_MODEL, help="ModelScope id or local folder (default: %(default)s)"
+    )
+    p.add_argument(
+        "--work-dir", type=Path, help=f"output folder (default: {DEFAULT_WORK_ROOT.relative_to(REPO_ROOT)}/ID)"
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=int(os.environ.get("NPROC_PER_NODE", "1") or 1),
+        help="GPUs on this node (default: $NPROC_PER_NODE or 1); more than one uses torchrun + DeepSpeed",
+    )
+    p.add_argument(
+        "--deepspeed",
+        choices=["none", "deepspeed_zero1", "deepspeed_zero2", "deepspeed_zero3"],
+        help="DeepSpeed config of XTuner (default: deepspeed_zero2 with several GPUs, none with one)",
+    )
+    p.add_argument(
+        "--preset", default="qlora-7b", choices=list(PRESETS), help="settings to start from (default: %(default)s)"
+    )
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one setting"
+    )
+    p.add_argument(
+        "--merge-device", choices=["cpu", "cuda", "auto"], help="device for the merge (default: cuda if any)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the config and the commands; run nothing")
+    p.add_argument("--check-env", action="store_true", help="check that XTuner imports in this environment, then exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.check_env:
+        return check_env()
+    if not args.character:
+        parser.error("the character id is required (sanzang, wukong, bajie or wujing)")
+    if not args.data:
+        parser.error("--data is required: the training records (python -m pipeline.build_dataset writes them)")
+    if args.gpus < 1:
+        parser.error(f"--gpus must be at least 1, got {args.gpus}")
+    try:
+        character = get_character(args.character)
+        settings = make_settings(args.preset, args.overrides)
+        deepspeed = args.deepspeed or ("deepspeed_zero2" if args.gpus > 1 else "none")
+        job = TrainJob(
+            character=character,
+            data=list(args.data),
+            val=args.val,
+            base_model=args.base_model,
+            work_dir=args.work_dir or default_work_dir(character.id),
+            settings=settings,
+            preset=args.preset,
+            gpus=args.gpus,
+            deepspeed=None if deepspeed == "none" else deepspeed,
+            merge_device=args.merge_device,
+        )
+        if args.dry_run:
+            dry_run(job)
+        else:
+            run(job)
+    except (TrainError, CharacterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\n[train] interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

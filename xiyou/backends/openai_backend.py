@@ -135,8 +135,14 @@ class OpenAIBackend:
             ) from e
         except openai.APIStatusError as e:
             raise BackendError(self._status_message(e)) from e
-        except openai.APIError as e:  # e.g. a malformed stream
+        except openai.APIError as e:
             raise BackendError(f"{self.label}: bad response from the server: {_cause(e)}") from e
+        except BackendError:
+            raise
+        except Exception as e:  # a malformed chunk, a connection dropped mid-reply: the reply is broken
+            raise BackendError(
+                f"{self.label}: the reply broke off ({type(e).__name__}: {str(e)[:200]}); try again"
+            ) from e
         finally:
             if response is not None:
                 response.close()

@@ -7,7 +7,7 @@ for event in room.run():
 """
 
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, MemberStatus, Plan, Room
-from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted
+from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.member import Member
 from xiyou.room.policies import POLICIES, POLICY_LABELS
 from xiyou.room.transcript import PERSON, Entry, Notice, transcript_jsonl, transcript_markdown
@@ -31,6 +31,7 @@ __all__ = [
     "Stopped",
     "TurnEnded",
     "TurnStarted",
+    "Waiting",
     "transcript_jsonl",
     "transcript_markdown",
 ]

@@ -22,7 +22,7 @@ from typing import Literal
 
 from xiyou.backends.base import BackendError
 from xiyou.character import Character, load_characters
-from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted
+from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.member import Member
 from xiyou.room.policies import Policy, banter_speaker, check_policy, responders
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: How often a silent backend is checked for a stop request, in seconds.
 POLL_S = 0.05
+#: While a backend is silent, a Waiting event comes this often (a page redraws "thinking…", which also lets
+#: Streamlit interrupt the script when the person presses Stop).
+HEARTBEAT_S = 0.5
 #: Default cap of auto-banter turns after the answers to the person's message.
 DEFAULT_BANTER = 2
 DEFAULT_PERSON = "施主"
@@ -238,6 +241,9 @@ class Room:
         finished = False
         try:
             for piece in self._pump(member, messages, settings, stream_cancel):
+                if isinstance(piece, float):
+                    yield Waiting(member.id, piece)
+                    continue
                 shown = guard.feed(piece)
                 if shown:
                     yield Delta(member.id, shown)
@@ -286,8 +292,10 @@ class Room:
         if text:
             self.entries.append(Entry(member.id, member.name, text, interrupted=True))
 
-    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[str]:
-        """The backend's deltas, read from a worker thread; raises on failure, timeout or stop."""
+    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[str | float]:
+        """The backend's deltas, read from a worker thread; raises on failure, timeout or stop.
+
+        While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend
         assert backend is not None
         q: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
@@ -314,7 +322,9 @@ class Room:
 
         threading.Thread(target=work, name=f"room-{member.id}", daemon=True).start()
         timeout = member.timeout
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        beat = started + HEARTBEAT_S
         while True:
             if self._cancel.is_set():
                 raise _Cancelled
@@ -324,9 +334,14 @@ class Room:
             try:
                 kind, value = q.get(timeout=min(wait, POLL_S))
             except queue.Empty:
+                now = time.monotonic()
+                if now >= beat:
+                    beat = now + HEARTBEAT_S
+                    yield now - started
                 continue
             if kind == 0:
                 deadline = time.monotonic() + timeout
+                beat = deadline - timeout + HEARTBEAT_S
                 yield value  # type: ignore[misc]
             elif kind == 1:
                 return

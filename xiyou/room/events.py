@@ -23,6 +23,14 @@ class Delta:
 
 
 @dataclasses.dataclass(frozen=True)
+class Waiting:
+    """`speaker`'s backend has been silent for `seconds` (sent every HEARTBEAT_S while it is)."""
+
+    speaker: str
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TurnEnded:
     """`speaker`'s reply was posted to the transcript as `entry`."""
 
@@ -53,4 +61,4 @@ class Stopped:
     notice: Notice
 
 
-Event = TurnStarted | Delta | TurnEnded | MemberFailed | ReplyDropped | Stopped
+Event = TurnStarted | Waiting | Delta | TurnEnded | MemberFailed | ReplyDropped | Stopped

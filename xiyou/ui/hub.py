@@ -30,6 +30,7 @@ from xiyou.room import (
     Stopped,
     TurnEnded,
     TurnStarted,
+    Waiting,
     transcript_jsonl,
     transcript_markdown,
 )
@@ -210,6 +211,9 @@ def _run_step(room: Room, plan: Plan) -> None:
                 member = room.member(event.speaker)
                 slot = st.empty()
                 slot.caption(f"{member.emoji} {member.name} 正在想… · thinking")
+            elif isinstance(event, Waiting) and slot is not None and body is None:
+                member = room.member(event.speaker)
+                slot.caption(f"{member.emoji} {member.name} 正在想… · thinking ({event.seconds:.0f} s)")
             elif isinstance(event, Delta) and slot is not None:
                 if body is None:
                     member = room.member(event.speaker)

@@ -1,0 +1,152 @@
+"""The four single-character apps, driven with Streamlit's AppTest on the tiny model (the real transformers path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from scripted_openai import ScriptedOpenAI
+from servers import free_port
+from streamlit.testing.v1 import AppTest
+from tiny_model import TinyModel
+
+from xiyou.backends.transformers_backend import TransformersBackend
+from xiyou.character import get_character
+from xiyou.env import REPO_ROOT
+from xiyou.ui.chat import MAX_INPUT_CHARS
+
+APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_streamlit_cache():
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every call of the transformers backend's stream: the settings the page passed and the deltas it got."""
+    recorded: list[dict] = []
+    real_stream = TransformersBackend.stream
+
+    def spy(self, messages, settings, cancel=None):
+        call = {"messages": list(messages), "settings": settings, "deltas": []}
+        recorded.append(call)
+        for delta in real_stream(self, messages, settings, cancel):
+            call["deltas"].append(delta)
+            yield delta
+
+    monkeypatch.setattr(TransformersBackend, "stream", spy)
+    return recorded
+
+
+def app(character_id: str, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> AppTest:
+    monkeypatch.setenv("XIYOU_BACKEND", "transformers")
+    monkeypatch.setenv(f"XIYOU_MODEL_{character_id.upper()}", str(tiny_model_dir))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / character_id / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def bubbles(at: AppTest) -> list[tuple[str, str]]:
+    return [(m.name, "".join(md.value for md in m.markdown)) for m in at.chat_message]
+
+
+@pytest.mark.parametrize("character_id", APP_IDS)
+def test_chat_with_each_app(
+    character_id: str, monkeypatch: pytest.MonkeyPatch, tiny_model: TinyModel, calls: list[dict]
+) -> None:
+    character = get_character(character_id)
+    at = app(character_id, monkeypatch, tiny_model.path)
+    assert at.title[0].value == f"{character.emoji} {character.title}"
+    assert bubbles(at) == [("assistant", character.greeting)]
+
+    # type a message: the reply streams in from the tiny model
+    at.chat_input[0].set_value("你好，你是谁？").run()
+    assert not at.exception and not at.error
+    assert bubbles(at) == [
+        ("assistant", character.greeting),
+        ("user", "你好，你是谁？"),
+        ("assistant", tiny_model.reply),
+    ]
+    assert at.chat_message[2].avatar == character.emoji
+    assert len(calls) == 1 and len(calls[0]["deltas"]) >= 5  # streamed, several deltas
+    sent = calls[0]["messages"]
+    assert sent[0] == {"role": "system", "content": character.meta_instruction}  # the character file's prompt
+    assert sent[-1] == {"role": "user", "content": "你好，你是谁？"}
+    assert calls[0]["settings"].max_new_tokens == character.generation.max_new_tokens
+
+    # the sliders change what the backend is asked for
+    at.sidebar.slider(key="max_new_tokens").set_value(3)
+    at.sidebar.slider(key="temperature").set_value(0.0)
+    at.sidebar.slider(key="top_p").set_value(0.5)
+    at.sidebar.slider(key="repetition_penalty").set_value(1.2)
+    at.run()
+    at.chat_input[0].set_value("再说一遍").run()
+    settings = calls[-1]["settings"]
+    assert (settings.max_new_tokens, settings.temperature, settings.top_p) == (3, 0.0, 0.5)
+    assert settings.repetition_penalty == pytest.approx(1.2)
+    short = bubbles(at)[-1]
+    assert short[0] == "assistant" and tiny_model.reply.startswith(short[1]) and len(short[1]) < len(tiny_model.reply)
+    assert len(calls[-1]["messages"]) == 1 + 3  # system, the first exchange, the new question
+
+    # an over-long message is refused with a notice and not sent
+    at.chat_input[0].set_value("长" * (MAX_INPUT_CHARS + 1)).run()
+    assert at.warning and "太长" in at.warning[0].value
+    assert len(calls) == 2 and len(at.session_state[f"chat_history_{character_id}"]) == 4
+
+    # clear empties the history
+    at.sidebar.button[0].click().run()
+    assert at.session_state[f"chat_history_{character_id}"] == []
+    assert bubbles(at) == [("assistant", character.greeting)]
+
+    # a suggested question is sent with one click
+    at.sidebar.button[1].click().run()
+    (asked, question), (answered, answer) = bubbles(at)[1:]
+    assert (asked, question, answered) == ("user", character.sample_questions[0], "assistant")
+    assert answer == short[1]  # still 3 tokens at most: the sliders keep their values
+
+
+def test_backend_errors_are_notices_not_messages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    endpoints = tmp_path / "endpoints.toml"
+    endpoints.write_text(
+        f'[bajie]\nbase_url = "http://127.0.0.1:{free_port()}/v1"\nmax_retries = 0\ntimeout = 5\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("XIYOU_BACKEND", "openai")
+    monkeypatch.setenv("XIYOU_ENDPOINTS", str(endpoints))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "bajie" / "app.py"), default_timeout=60).run()
+    at.chat_input[0].set_value("二师兄，吃了吗").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "cannot reach the server" in at.error[0].value
+    assert [name for name, _ in bubbles(at)].count("assistant") == 1  # only the greeting: no error "reply"
+    assert at.session_state["chat_history_bajie"] == []  # nothing half-sent is kept
+    at.run()
+    assert bubbles(at) == [("assistant", get_character("bajie").greeting)]
+
+
+def test_a_missing_backend_is_explained_and_input_disabled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XIYOU_BACKEND", "transformers")
+    monkeypatch.setenv("XIYOU_MODEL_WUJING", str(tmp_path / "no-weights"))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "wujing" / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "XIYOU_MODEL_WUJING" in at.error[0].value
+    assert at.chat_input[0].disabled
+
+
+def test_model_text_is_markdown_never_raw_html(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    reply = "**俺老孙**<script>alert('x')</script><img src=x onerror=alert(1)>"
+    with ScriptedOpenAI(reply=reply) as server:
+        endpoints = tmp_path / "endpoints.toml"
+        endpoints.write_text(f'[wukong]\nbase_url = "{server.base_url}"\n', encoding="utf-8")
+        monkeypatch.setenv("XIYOU_BACKEND", "openai")
+        monkeypatch.setenv("XIYOU_ENDPOINTS", str(endpoints))
+        at = AppTest.from_file(str(REPO_ROOT / "apps" / "wukong" / "app.py"), default_timeout=60).run()
+        at.chat_input[0].set_value("来点HTML").run()
+        at.run()  # the reply again, now drawn from the history
+    answer = at.chat_message[-1].markdown[0]
+    assert answer.value == reply
+    assert not answer.proto.allow_html  # rendered as Markdown text: tags are shown, never run

@@ -42,8 +42,10 @@ def stats_cmd(novel: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(stats, ensure_ascii=False, indent=2))
         return
     characters = load_characters()
-    click.echo(f"novel:        {canon.novel.path} ({stats['encoding']}"
-               f"{', converted from traditional' if canon.novel.converted_from_traditional else ''})")
+    click.echo(
+        f"novel:        {canon.novel.path} ({stats['encoding']}"
+        f"{', converted from traditional' if canon.novel.converted_from_traditional else ''})"
+    )
     click.echo(f"chapters:     {stats['chapters']}")
     click.echo(f"utterances:   {stats['utterances']}")
     for cid, count in stats["per_character"].items():
@@ -56,8 +58,13 @@ def stats_cmd(novel: Path | None, as_json: bool) -> None:
 
 @canon_cmd.command("export")
 @NOVEL_OPTION
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for <id>.jsonl (XTuner records) and utterances.jsonl.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for <id>.jsonl (XTuner records) and utterances.jsonl.",
+)
 @click.option("--character", "ids", multiple=True, help="Only these character ids (repeatable). Default: all four.")
 def export_cmd(novel: Path | None, out_dir: Path, ids: tuple[str, ...]) -> None:
     """Write each character's XTuner conversation records, and every attributed utterance."""
@@ -68,8 +75,9 @@ def export_cmd(novel: Path | None, out_dir: Path, ids: tuple[str, ...]) -> None:
 
     for cid in ids:
         if cid not in CHARACTER_IDS:
-            raise click.BadParameter(f"unknown character {cid!r}; valid ids: {', '.join(CHARACTER_IDS)}",
-                                     param_hint="--character")
+            raise click.BadParameter(
+                f"unknown character {cid!r}; valid ids: {', '.join(CHARACTER_IDS)}", param_hint="--character"
+            )
     canon = _canon_or_exit(novel)
     for cid in tqdm(ids or CHARACTER_IDS, desc="export", unit="character", disable=None):
         records = canon.records(cid)

@@ -67,7 +67,8 @@ def _check_id(character_id: str) -> None:
 
 
 class Canon:
-    """The novel as data: `.novel`, `.utterances`, `.exchanges(id)`, `.lines(id)`, `.search(id, query)`, `.records(id)`."""
+    """The novel as data: `.novel`, `.utterances`, `.exchanges(id)`, `.lines(id)`, `.search(id, query)`,
+    `.records(id)`."""
 
     def __init__(self, novel: Novel, utterances: list[Utterance] | None = None, cache_dir: Path | None = None) -> None:
         self.novel = novel

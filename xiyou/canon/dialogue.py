@@ -69,33 +69,297 @@ AMBIGUOUS_IN_CHAPTERS: dict[str, frozenset[int]] = {
 
 #: Other speakers the narration names often (kept as the name). Longest match wins at the start of a clause.
 OTHER_SPEAKERS: tuple[str, ...] = (
-    "观音菩萨", "观世音菩萨", "观世音", "观音", "南海菩萨", "菩萨", "如来佛祖", "如来", "佛祖", "我佛", "玉皇大帝", "玉帝",
-    "玉皇", "太白金星", "金星", "长庚星", "太上老君", "老君", "李天王", "托塔天王", "天王", "哪吒", "二郎", "真君", "显圣",
-    "木叉", "惠岸", "龙王", "老龙", "土地", "山神", "城隍", "揭谛", "功曹", "阎王", "判官", "镇元子", "镇元大仙", "大仙",
-    "清风", "明月", "太宗", "唐王", "太宗皇帝", "唐太宗", "魏征", "国王", "皇帝", "王后", "娘娘", "公主", "太子", "驸马",
-    "女王", "国丈", "国师", "老者", "老儿", "老人", "老翁", "老汉", "老婆", "婆婆", "老妈妈", "妇人", "女子", "女怪",
-    "妖精", "妖怪", "妖魔", "妖王", "魔王", "魔头", "老魔", "二魔", "三魔", "老妖", "小妖", "众妖", "群妖", "群魔", "众魔", "众怪", "怪物", "那怪",
-    "老怪", "大王", "二大王", "三大王", "小的", "众猴", "群猴", "猴精", "众神", "众僧", "和尚", "僧官", "院主", "老院主",
-    "方丈", "道士", "仙童", "童子", "樵夫", "渔翁", "牛魔王", "牛王", "罗刹女", "罗刹", "铁扇公主", "红孩儿", "圣婴",
-    "黄风怪", "白骨精", "黄袍怪", "金角", "银角", "黑熊精", "熊罴", "金池长老", "高太公", "太公", "员外", "寇员外",
-    "祖师", "菩提祖师", "须菩提祖师", "猪精", "凌虚子", "地藏王", "谛听", "秦广王", "十王", "文殊", "普贤", "弥勒",
-    "寿星", "福星", "禄星", "东华帝君", "乌鸡国王", "行脚僧", "金顶大仙", "悟空的师父", "白龙马", "小龙", "龙马",
-    "陈光蕊", "殷小姐", "满堂娇", "刘伯钦", "伯钦", "刘洪", "袁守诚", "泾河龙王", "孙行者的师父",
+    "观音菩萨",
+    "观世音菩萨",
+    "观世音",
+    "观音",
+    "南海菩萨",
+    "菩萨",
+    "如来佛祖",
+    "如来",
+    "佛祖",
+    "我佛",
+    "玉皇大帝",
+    "玉帝",
+    "玉皇",
+    "太白金星",
+    "金星",
+    "长庚星",
+    "太上老君",
+    "老君",
+    "李天王",
+    "托塔天王",
+    "天王",
+    "哪吒",
+    "二郎",
+    "真君",
+    "显圣",
+    "木叉",
+    "惠岸",
+    "龙王",
+    "老龙",
+    "土地",
+    "山神",
+    "城隍",
+    "揭谛",
+    "功曹",
+    "阎王",
+    "判官",
+    "镇元子",
+    "镇元大仙",
+    "大仙",
+    "清风",
+    "明月",
+    "太宗",
+    "唐王",
+    "太宗皇帝",
+    "唐太宗",
+    "魏征",
+    "国王",
+    "皇帝",
+    "王后",
+    "娘娘",
+    "公主",
+    "太子",
+    "驸马",
+    "女王",
+    "国丈",
+    "国师",
+    "老者",
+    "老儿",
+    "老人",
+    "老翁",
+    "老汉",
+    "老婆",
+    "婆婆",
+    "老妈妈",
+    "妇人",
+    "女子",
+    "女怪",
+    "妖精",
+    "妖怪",
+    "妖魔",
+    "妖王",
+    "魔王",
+    "魔头",
+    "老魔",
+    "二魔",
+    "三魔",
+    "老妖",
+    "小妖",
+    "众妖",
+    "群妖",
+    "群魔",
+    "众魔",
+    "众怪",
+    "怪物",
+    "那怪",
+    "老怪",
+    "大王",
+    "二大王",
+    "三大王",
+    "小的",
+    "众猴",
+    "群猴",
+    "猴精",
+    "众神",
+    "众僧",
+    "和尚",
+    "僧官",
+    "院主",
+    "老院主",
+    "方丈",
+    "道士",
+    "仙童",
+    "童子",
+    "樵夫",
+    "渔翁",
+    "牛魔王",
+    "牛王",
+    "罗刹女",
+    "罗刹",
+    "铁扇公主",
+    "红孩儿",
+    "圣婴",
+    "黄风怪",
+    "白骨精",
+    "黄袍怪",
+    "金角",
+    "银角",
+    "黑熊精",
+    "熊罴",
+    "金池长老",
+    "高太公",
+    "太公",
+    "员外",
+    "寇员外",
+    "祖师",
+    "菩提祖师",
+    "须菩提祖师",
+    "猪精",
+    "凌虚子",
+    "地藏王",
+    "谛听",
+    "秦广王",
+    "十王",
+    "文殊",
+    "普贤",
+    "弥勒",
+    "寿星",
+    "福星",
+    "禄星",
+    "东华帝君",
+    "乌鸡国王",
+    "行脚僧",
+    "金顶大仙",
+    "悟空的师父",
+    "白龙马",
+    "小龙",
+    "龙马",
+    "陈光蕊",
+    "殷小姐",
+    "满堂娇",
+    "刘伯钦",
+    "伯钦",
+    "刘洪",
+    "袁守诚",
+    "泾河龙王",
+    "孙行者的师父",
 )
 
-_PERSON_SUFFIX = set("王者僧怪魔精仙神君帝佛萨婆儿子官将女童妖人公母兵卒汉家主师娘嫂姐妹哥弟爷翁叟士相臣吏丁奴婢徒鬼"
-                     "龙蛟虎狼熊猴猿鹿狐怪目伯叔侄郎夫妇生客贼使差监曹判星宿尊尼叉吒姑奶嬷仆驸后妃圣员丞姓众")
-_NOT_NAMES = {"一个", "两个", "三个", "众人", "他们", "那人", "此人", "这人", "二人", "两人", "三人", "四众", "师徒",
-              "师徒们", "兄弟", "弟兄", "大家", "旁边", "前者", "后面", "上面", "一声", "老者也", "两家", "那厮"}
-_PRONOUNS = ("他", "她", "我", "你", "彼", "其", "众", "大家", "二位", "两位", "三位", "四位", "列位", "众位", "诸位", "各位", "二人", "两个", "三人", "四人", "两人", "三众", "四众",
-             "师徒", "弟兄", "兄弟", "他们", "俱", "都", "一齐", "一个", "有人", "那人", "这人", "那厮", "此人")
+_PERSON_SUFFIX = set(
+    "王者僧怪魔精仙神君帝佛萨婆儿子官将女童妖人公母兵卒汉家主师娘嫂姐妹哥弟爷翁叟士相臣吏丁奴婢徒鬼"
+    "龙蛟虎狼熊猴猿鹿狐怪目伯叔侄郎夫妇生客贼使差监曹判星宿尊尼叉吒姑奶嬷仆驸后妃圣员丞姓众"
+)
+_NOT_NAMES = {
+    "一个",
+    "两个",
+    "三个",
+    "众人",
+    "他们",
+    "那人",
+    "此人",
+    "这人",
+    "二人",
+    "两人",
+    "三人",
+    "四众",
+    "师徒",
+    "师徒们",
+    "兄弟",
+    "弟兄",
+    "大家",
+    "旁边",
+    "前者",
+    "后面",
+    "上面",
+    "一声",
+    "老者也",
+    "两家",
+    "那厮",
+}
+_PRONOUNS = (
+    "他",
+    "她",
+    "我",
+    "你",
+    "彼",
+    "其",
+    "众",
+    "大家",
+    "二位",
+    "两位",
+    "三位",
+    "四位",
+    "列位",
+    "众位",
+    "诸位",
+    "各位",
+    "二人",
+    "两个",
+    "三人",
+    "四人",
+    "两人",
+    "三众",
+    "四众",
+    "师徒",
+    "弟兄",
+    "兄弟",
+    "他们",
+    "俱",
+    "都",
+    "一齐",
+    "一个",
+    "有人",
+    "那人",
+    "这人",
+    "那厮",
+    "此人",
+)
 #: Words that open a clause before its subject: 却说、那、只见 …
-_PREFIXES = ("却说", "话说", "且说", "话表", "却表", "且表", "再说", "又说", "原来", "当时", "此时", "这时", "那时",
-             "少时", "须臾", "不一时", "不多时", "正说处", "正说间", "只见", "只听得", "只听", "又见", "忽见", "忽听得",
-             "忽听", "但见", "早有", "却是", "却又", "那个", "这个", "这些", "那些", "好个", "好", "那", "这", "却", "又",
-             "忽", "便", "慌得", "唬得", "急得", "喜得", "气得", "惊得", "吓得", "羞得", "恼得", "笑得", "只得",
-             "随后", "随即", "才", "是", "此")
-_VERBISH_START = re.compile(r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教]")
+_PREFIXES = (
+    "却说",
+    "话说",
+    "且说",
+    "话表",
+    "却表",
+    "且表",
+    "再说",
+    "又说",
+    "原来",
+    "当时",
+    "此时",
+    "这时",
+    "那时",
+    "少时",
+    "须臾",
+    "不一时",
+    "不多时",
+    "正说处",
+    "正说间",
+    "只见",
+    "只听得",
+    "只听",
+    "又见",
+    "忽见",
+    "忽听得",
+    "忽听",
+    "但见",
+    "早有",
+    "却是",
+    "却又",
+    "那个",
+    "这个",
+    "这些",
+    "那些",
+    "好个",
+    "好",
+    "那",
+    "这",
+    "却",
+    "又",
+    "忽",
+    "便",
+    "慌得",
+    "唬得",
+    "急得",
+    "喜得",
+    "气得",
+    "惊得",
+    "吓得",
+    "羞得",
+    "恼得",
+    "笑得",
+    "只得",
+    "随后",
+    "随即",
+    "才",
+    "是",
+    "此",
+)
+_VERBISH_START = re.compile(
+    r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教]"
+)
 _ADDRESSEE_BEFORE = re.compile(
     r"(?:对|向|与|和|同|叫|唤|问|教|请|替|跟|随|望|朝|扯住|扯着|拉着|拉住|揪着|揪住|搀着|搀住|扶着|扶起|指着|看着|劝|谢|辞|"
     r"拜|告|禀|奏|骂|喝|吩咐|嘱咐|道|称|见了|见)$"
@@ -139,10 +403,25 @@ def speaker_names() -> SpeakerNames:
             if alias not in UNSAFE_ALIASES:
                 table[alias] = c.id
     # Safe compounds of unsafe aliases and a few narration-only names.
-    table.update({"唐长老": "sanzang", "唐师父": "sanzang", "孙长老": "wukong", "猪长老": "bajie", "沙长老": "wujing",
-                  "猪八戒": "bajie", "八戒": "bajie",
-                  "沙和尚": "wujing", "大师兄": "wukong", "二师兄": "bajie", "三藏法师": "sanzang", "唐三藏": "sanzang",
-                  "陈玄奘": "sanzang", "玄奘": "sanzang", "猪刚鬣": "bajie"})
+    table.update(
+        {
+            "唐长老": "sanzang",
+            "唐师父": "sanzang",
+            "孙长老": "wukong",
+            "猪长老": "bajie",
+            "沙长老": "wujing",
+            "猪八戒": "bajie",
+            "八戒": "bajie",
+            "沙和尚": "wujing",
+            "大师兄": "wukong",
+            "二师兄": "bajie",
+            "三藏法师": "sanzang",
+            "唐三藏": "sanzang",
+            "陈玄奘": "sanzang",
+            "玄奘": "sanzang",
+            "猪刚鬣": "bajie",
+        }
+    )
     names = sorted(table, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(n) for n in names))
     return SpeakerNames(table=table, pattern=pattern)
@@ -157,7 +436,7 @@ def _strip_prefixes(clause: str) -> str:
         changed = False
         for p in _PREFIXES:
             if clause.startswith(p) and len(clause) > len(p):
-                clause = clause[len(p):]
+                clause = clause[len(p) :]
                 changed = True
                 break
     return clause
@@ -165,8 +444,10 @@ def _strip_prefixes(clause: str) -> str:
 
 def _generic_subject(clause: str) -> str | None:
     """An unlisted person at the start of a clause: 'X道', 'X笑道' with X of 2-4 characters ending like a person."""
-    m = re.match(r"^([\u4e00-\u9fff]{2,4}?)(?:[又便却也就才忙急连慌大高低暗冷笑喜怒惊哭叹]{0,2})(?:道|说|叫|问|答|喝|骂|云|曰)$",
-                 clause)
+    m = re.match(
+        r"^([\u4e00-\u9fff]{2,4}?)(?:[又便却也就才忙急连慌大高低暗冷笑喜怒惊哭叹]{0,2})(?:道|说|叫|问|答|喝|骂|云|曰)$",
+        clause,
+    )
     if m and m.group(1)[-1] in _PERSON_SUFFIX and m.group(1) not in _NOT_NAMES:
         return m.group(1)
     return None
@@ -174,7 +455,7 @@ def _generic_subject(clause: str) -> str | None:
 
 def _resolve_clause(
     clause: str, names: SpeakerNames, chapter: int, is_verb_clause: bool
-) -> tuple[str, str] | None | bool:
+) -> tuple[str, str] | bool | None:
     """(speaker, name) when the clause names its subject; None when it has no subject (walk on); False to stop."""
     clause = clause.strip()
     if not clause:
@@ -182,7 +463,7 @@ def _resolve_clause(
     heard = _HEAR.search(clause)
     if heard:
         # 'X听得Y道' -> Y speaks; 'X听得大喜，道' -> X speaks; '听得半空中叫道' -> unknown.
-        rest = _strip_prefixes(clause[heard.end():])
+        rest = _strip_prefixes(clause[heard.end() :])
         name = names.match_start(rest)
         if name:
             return _speaker_for(name, names, chapter)
@@ -193,7 +474,7 @@ def _resolve_clause(
         # '被三藏喝住道': the agent after 被 speaks.
         passive = re.search(r"被(?:那|这)?", clause)
         if passive:
-            agent = names.match_start(clause[passive.end():])
+            agent = names.match_start(clause[passive.end() :])
             return _speaker_for(agent, names, chapter) if agent else False
     bare = _strip_prefixes(clause)
     name = names.match_start(clause) or names.match_start(bare)
@@ -202,15 +483,15 @@ def _resolve_clause(
     if name and clause.startswith(name):
         bare = clause
     if name:
-        after = bare[len(name):]
+        after = bare[len(name) :]
         # Several people speaking together ('八戒沙僧齐声道', '三藏与八戒都道') -> not one speaker.
-        if _GROUP.search(after[:8]) or re.match(r"^[、与和同及并]", after) and _GROUP.search(after):
+        if _GROUP.search(after[:8]) or (re.match(r"^[、与和同及并]", after) and _GROUP.search(after)):
             return False
         if after[:1] in ("、",) or re.match(r"^[与和同及][^道说叫问]{0,6}[齐都俱同]", after):
             return False
         # '沙僧与行者欠身道': two subjects (or 'A told B'): unsure.
         partner = re.match(r"^(?:[与和同及并、]|引着|带着|领着)", after)
-        if partner and names.match_start(after[partner.end():]):
+        if partner and names.match_start(after[partner.end() :]):
             return False
         return _speaker_for(name, names, chapter)
     if bare.startswith(_PRONOUNS) or clause.startswith(_PRONOUNS):
@@ -277,13 +558,13 @@ def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list
     for q in quotes:
         para_start = text.rfind("\n", 0, q.start) + 1
         seg_start = max(para_start, prev.end if prev else 0)
-        narration = text[seg_start:q.start]
+        narration = text[seg_start : q.start]
         continued_after_prev = prev is not None and prev.end >= para_start
         if not narration.strip(" ") and q.start == para_start and para_start > 0:
             # The quote opens a paragraph: the intro may end the previous paragraph ('…报上森罗宝殿道：').
             prev_para_start = text.rfind("\n", 0, para_start - 1) + 1
             seg_start = max(prev_para_start, prev.end if prev else 0)
-            narration = text[seg_start:para_start - 1]
+            narration = text[seg_start : para_start - 1]
             continued_after_prev = prev is not None and prev.end >= prev_para_start
         if not _is_intro(narration):
             prev = q
@@ -295,8 +576,9 @@ def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list
             speaker, name = prev_speaker
         else:
             speaker, name = attribute(narration, names, chapter.number)
-        out.append(Utterance(chapter=chapter.number, offset=q.start, speaker=speaker, text=q.text, name=name,
-                             end=q.end))
+        out.append(
+            Utterance(chapter=chapter.number, offset=q.start, speaker=speaker, text=q.text, name=name, end=q.end)
+        )
         prev, prev_speaker = q, (speaker, name)
     return out
 

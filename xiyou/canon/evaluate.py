@@ -109,8 +109,10 @@ def score(utterances: Sequence[Utterance], labels: dict[tuple[int, int], str]) -
 def format_scores(scores: dict[str, Score]) -> str:
     rows = ["character  predicted  precision  labelled  recall(sample)  recall(weighted)"]
     for s in scores.values():
-        rows.append(f"{s.character:<10} {s.predicted:>9}  {s.precision:>9.3f}  {s.labelled:>8}  {s.recall:>14.3f}  "
-                    f"{s.recall_weighted:>16.3f}")
+        rows.append(
+            f"{s.character:<10} {s.predicted:>9}  {s.precision:>9.3f}  {s.labelled:>8}  {s.recall:>14.3f}  "
+            f"{s.recall_weighted:>16.3f}"
+        )
     total_pred = sum(s.predicted for s in scores.values())
     total_ok = sum(s.correct for s in scores.values())
     rows.append(f"{'all four':<10} {total_pred:>9}  {total_ok / max(total_pred, 1):>9.3f}")
@@ -120,8 +122,9 @@ def format_scores(scores: dict[str, Score]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     from xiyou.canon.core import get_canon
 
-    parser = argparse.ArgumentParser(prog="python -m xiyou.canon.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m xiyou.canon.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--novel", default=None)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_sample = sub.add_parser("sample", help="print a stratified sample with the narration before each quote")
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.cmd == "sample":
         chapters = {c.number: c.text for c in canon.novel.chapters}
         for u in sample_for_labelling(canon.utterances, args.per_stratum, args.seed):
-            before = chapters[u.chapter][max(0, u.offset - args.before):u.offset].replace("\n", "¶")
+            before = chapters[u.chapter][max(0, u.offset - args.before) : u.offset].replace("\n", "¶")
             print(f"{u.chapter}\t{u.offset}\t{u.speaker}\t{before}【{u.text[:24]}】")
     else:
         print(format_scores(score(canon.utterances, load_labels(args.labels))))

@@ -56,8 +56,9 @@ def build_exchanges(utterances: Sequence[Utterance], scenes: Sequence[int]) -> d
                 context = utterances[j]
                 break
             j -= 1
-        out[u.speaker].append(Exchange(character=u.speaker, reply=u, context=context, scene=scenes[i],
-                                       chapter=u.chapter))
+        out[u.speaker].append(
+            Exchange(character=u.speaker, reply=u, context=context, scene=scenes[i], chapter=u.chapter)
+        )
     return out
 
 
@@ -93,10 +94,12 @@ def xtuner_records(
     for ex in exchanges:
         if ex.context is None:
             continue
-        records.append({
-            "id": f"canon-{character}-{ex.id}",
-            "conversation": [{"system": system, "input": ex.context.text, "output": ex.reply.text}],
-        })
+        records.append(
+            {
+                "id": f"canon-{character}-{ex.id}",
+                "conversation": [{"system": system, "input": ex.context.text, "output": ex.reply.text}],
+            }
+        )
     by_scene: dict[int, list[Utterance]] = {}
     for u, s in zip(utterances, scenes):
         by_scene.setdefault(s, []).append(u)

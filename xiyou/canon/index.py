@@ -30,14 +30,14 @@ def tokenize(text: str) -> list[str]:
             tokens.append(run.lower())
             continue
         tokens.extend(run)
-        tokens.extend(run[i:i + 2] for i in range(len(run) - 1))
+        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
     return tokens
 
 
 class Index:
     """A BM25 index over documents given as texts; `scores(query)` returns one score per document."""
 
-    def __init__(self, model: bm25s.BM25, size: int) -> None:
+    def __init__(self, model: bm25s.BM25 | None, size: int) -> None:
         self.model = model
         self.size = size
 
@@ -45,31 +45,36 @@ class Index:
     def build(cls, texts: Sequence[str]) -> Index:
         import bm25s
 
+        if not texts:
+            return cls(None, 0)
         model = bm25s.BM25()
         corpus = [tokenize(t) for t in texts]
         if not any(corpus):
-            corpus = [["\u3007"]] + corpus[1:] if corpus else [["\u3007"]]
+            corpus = [["\u3007"], *corpus[1:]]  # bm25s needs one token somewhere
         model.index(corpus, show_progress=False)
         return cls(model, len(texts))
 
     def scores(self, query: str) -> np.ndarray:
         import numpy as np
 
-        ids = self.model.get_tokens_ids(tokenize(query))
+        ids = self.model.get_tokens_ids(tokenize(query)) if self.model is not None else []
         if not ids:
             return np.zeros(self.size, dtype=np.float32)
         return self.model.get_scores_from_ids(ids)
 
     def save(self, directory: Path) -> None:
-        self.model.save(str(directory), show_progress=False)
+        if self.model is not None:
+            self.model.save(str(directory), show_progress=False)
         (directory / "size.txt").write_text(str(self.size), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> Index:
         import bm25s
 
-        model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
         size = int((directory / "size.txt").read_text(encoding="utf-8"))
+        if size == 0:
+            return cls(None, 0)
+        model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
         return cls(model, size)
 
 

@@ -62,8 +62,21 @@ class Novel:
 
 # --- Chinese numerals ------------------------------------------------------------------------------------------
 
-_DIGITS = {"零": 0, "〇": 0, "○": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
-           "九": 9}
+_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "○": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _UNITS = {"十": 10, "百": 100, "千": 1000}
 _NUM = "零〇○一二两三四五六七八九十百千0-9０-９"
 
@@ -102,8 +115,15 @@ def chinese_number(n: int) -> str:
         return digits[n // 10] + "十" + (digits[n % 10] if n % 10 else "")
     if n < 1000:
         rest = n % 100
-        tail = "" if rest == 0 else ("零" + digits[rest] if rest < 10 else digits[rest // 10] + "十" +
-                                     (digits[rest % 10] if rest % 10 else ""))
+        tail = (
+            ""
+            if rest == 0
+            else (
+                "零" + digits[rest]
+                if rest < 10
+                else digits[rest // 10] + "十" + (digits[rest % 10] if rest % 10 else "")
+            )
+        )
         return digits[n // 100] + "百" + tail
     return str(n)
 
@@ -116,15 +136,17 @@ def chapter_ref(number: int) -> str:
 
 # Frequent characters of narrative Chinese, in simplified and traditional forms: a correct decode is full of them,
 # a wrong one (Big5 bytes read as GBK, say) almost never hits them.
-_COMMON = set("的一是不了人我在有他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后"
-              "作里用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开但因只从"
-              "想实日军者意无力它与长把机十民第公此已工使情明性知全三又关点正业外将两高间由问很最重并物手应战向头文"
-              "体政美相见被利什二等产或新己制身果加西斯月话合回特代内信表化老给世位次度门任常先海通教儿原东声提立及"
-              "比员解水名真论处走义各入几口认条平系气题活尔更别打女变四神总何电数安少报才结反受目太量再感建务做接必"
-              "场件计管期市直德资命山金指克许统区保至队形社便空决治展马科司五基眼书非则听白却界达光放强即像难且权思"
-              "王象完设式色路记南品住告类求据程北边死张该交规万取拉格望觉术领共确传师观清今切院让识候带导争运笑飞风"
-              "步改收根干造言联持组每济车亲极林服快办议往元英士证近失转夫令准布始怎呢存未远叫台单影具罗字爱击流备兵"
-              "連說這個們來對會時經發國過為學還進後麼於問長從當與見聽頭裡邊師兒話東萬將爾無開門馬讓")
+_COMMON = set(
+    "的一是不了人我在有他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后"
+    "作里用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开但因只从"
+    "想实日军者意无力它与长把机十民第公此已工使情明性知全三又关点正业外将两高间由问很最重并物手应战向头文"
+    "体政美相见被利什二等产或新己制身果加西斯月话合回特代内信表化老给世位次度门任常先海通教儿原东声提立及"
+    "比员解水名真论处走义各入几口认条平系气题活尔更别打女变四神总何电数安少报才结反受目太量再感建务做接必"
+    "场件计管期市直德资命山金指克许统区保至队形社便空决治展马科司五基眼书非则听白却界达光放强即像难且权思"
+    "王象完设式色路记南品住告类求据程北边死张该交规万取拉格望觉术领共确传师观清今切院让识候带导争运笑飞风"
+    "步改收根干造言联持组每济车亲极林服快办议往元英士证近失转夫令准布始怎呢存未远叫台单影具罗字爱击流备兵"
+    "連說這個們來對會時經發國過為學還進後麼於問長從當與見聽頭裡邊師兒話東萬將爾無開門馬讓"
+)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -136,6 +158,16 @@ def _plausibility(text: str) -> float:
     return sum(ch in _COMMON for ch in cjk) / len(cjk)
 
 
+def _strict(data: bytes, encoding: str) -> str:
+    """Strict decode; a file cut inside its last character (an interrupted download) loses that character only."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        if e.start < len(data) - 4:
+            raise
+        return data[: e.start].decode(encoding)
+
+
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode the novel's bytes; returns (text, encoding name).
 
@@ -143,19 +175,19 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     frequent Chinese characters) winning; last charset-normalizer's guess. Raises NovelError when nothing fits.
     """
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+        return _strict(data[3:], "utf-8"), "utf-8-sig"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16"), "utf-16"
     if b"\x00" in data[:4096]:
         raise NovelError("looks like a binary file (it has NUL bytes), not a text")
     try:
-        return data.decode("utf-8"), "utf-8"
+        return _strict(data, "utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
     candidates: list[tuple[float, str, str]] = []
     for enc in ("gb18030", "big5hkscs"):
         try:
-            text = data.decode(enc)
+            text = _strict(data, enc)
         except UnicodeDecodeError:
             continue
         candidates.append((_plausibility(text), enc, text))
@@ -169,7 +201,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             return data.decode(best.encoding), best.encoding
         except (UnicodeDecodeError, LookupError):
             raise NovelError(f"the bytes do not decode cleanly (best guess: {best.encoding})") from None
-    score, enc, text = max(candidates, key=lambda c: c[0])
+    _score, enc, text = max(candidates, key=lambda c: c[0])
     return text, ("big5" if enc == "big5hkscs" else enc)
 
 
@@ -177,8 +209,9 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
 
 _TAG = re.compile(r"<[^<>]{0,500}>")
 _BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|br|div|h[1-6]|li|tr|section|article)\b[^<>]*>", re.IGNORECASE)
-_HTML_HINT = re.compile(r"<\s*/?\s*(?:p|br|div|html|body|span|h[1-6])\b|&(?:nbsp|amp|lt|gt|quot|#\d+|#x[0-9a-f]+);",
-                        re.IGNORECASE)
+_HTML_HINT = re.compile(
+    r"<\s*/?\s*(?:p|br|div|html|body|span|h[1-6])\b|&(?:nbsp|amp|lt|gt|quot|#\d+|#x[0-9a-f]+);", re.IGNORECASE
+)
 _STRIP = " \t\r\f\v\u3000\xa0\ufeff\u200b"
 
 

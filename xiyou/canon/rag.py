@@ -34,7 +34,10 @@ def _speaker_label(speaker: str, name: str) -> str:
 
 
 def canon_examples(
-    character: Character, messages: Sequence[Message], canon, k: int = DEFAULT_K,
+    character: Character,
+    messages: Sequence[Message],
+    canon,
+    k: int = DEFAULT_K,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
 ) -> str:
     """The examples block for the system prompt ("" when nothing matches or the budget is too small)."""
@@ -88,8 +91,14 @@ def augment_messages(
 class RetrievalAugmentedBackend:
     """Wraps an LLM backend so every request carries the character's canon examples in its system prompt."""
 
-    def __init__(self, backend: Backend, character: Character, canon, k: int = DEFAULT_K,
-                 token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        character: Character,
+        canon,
+        k: int = DEFAULT_K,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+    ) -> None:
         self.backend = backend
         self.character = character
         self.canon = canon

@@ -1,0 +1,111 @@
+"""The offline canon backend: answers in the character's own words from the novel, citing the chapter."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from xiyou.backends.base import Backend, BackendError, GenerationSettings, collect
+from xiyou.backends.canon import CanonBackend, split_citation
+from xiyou.canon import Canon, build_canon, chapter_ref, load_novel
+from xiyou.canon.rag import RetrievalAugmentedBackend
+from xiyou.character import get_character
+
+SETTINGS = GenerationSettings()
+
+
+@pytest.fixture(scope="module")
+def canon(novel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Canon:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XIYOU_CACHE_DIR", str(tmp_path_factory.mktemp("canon-cache")))
+        return build_canon(load_novel(novel_path))
+
+
+def _ask(backend: CanonBackend, *turns: str) -> str:
+    messages = [{"role": "system", "content": backend.character.meta_instruction}]
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return collect(backend, messages, SETTINGS)
+
+
+@pytest.mark.parametrize("cid", ["sanzang", "wukong", "bajie", "wujing"])
+def test_answers_with_own_line_and_cites_the_chapter(canon: Canon, cid: str) -> None:
+    backend = CanonBackend(get_character(cid), canon)
+    assert isinstance(backend, Backend)
+    for question in ("你好，你是谁？", "师父被妖怪抓走了，怎么办？", "hello"):
+        reply = _ask(backend, question)
+        line, ref = split_citation(reply)
+        own = {u.text: u.chapter for u in canon.lines(cid)}
+        assert line in own, f"{cid} answered {line!r}, not one of its canon lines"
+        assert ref == chapter_ref(own[line]) or any(
+            u.text == line and chapter_ref(u.chapter) == ref for u in canon.lines(cid)
+        )
+        assert reply == _ask(backend, question)  # deterministic
+
+
+def test_context_of_a_canon_exchange_gets_that_reply(canon: Canon) -> None:
+    backend = CanonBackend(get_character("bajie"), canon)
+    exchange = next(ex for ex in canon.exchanges("bajie") if ex.context and len(ex.context.text) > 30)
+    line, ref = split_citation(_ask(backend, exchange.context.text))
+    same_context = {
+        ex.reply.text for ex in canon.exchanges("bajie") if ex.context and ex.context.text == exchange.context.text
+    }
+    assert line in same_context
+    assert ref == chapter_ref(exchange.chapter)
+
+
+def test_streams_several_deltas_and_cancel_stops_it(canon: Canon) -> None:
+    backend = CanonBackend(get_character("wukong"), canon)
+    messages = [{"role": "user", "content": "你这泼猴，敢跟我比划比划吗？"}]
+    deltas = list(backend.stream(messages, SETTINGS))
+    assert all(deltas)
+    assert deltas[-1].strip().startswith("（第") and deltas[-1].strip().endswith("回）")
+    line_deltas = deltas[:-1]
+    long_question = max(
+        (ex for ex in canon.exchanges("wukong") if ex.context and ex.reply.text.count("，") >= 3),
+        key=lambda ex: len(ex.context.text),
+    )
+    deltas = list(backend.stream([{"role": "user", "content": long_question.context.text}], SETTINGS))
+    assert len(deltas) >= 3, "a multi-clause line streams clause by clause"
+    cancel = threading.Event()
+    got = []
+    for delta in backend.stream([{"role": "user", "content": long_question.context.text}], SETTINGS, cancel):
+        got.append(delta)
+        cancel.set()
+    assert len(got) == 1 and got[0] == deltas[0]
+    assert line_deltas  # the first reply had words before its citation
+
+
+def test_does_not_repeat_itself(canon: Canon) -> None:
+    backend = CanonBackend(get_character("sanzang"), canon)
+    first = _ask(backend, "徒弟，前面是什么地方？")
+    second = _ask(backend, "徒弟，前面是什么地方？", first, "徒弟，前面是什么地方？")
+    assert split_citation(first)[0] != split_citation(second)[0]
+
+
+def test_bad_input_and_missing_novel_are_backend_errors(canon: Canon, monkeypatch) -> None:
+    backend = CanonBackend(get_character("wujing"), canon)
+    with pytest.raises(BackendError, match="no messages"):
+        list(backend.stream([], SETTINGS))
+    monkeypatch.setenv("XIYOU_NOVEL", "/nonexistent/xiyouji.txt")
+    with pytest.raises(BackendError, match="needs the novel"):
+        list(CanonBackend(get_character("wujing")).stream([{"role": "user", "content": "你好"}], SETTINGS))
+
+
+def test_retrieval_augmented_backend_passes_examples_to_the_wrapped_backend(canon: Canon) -> None:
+    seen = []
+
+    class Echo:
+        label = "echo"
+
+        def stream(self, messages, settings, cancel=None):
+            seen.append(messages)
+            yield "好"
+
+    wukong = get_character("wukong")
+    wrapped = RetrievalAugmentedBackend(Echo(), wukong, canon, k=3)
+    assert collect(wrapped, [{"role": "user", "content": "师父被妖精拿去了"}], SETTINGS) == "好"
+    system = seen[0][0]
+    assert system["role"] == "system" and "孙悟空：" in system["content"] and "回）" in system["content"]

@@ -1,0 +1,127 @@
+"""Attributed dialogue: quotes found, speakers resolved through the aliases, precision first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xiyou.canon import UNKNOWN, Canon, build_canon, extract_utterances, load_novel, parse_text
+from xiyou.canon.dialogue import UNSAFE_ALIASES
+from xiyou.canon.evaluate import format_scores, load_labels, score
+from xiyou.canon.quotes import find_quotes
+from xiyou.character import load_characters
+
+LABELS = Path(__file__).parent / "data" / "attribution_labels.tsv"
+
+
+@pytest.fixture(scope="module")
+def canon(novel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Canon:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XIYOU_CACHE_DIR", str(tmp_path_factory.mktemp("canon-cache")))
+        return build_canon(load_novel(novel_path))
+
+
+def _speakers(text: str) -> list[tuple[str, str]]:
+    novel = parse_text("第一回　试一试　看一看\n" + text)
+    return [(u.speaker, u.text) for u in extract_utterances(novel)]
+
+
+def test_quotes_nested_and_split_across_paragraphs() -> None:
+    text = "甲道：“他说‘莫怕’，我就不怕。”\n乙道：“第一段，\n“第二段。”\n丙道：“没有收尾\n丁走了。"
+    quotes = find_quotes(text)
+    assert [q.text for q in quotes] == ["他说‘莫怕’，我就不怕。", "第一段，\n第二段。", "没有收尾"]
+    assert [q.paragraphs for q in quotes] == [1, 2, 1]
+    # A paragraph that carries on the speech without re-opening it, closed later.
+    assert [q.text for q in find_quotes("甲道：“上半句，\n下半句。”乙道：“好。”")] == ["上半句，\n下半句。", "好。"]
+
+
+def test_rules_on_made_up_text() -> None:
+    text = "\n".join(
+        [
+            "行者笑道：“师父，你看。”",
+            "那呆子慌了，道：“哥哥救我！”",
+            "三藏闻言，大惊失色，滚下马来，道：“徒弟，怎么好？”",
+            "沙僧又问：“怎的？”他道：“不知。”",
+            "那怪道：“拿来！”",
+            "行者要打，被三藏喝住道：“休动手！”",
+            "沙僧与行者齐声道：“来了！”",
+            "八戒道：“且住。”又道：“莫走。”",
+            "行者听得八戒道：“哥哥！”",
+            "那人封他为“齐天大圣”，他也欢喜。",
+            "有个小妖报上殿道：",
+            "“大王，祸事了！”",
+            "唐长老道：“善哉。”",
+            "师父道：“你来。”",
+        ]
+    )
+    assert _speakers(text) == [
+        ("wukong", "师父，你看。"),
+        ("bajie", "哥哥救我！"),
+        ("sanzang", "徒弟，怎么好？"),
+        ("wujing", "怎的？"),
+        (UNKNOWN, "不知。"),  # a pronoun: unsure
+        ("那怪", "拿来！"),  # another named speaker keeps the name
+        ("sanzang", "休动手！"),  # the agent of 被 speaks
+        (UNKNOWN, "来了！"),  # two speakers at once
+        ("bajie", "且住。"),
+        ("bajie", "莫走。"),  # 又道 goes on with the same speaker
+        ("bajie", "哥哥！"),  # the one heard speaks, not the hearer
+        (UNKNOWN, "大王，祸事了！"),  # 有个小妖: an unnamed someone
+        ("sanzang", "善哉。"),
+        (UNKNOWN, "你来。"),  # 师父 is not safe in narration (UNSAFE_ALIASES)
+    ]  # the mention “齐天大圣” is not an utterance
+
+
+def test_unsafe_aliases_are_real_aliases() -> None:
+    aliases = {a for c in load_characters().values() for a in c.aliases}
+    assert set(UNSAFE_ALIASES) <= aliases
+
+
+@pytest.mark.parametrize(
+    ("chapter", "start", "speaker"),
+    [
+        (19, "悟空，你怎么降得他来拜我？", "sanzang"),
+        (25, "我老实，不晓得，不曾见。", "bajie"),
+        (22, "兄弟呀，这妖也弄得滑了。", "wukong"),
+        (46, "贫僧会坐禅。", "sanzang"),
+        (57, "我去，我去。", "wujing"),
+        (88, "比丘国只救得一千一百一十一个小儿", "wujing"),
+    ],
+)
+def test_known_lines_are_attributed_to_the_right_character(
+    canon: Canon, chapter: int, start: str, speaker: str
+) -> None:
+    found = [u for u in canon.utterances if u.chapter == chapter and u.text.startswith(start)]
+    assert found, f"no utterance starting {start!r} in chapter {chapter}"
+    assert {u.speaker for u in found} == {speaker}
+
+
+def test_counts_per_character(canon: Canon) -> None:
+    stats = canon.stats()
+    assert stats["chapters"] == 100
+    counts = stats["per_character"]
+    assert counts["wukong"] > 2000  # thousands
+    assert counts["sanzang"] > 900 and counts["bajie"] > 900  # about a thousand each
+    assert 200 < counts["wujing"] < 1000  # hundreds
+    assert stats["unknown_share"] < 0.35
+    assert stats["utterances"] > 9000
+
+
+def test_precision_on_hand_labels(canon: Canon) -> None:
+    labels = load_labels(LABELS)
+    assert len(labels) >= 300
+    scores = score(canon.utterances, labels)
+    print(format_scores(scores))
+    for s in scores.values():
+        assert s.predicted >= 30, f"{s.character}: too few labelled predictions to measure"
+        assert s.precision >= 0.95, f"{s.character}: precision {s.precision:.3f} < 0.95\n{format_scores(scores)}"
+        assert s.recall >= 0.6, f"{s.character}: recall {s.recall:.3f}\n{format_scores(scores)}"
+
+
+def test_offsets_point_at_the_quote(canon: Canon) -> None:
+    chapters = {c.number: c.text for c in canon.novel.chapters}
+    for u in canon.utterances[::97]:
+        assert chapters[u.chapter][u.offset] == "“"
+        assert chapters[u.chapter][u.offset + 1 :].startswith(u.text.split("\n")[0][:10])
+        assert u.id == f"c{u.chapter:03d}-{u.offset:06d}"

@@ -51,7 +51,13 @@ def _sidebar(character: Character) -> GenerationSettings:
         temperature = st.slider("温度 temperature", 0.0, 2.0, g.temperature, 0.05, key="temperature")
         top_p = st.slider("top_p", 0.05, 1.0, g.top_p, 0.05, key="top_p")
         repetition_penalty = st.slider(
-            "重复惩罚 repetition penalty", 1.0, 2.0, g.repetition_penalty, 0.005, key="repetition_penalty"
+            "重复惩罚 repetition penalty",
+            1.0,
+            2.0,
+            g.repetition_penalty,
+            0.005,
+            format="%.3f",
+            key="repetition_penalty",
         )
         st.button("清空对话 clear history", on_click=_clear_history, args=(character,), width="stretch")
         st.subheader("试试问")

@@ -366,7 +366,7 @@ _ADDRESSEE_BEFORE = re.compile(
 )
 _HEAR = re.compile(r"(?:只听得|只听|听得|听见|闻得|又听得|又听)")
 _SENTENCE_END = re.compile(r"[。！？!?…”]")
-_CLAUSE_SPLIT = re.compile(r"[，,、；;：:]")
+_CLAUSE_SPLIT = re.compile(r"[，,；;：:]")  # not 、: "八戒、沙僧见了" is one subject pair
 #: The verb that introduces speech, at the very end of the narration (before the colon).
 _SPEECH_VERB = re.compile(
     r"(?:道|说|曰|云|叫|问|喝|骂|嚷|喊|答|应|报|奏|告|禀|吩咐|嘱咐|教|念|诵|吟|歌|呼|称|讲|言|叹|声|喏|回|谢|笑|哭|"

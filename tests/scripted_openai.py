@@ -151,8 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(payload)
+        # headers and body in one write (one packet), as production servers do: a client then wakes up once
+        self._headers_buffer.append(b"\r\n" + payload)
+        self.flush_headers()
 
     def _send_json(self, status: int, obj: Any, extra: dict | None = None) -> None:
         self._send(status, json.dumps(obj, ensure_ascii=False).encode(), extra=extra)

@@ -1,0 +1,109 @@
+"""Request throughput of the pipeline's engine vs a sequential loop like the original scripts, vs the ideal.
+
+    .venv/bin/python benchmarks/bench_requests.py            # 2,000 requests at 100 ms latency, concurrency 32
+
+The scripted OpenAI-compatible server (tests/scripted_openai.py) runs in its own process with a fixed latency
+per answer. Measured side by side in one run:
+
+- engine: `pipeline.llm.run_requests` (AsyncOpenAI, worker pool, retries armed) writing every answer to a
+  `JsonlStore`, as q2a does;
+- sequential: the original scripts' loop, one synchronous `OpenAI().chat.completions.create` after the other.
+  It is measured on a sample (`--sequential-sample`, default 100) and extrapolated to all requests, because
+  the full loop would take requests × latency (200 s for the defaults); `--sequential-sample 0` runs all;
+- ideal: requests × latency ÷ concurrency (no overhead at all).
+
+Targets: engine time within 1.15× of the ideal, engine at least 20× faster than the sequential loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from openai import OpenAI  # noqa: E402
+
+from pipeline.llm import EngineConfig, Request, run_requests  # noqa: E402
+from pipeline.store import JsonlStore  # noqa: E402
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "scripted_openai.py"), "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("READY "):
+        proc.kill()
+        raise SystemExit(f"the scripted server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def requests(n: int) -> list[Request]:
+    return [
+        Request(id=f"bench-{i}", messages=[{"role": "user", "content": f"第{i}个问题：你是谁？"}]) for i in range(n)
+    ]
+
+
+def bench_engine(base_url: str, n: int, concurrency: int) -> tuple[float, int, int]:
+    config = EngineConfig(base_url=base_url, model="bench", api_key="sk-bench", concurrency=concurrency, progress=False)
+    with tempfile.TemporaryDirectory() as tmp, JsonlStore(Path(tmp) / "bench.jsonl") as store:
+        t0 = time.perf_counter()
+        stats = run_requests(config, requests(n), lambda r, text: store.append({"id": r.id, "output": text}))
+        elapsed = time.perf_counter() - t0
+        return elapsed, len(store), stats.retries
+
+
+def bench_sequential(base_url: str, n: int) -> float:
+    client = OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+    t0 = time.perf_counter()
+    for r in requests(n):
+        client.chat.completions.create(model="bench", messages=list(r.messages))
+    elapsed = time.perf_counter() - t0
+    client.close()
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--latency", type=float, default=0.1, help="seconds per answer at the server (default 0.1)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--sequential-sample", type=int, default=100, help="requests to time sequentially (0: all)")
+    args = p.parse_args(argv)
+
+    server, base_url = start_server(args.latency)
+    try:
+        bench_engine(base_url, min(64, args.requests), args.concurrency)  # warm-up: imports, connections
+        engine_s, stored, retries = bench_engine(base_url, args.requests, args.concurrency)
+        sample = args.sequential_sample or args.requests
+        seq_sample_s = bench_sequential(base_url, sample)
+    finally:
+        server.kill()
+        server.wait()
+    seq_s = seq_sample_s / sample * args.requests
+    ideal_s = args.requests * args.latency / args.concurrency
+    n = args.requests
+    print(f"{n} requests, {args.latency * 1000:.0f} ms latency per answer, concurrency {args.concurrency}")
+    print(f"  engine (concurrency {args.concurrency}): {engine_s:8.2f} s  {n / engine_s:8.1f} req/s  "
+          f"({stored} records stored, {retries} retries)")  # fmt: skip
+    extrapolated = f", extrapolated from {sample} requests in {seq_sample_s:.2f} s" if sample < n else ""
+    print(f"  sequential loop:            {seq_s:8.2f} s  {n / seq_s:8.1f} req/s{extrapolated}")
+    print(f"  ideal (n × latency ÷ c):    {ideal_s:8.2f} s  {n / ideal_s:8.1f} req/s")
+    print(f"  engine / ideal:       {engine_s / ideal_s:6.3f}×   (target ≤ 1.15×)")
+    print(f"  speed-up vs sequential: {seq_s / engine_s:6.1f}×   (target ≥ 20×)")
+    ok = engine_s / ideal_s <= 1.15 and seq_s / engine_s >= 20 and stored == n
+    print("  targets met" if ok else "  TARGETS NOT MET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -358,7 +358,8 @@ _PREFIXES = (
     "此",
 )
 _VERBISH_START = re.compile(
-    r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教]"
+    r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教"
+    r"递扯搀指吩问骂埋即启携执推报默软摸扛捽现迎遂随捧抱拉揪扶看听闻叩谢辞劝请唤呼叫喊嚷应答告禀奏念吟旁]"
 )
 _ADDRESSEE_BEFORE = re.compile(
     r"(?:对|向|与|和|同|叫|唤|问|教|请|替|跟|随|望|朝|扯住|扯着|拉着|拉住|揪着|揪住|搀着|搀住|扶着|扶起|指着|看着|劝|谢|辞|"
@@ -442,15 +443,21 @@ def _strip_prefixes(clause: str) -> str:
     return clause
 
 
-def _generic_subject(clause: str) -> str | None:
-    """An unlisted person at the start of a clause: 'X道', 'X笑道' with X of 2-4 characters ending like a person."""
+def _generic_subject(clause: str, names: SpeakerNames) -> str | None:
+    """An unlisted person at the start of a clause: 'X道', 'X笑道' with X of 2-4 characters ending like a person.
+
+    Not 'X' that starts like a verb or preposition ('对行者道', '递与唐僧道': the subject is elsewhere) or that holds a
+    known name."""
     m = re.match(
         r"^([\u4e00-\u9fff]{2,4}?)(?:[又便却也就才忙急连慌大高低暗冷笑喜怒惊哭叹]{0,2})(?:道|说|叫|问|答|喝|骂|云|曰)$",
         clause,
     )
-    if m and m.group(1)[-1] in _PERSON_SUFFIX and m.group(1) not in _NOT_NAMES:
-        return m.group(1)
-    return None
+    if not m:
+        return None
+    x = m.group(1)
+    if x[-1] not in _PERSON_SUFFIX or x in _NOT_NAMES or _VERBISH_START.match(x) or names.pattern.search(x):
+        return None
+    return x
 
 
 def _resolve_clause(
@@ -496,7 +503,7 @@ def _resolve_clause(
         return _speaker_for(name, names, chapter)
     if bare.startswith(_PRONOUNS) or clause.startswith(_PRONOUNS):
         return False
-    generic = _generic_subject(bare)
+    generic = _generic_subject(bare, names)
     if generic:
         return generic, generic
     # A clause opened by a demonstrative has a subject we do not know: stop.

@@ -1,4 +1,5 @@
-"""End to end in headless Chromium: `streamlit run hub/app.py` in canon mode, one message, a screenshot.
+"""End to end in headless Chromium: `streamlit run hub/app.py` in canon mode, plus 猪八戒 on a slow scripted
+OpenAI-compatible server so Stop can be pressed while he is talking; a screenshot at the end.
 
 The screenshot lands in artifacts/hub.png (git-ignored) for a person to look at.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,16 +33,39 @@ CHROMIUM_ARGS = [
 ]
 
 
+SLOW_REPLY = "俺老猪这一路挑着担子，" * 12
+
+
 @pytest.fixture
-def hub_url(novel_path: Path, tmp_path: Path):
+def slow_bajie():
+    """猪八戒's server: his first reply streams two characters every 0.25 s (about 30 s), later ones are short."""
+    from scripted_openai import ScriptedOpenAI
+
+    calls: list[str] = []
+
+    def reply(request) -> str:
+        calls.append(request.last_user)
+        return SLOW_REPLY if len(calls) == 1 else "俺老猪来也。"
+
+    server = ScriptedOpenAI(reply, chunk_chars=2, chunk_delay=0.25, send_done=False)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def hub_url(novel_path: Path, tmp_path: Path, slow_bajie):
     from servers import free_port
 
     streamlit = Path(sys.executable).with_name("streamlit")
     if not streamlit.exists():
         pytest.skip(f"streamlit is not installed beside {sys.executable}")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XIYOU_ENDPOINTS"}
-    env.update(XIYOU_NOVEL=str(novel_path), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    endpoints = tmp_path / "endpoints.toml"
+    endpoints.write_text(f'[bajie]\nbase_url = "{slow_bajie.base_url}"\nmodel = "bajie"\n', encoding="utf-8")
+    env = dict(os.environ)
+    env.update(
+        XIYOU_NOVEL=str(novel_path), XIYOU_ENDPOINTS=str(endpoints), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false"
+    )
     log = tmp_path / "streamlit.log"
     cmd = [
         str(streamlit), "run", "hub/app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
@@ -88,14 +113,27 @@ def test_hub_in_chromium_answers_and_renders(hub_url: str) -> None:
             expect(page.get_by_role("heading", name="西游群聊")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("孙悟空").first).to_be_visible()
             box = page.get_by_test_id("stChatInputTextArea")
-            box.fill("八戒、悟空，你们两个吵什么？")
-            box.press("Enter")
             bubbles = page.get_by_test_id("stChatMessage")
-            expect(bubbles).to_have_count(5, timeout=60_000)  # you, 八戒, 悟空, two banter turns
-            expect(bubbles.nth(1)).to_contain_text("猪八戒")
-            expect(bubbles.nth(2)).to_contain_text("孙悟空")
-            expect(bubbles.nth(1)).to_contain_text("《西游记》第")
-            expect(page.get_by_text("正在想")).to_have_count(0)
+            # 1. 八戒 talks slowly; Stop in the middle keeps what he said, marked interrupted, and nobody else starts
+            box.fill("八戒，你一路上都在忙什么？")
+            box.press("Enter")
+            expect(bubbles.nth(1)).to_contain_text("俺老猪这一路", timeout=60_000)
+            page.get_by_role("button", name=re.compile("停止")).click()
+            expect(bubbles.nth(1)).to_contain_text("被打断", timeout=30_000)
+            expect(page.get_by_text("已停止")).to_be_visible()
+            partial = bubbles.nth(1).inner_text()
+            assert SLOW_REPLY not in partial.replace("\n", "")  # cut short, not the whole reply
+            page.wait_for_timeout(1500)
+            expect(bubbles).to_have_count(2)
+            # 2. canon members answer by name, then two banter turns
+            box.fill("悟空、沙僧，你们两个说说？")
+            box.press("Enter")
+            expect(bubbles).to_have_count(7, timeout=60_000)  # + you, 悟空, 沙僧, two banter turns
+            expect(bubbles.nth(3)).to_contain_text("孙悟空")
+            expect(bubbles.nth(4)).to_contain_text("沙悟净")
+            expect(bubbles.nth(3)).to_contain_text("《西游记》第")
+            expect(page.get_by_role("button", name=re.compile("继续"))).to_be_enabled(timeout=30_000)  # all done
+            expect(page.get_by_text("▌")).to_have_count(0)
             page.screenshot(path=str(artifacts / "hub.png"), full_page=True)
             # no raw HTML and no Python traceback anywhere on the page
             assert page.get_by_test_id("stException").count() == 0

@@ -93,6 +93,8 @@ class Room:
         self.token_budget = token_budget
         self.rng = random.Random(seed)
         self._cancel = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
         self._known = {c.id: c for c in (characters if characters is not None else load_characters().values())}
         self.set_members(members)
 
@@ -137,6 +139,11 @@ class Room:
     def stop(self) -> None:
         """Stop the room: the reply in progress ends (kept as far as it got), no further turn starts."""
         self._cancel.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no turn is in progress (a page rerun may start while the interrupted run still cleans up);
+        True when idle."""
+        return self._idle.wait(timeout)
 
     @property
     def stopping(self) -> bool:
@@ -216,12 +223,22 @@ class Room:
             yield from self.step(plan)
 
     def _stopped(self) -> Stopped:
+        last = self.notices[-1] if self.notices else None
+        if last is not None and last.kind == "stopped" and last.position == len(self.entries):
+            return Stopped(last)  # already noted (the interrupted run and the next one both report it)
         notice = Notice("stopped", None, None, "已停止 · stopped", len(self.entries))
         self.notices.append(notice)
         return Stopped(notice)
 
     def _turn(self, member: Member) -> Iterator[Event]:
         """Returns True (spoke or dropped), False (failed) or None (stopped)."""
+        self._idle.clear()
+        try:
+            return (yield from self._turn_inner(member))
+        finally:
+            self._idle.set()
+
+    def _turn_inner(self, member: Member) -> Iterator[Event]:
         character = member.character
         present = [m.character for m in self.members]
         messages = build_view(character, self.entries, present, self.person, self.token_budget)

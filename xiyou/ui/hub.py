@@ -50,6 +50,8 @@ STATUS_LIGHTS = {
     "muted": "🔇",
 }
 MAX_BANTER = 8
+#: How long a run waits for an interrupted run's turn to wind down (its stream ends at its next piece).
+IDLE_WAIT_S = 5.0
 
 
 def _file_key(path: Path | None) -> str:
@@ -102,10 +104,8 @@ def _sidebar(room: Room, lineup: Lineup) -> tuple[bool, bool]:
             members.append(member)
         rows = []
         for member in members:
-            left, right = st.columns([3, 2], vertical_alignment="center")
-            member.muted = right.toggle(
-                "静音", key=f"hub_mute_{member.id}", disabled=member.backend is None, help="Mute: never picked to speak"
-            )
+            left, right = st.columns([2, 1], vertical_alignment="center")
+            member.muted = right.toggle("静音", key=f"hub_mute_{member.id}", disabled=member.backend is None)
             rows.append((member, left))
         room.set_members(members)
         for member, left in rows:
@@ -246,6 +246,8 @@ def main() -> None:
             st.caption(f"{seat.character.emoji} {seat.character.name}: {seat.why_not}")
         st.stop()
     room, plan = _state()
+    # a rerun may start while the run it interrupted is still closing its turn: let that finish first
+    room.wait_idle(IDLE_WAIT_S)
     reset, _hints = _sidebar(room, lineup)
     running = plan is not None and not plan.done
     prompt = st.chat_input("对师徒说点什么… 点名即可叫人，如“悟空”", key="hub_input", max_chars=MAX_INPUT_CHARS)
@@ -273,7 +275,8 @@ def main() -> None:
         _set_plan(None)
         plan = None
     elif stop and plan is not None:
-        room.stop()
+        room.stop()  # a turn still streaming in the interrupted run ends now, keeping what was shown
+        room.wait_idle(IDLE_WAIT_S)
         for _ in room.step(plan):  # records the stop notice, ends the plan
             pass
         _set_plan(None)

@@ -290,3 +290,14 @@ def test_stop_from_another_thread_while_a_backend_is_silent() -> None:
     events = list(room.run())
     assert isinstance(events[-1], Stopped)
     assert time.monotonic() - started < 20  # not the 30 s timeout: the stop was noticed
+
+
+def test_a_member_who_leaves_while_planned_is_skipped() -> None:
+    room = room_of({"wukong": Scripted("我"), "bajie": Scripted("俺")}, banter_turns=0)
+    room.say("八戒、悟空")
+    plan = room.plan()
+    assert plan.queue == ["bajie", "wukong"]
+    room.set_members([m for m in room.members if m.id != "bajie"])
+    while not plan.done:
+        list(room.step(plan))
+    assert posted(room)[1:] == [("wukong", "我")]

@@ -196,8 +196,8 @@ class Room:
         if sid is None:
             plan.done = True
             return
-        member = self.member(sid)
-        if member.active:
+        member = next((m for m in self.members if m.id == sid), None)  # None: left the room since the plan
+        if member is not None and member.active:
             ok = yield from self._turn(member)
             if ok is None:
                 plan.done = True

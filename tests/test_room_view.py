@@ -101,3 +101,11 @@ def test_stop_strings_name_the_others_and_the_person() -> None:
     stops = stop_strings(C["wukong"], PRESENT, "施主")
     assert stops == ("\n猪八戒：", "\n沙悟净：", "\n施主：")
     assert len(stop_strings(C["wujing"], list(C.values()), "施主")) == 4
+
+
+def test_canon_citations_stay_out_of_the_views() -> None:
+    entries = [line(PERSON, "八戒"), line("bajie", "俺老猪饿了。\n\n（第二十七回）"), line(PERSON, "悟空？")]
+    view = build_view(C["wukong"], entries, PRESENT, "施主")
+    assert view[1]["content"] == "施主：八戒\n\n猪八戒：俺老猪饿了。\n\n施主：悟空？"
+    own = build_view(C["bajie"], entries, PRESENT, "施主")
+    assert own[2] == {"role": "assistant", "content": "俺老猪饿了。"}

@@ -38,6 +38,17 @@ class Entry:
             object.__setattr__(self, "_tokens", cached)
         return cached
 
+    @property
+    def spoken(self) -> str:
+        """The line as said, without a canon reply's trailing chapter citation (what other speakers hear)."""
+        cached = self.__dict__.get("_spoken")
+        if cached is None:
+            from xiyou.backends.canon import split_citation
+
+            cached = split_citation(self.text)[0].rstrip() or self.text
+            object.__setattr__(self, "_spoken", cached)
+        return cached
+
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"speaker": self.name, "id": self.speaker, "text": self.text, "time": self.time}
         if self.interrupted:

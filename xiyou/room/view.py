@@ -2,7 +2,8 @@
 
 - system: the speaker's `meta_instruction` (the same string it was trained with) plus a short room preamble
   (who is present, that lines are prefixed with the speaker's name, speak only for yourself);
-- the speaker's own lines as `assistant` (no prefix), everyone else's as `user` prefixed `名字：`;
+- the speaker's own lines as `assistant` (no prefix), everyone else's as `user` prefixed `名字：`; a canon
+  reply's chapter citation is left out (the page shows it; a model should not learn to imitate it);
   consecutive lines of the same role are merged, so roles alternate user/assistant, starting and ending with
   `user` (chat templates such as InternLM2's expect that);
 - the oldest lines are dropped first to fit a token budget (see xiyou.room.tokens for the estimate); the last
@@ -65,9 +66,9 @@ def build_view(
     messages: list[Message] = [{"role": "system", "content": system}]
     for entry in history:
         if entry.speaker == speaker.id:
-            role, content = "assistant", entry.text
+            role, content = "assistant", entry.spoken
         else:
-            role, content = "user", f"{entry.name}：{entry.text}"
+            role, content = "user", f"{entry.name}：{entry.spoken}"
         last = messages[-1]
         if last["role"] == role:
             last["content"] = f"{last['content']}\n\n{content}"

@@ -41,6 +41,9 @@ def test_mentions_follow_the_order_named_by_any_alias() -> None:
     # the longest alias wins at a position: 猪八戒 is one mention, 美猴王 is wukong, 师父 is sanzang
     assert mentioned("猪八戒说美猴王不听师父的", chars) == ["bajie", "wukong", "sanzang"]
     assert mentioned("今天天气不错", chars) == []
+    # how the pilgrims address each other: 猴哥 / 大师兄 is 悟空, 二师兄 is 八戒 (the longest form wins)
+    assert mentioned("猴哥，二师兄又睡了", chars) == ["wukong", "bajie"]
+    assert mentioned("大师兄说得是", chars) == ["wukong"]
 
 
 @pytest.mark.parametrize(

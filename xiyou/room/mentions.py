@@ -1,4 +1,8 @@
-"""Who is named in a line: any name or alias of a character, in the order they are first named."""
+"""Who is named in a line: any name or alias of a character, in the order they are first named.
+
+Besides the aliases of the character files, the forms of address the pilgrims use for each other count too
+(八戒 calls 悟空 猴哥, 沙僧 calls 八戒 二师兄): in the room these are how one character hands the word to another.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,13 @@ import re
 from collections.abc import Iterable
 
 from xiyou.character import Character
+
+#: How the pilgrims address each other, on top of the aliases of the character files.
+FORMS_OF_ADDRESS: dict[str, tuple[str, ...]] = {
+    "wukong": ("猴哥", "大师兄", "师兄", "大哥"),
+    "bajie": ("二师兄", "二哥", "八戒哥"),
+    "wujing": ("师弟", "三师弟", "沙兄弟"),
+}
 
 
 @functools.lru_cache(maxsize=64)
@@ -24,6 +35,9 @@ def mentioned(text: str, characters: Iterable[Character]) -> list[str]:
     owner: dict[str, str] = {}
     for c in chars:
         for alias in c.names:
+            owner.setdefault(alias, c.id)
+    for c in chars:  # forms of address never override a file's alias
+        for alias in FORMS_OF_ADDRESS.get(c.id, ()):
             owner.setdefault(alias, c.id)
     pattern = _pattern(tuple(sorted(owner.items())))
     found: list[str] = []

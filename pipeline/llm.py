@@ -312,9 +312,10 @@ class Engine:
                 stream = await self.client.chat.completions.create(
                     messages=list(request.messages), stream=True, **self._params()
                 )
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                        parts.append(chunk.choices[0].delta.content)
+                async with stream:  # closes the connection on a timeout or a cancel, too
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                            parts.append(chunk.choices[0].delta.content)
                 text = "".join(parts)
             else:
                 # The SDK's generic POST, answer read as plain JSON: `create()` would first walk our (already plain
@@ -352,6 +353,8 @@ class Engine:
     async def run(self, requests: Sequence[Request], handle: Handler, desc: str = "requests") -> RunStats:
         stats = self.stats
         stats.requested += len(requests)
+        if not requests:
+            return stats
         queue: asyncio.Queue[Request] = asyncio.Queue()
         for r in requests:
             queue.put_nowait(r)

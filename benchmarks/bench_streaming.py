@@ -1,0 +1,167 @@
+"""Streaming through the transformers backend vs plain `model.generate`, side by side in one run.
+
+Same tiny model (tests/tiny_model.py, built from the novel unless --model is given), same prompt, same number of
+new tokens (forced with min_new_tokens = max_new_tokens, greedy). Prints tokens/s of each way, their ratio
+(target: backend / plain >= 0.95; the original demos re-decoded the whole reply at every token) and the time to
+first token. The stock `TextIteratorStreamer` in a thread is measured too, for comparison.
+
+Torch runs with one intra-op thread (--threads): PyTorch sizes its OpenMP pool per calling thread, so with the
+default settings `generate` in the main thread and in a worker thread run different kernels, and on a busy
+machine the main thread's spinning pool makes plain `generate` look many times slower than it is.
+
+    .venv/bin/python benchmarks/bench_streaming.py [--tokens 256] [--rounds 7] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tiny model builder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=256, help="new tokens per reply (forced)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds; each runs every way once, in turn")
+    parser.add_argument("--model", type=Path, help="a model folder (default: build the tiny model)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see above)")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from transformers import TextIteratorStreamer
+
+    from xiyou.backends.base import GenerationSettings
+    from xiyou.backends.transformers_backend import TransformersBackend
+    from xiyou.character import get_character
+    from xiyou.env import novel_path
+
+    tmp = None
+    model_dir = args.model
+    if model_dir is None:
+        from tiny_model import build_tiny_model
+
+        novel = novel_path()
+        if novel is None:
+            print("no novel to build the tiny model from: set XIYOU_NOVEL, or pass --model DIR", file=sys.stderr)
+            return 2
+        tmp = tempfile.TemporaryDirectory(prefix="xiyou-bench-")
+        model_dir = build_tiny_model(Path(tmp.name) / "tiny", novel).path
+
+    character = get_character("wukong")
+    n = args.tokens
+    backend = TransformersBackend(character, model_dir, generate_overrides={"min_new_tokens": n})
+    loaded = backend.loaded
+    messages = [
+        {"role": "system", "content": character.meta_instruction},
+        {"role": "user", "content": "大圣，你当年为什么要大闹天宫？"},
+    ]
+    settings = GenerationSettings(max_new_tokens=n, temperature=0.0)
+    assert backend.max_new_tokens(settings) == n, f"--tokens {n} exceeds half the model's context"
+    input_ids = torch.tensor([backend.prompt_ids(messages)], device=loaded.device)
+    common = dict(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=loaded.stop_ids,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )
+    model = loaded.model
+
+    # Check every way really produces n tokens.
+    produced: list[int] = []
+    real_generate = model.generate
+
+    def counting_generate(*a, **kw):
+        out = real_generate(*a, **kw)
+        if kw.get("min_new_tokens"):
+            produced.append(out.shape[1] - input_ids.shape[1])
+        return out
+
+    def plain() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**common, max_new_tokens=n, min_new_tokens=n)
+        total = time.perf_counter() - t0
+        assert out.shape[1] - input_ids.shape[1] == n
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(**common, max_new_tokens=1)
+        return total, time.perf_counter() - t0
+
+    def through_backend() -> tuple[float, float]:
+        first = None
+        t0 = time.perf_counter()
+        for _delta in backend.stream(messages, settings):
+            if first is None:
+                first = time.perf_counter() - t0
+        return time.perf_counter() - t0, first or float("nan")
+
+    def stock_streamer() -> tuple[float, float]:
+        streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def work() -> None:
+            with torch.inference_mode():
+                model.generate(**common, max_new_tokens=n, min_new_tokens=n, streamer=streamer)
+
+        first = None
+        t0 = time.perf_counter()
+        thread = threading.Thread(target=work)
+        thread.start()
+        for text in streamer:
+            if text and first is None:
+                first = time.perf_counter() - t0
+        thread.join()
+        return time.perf_counter() - t0, first or float("nan")
+
+    ways = {"plain generate": plain, "backend stream": through_backend, "stock TextIteratorStreamer": stock_streamer}
+    model.generate = counting_generate
+    for way in ways.values():  # warm-up
+        way()
+    model.generate = real_generate
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    ttft: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(args.rounds):
+        for name, way in ways.items():
+            total, first = way()
+            times[name].append(total)
+            ttft[name].append(first)
+    assert len(produced) == 3 and all(p == n for p in produced), f"produced {produced} tokens instead of {n}"
+
+    print(f"model: {model_dir} ({loaded.device}, {sum(p.numel() for p in model.parameters()):,} parameters)")
+    print(f"prompt: {input_ids.shape[1]} tokens; new tokens per reply: {n} (forced, greedy); rounds: {args.rounds}")
+    for name in ways:
+        best = n / min(times[name])
+        median = n / statistics.median(times[name])
+        first_ms = statistics.median(ttft[name]) * 1e3
+        print(
+            f"  {name:28s} median {median:7.1f} tokens/s  best {best:7.1f} tokens/s  "
+            f"time to first token (median) {first_ms:6.2f} ms"
+        )
+    print("  time to first token: plain generate = a generate call for 1 new token (prompt already tokenized);")
+    print("  the streams = until the first non-empty text (prompt building, and a whole character, included)")
+    for name in ("backend stream", "stock TextIteratorStreamer"):
+        paired = statistics.median(p / s for p, s in zip(times["plain generate"], times[name]))
+        best = min(times["plain generate"]) / min(times[name])
+        print(f"tokens/s ratio {name} / plain generate: {paired:.3f} (median of rounds), {best:.3f} (best of each)")
+    print("target: backend stream / plain generate >= 0.95")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -105,7 +105,10 @@ def test_damaged_cache_is_rebuilt(novel_path: Path, tmp_path: Path, monkeypatch)
     first = build_canon(load_novel(novel_path))
     entry = next((tmp_path / "canon").iterdir())
     (entry / "utterances.pkl").write_bytes(b"not a pickle")
+    stale = entry.with_name(entry.name.rsplit("-", 1)[0] + "-000000000000")  # built by older extraction rules
+    stale.mkdir()
     assert build_canon(load_novel(novel_path)).utterances == first.utterances
+    assert not stale.exists()
 
 
 def test_get_canon_is_cached_per_process(novel_path: Path, tmp_path: Path, monkeypatch) -> None:

@@ -182,6 +182,7 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
     if path is not None:
         from xiyou.io import write_bytes_atomic
 
+        _prune_stale(cache_dir)
         rows = [dataclasses.astuple(u) for u in utterances]
         try:
             write_bytes_atomic(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
@@ -190,6 +191,19 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
         except OSError:
             pass
     return utterances
+
+
+def _prune_stale(cache_dir: Path) -> None:
+    """Remove the caches of the same novel built by older extraction rules (best effort)."""
+    import shutil
+
+    prefix = cache_dir.name.rsplit("-", 1)[0] + "-"
+    try:
+        stale = [p for p in cache_dir.parent.iterdir() if p.name.startswith(prefix) and p.name != cache_dir.name]
+    except OSError:
+        return
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def build_canon(novel: Novel, cache: bool = True) -> Canon:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,13 @@ def test_model_text_is_markdown_never_raw_html(monkeypatch: pytest.MonkeyPatch, 
     answer = at.chat_message[-1].markdown[0]
     assert answer.value == reply
     assert not answer.proto.allow_html  # rendered as Markdown text: tags are shown, never run
+
+
+def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.MonkeyPatch, novel_path: Path) -> None:
+    monkeypatch.setenv("XIYOU_BACKEND", "canon")
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "bajie" / "app.py"), default_timeout=300).run()
+    at.chat_input[0].set_value("二师兄，吃了吗").run()
+    assert not at.exception and not at.error
+    name, reply = bubbles(at)[-1]
+    assert name == "assistant" and re.search(r"（第[零一二三四五六七八九十百]+回）$", reply)

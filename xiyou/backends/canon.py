@@ -21,6 +21,7 @@ from xiyou.character import Character
 
 #: How the citation follows the line: a blank line, then the chapter in full-width brackets.
 CITATION_PREFIX = "\n\n"
+MIN_REPLY_CHARS = 8
 _CITATION = re.compile(r"\n\n（(第[零一二三四五六七八九十百]+回)）$")
 _CLAUSE_END = re.compile(r"(?<=[，。！？；：、,.!?;…])")
 
@@ -82,10 +83,12 @@ class CanonBackend:
             scores = canon.index(cid, field).scores(query)
             if hint_weight and earlier:
                 scores = scores + hint_weight * canon.index(cid, field).scores(earlier)
-            for i in top_k(scores, 16):
-                if exchanges[i].reply.text not in said_lines:
+            candidates = [i for i in top_k(scores, 16) if exchanges[i].reply.text not in said_lines]
+            # A bare '去来！' says little: prefer, among the close matches, a line of some substance.
+            for i in candidates[:8]:
+                if len(exchanges[i].reply.text) >= MIN_REPLY_CHARS:
                     return exchanges[i]
-            return None
+            return exchanges[candidates[0]] if candidates else None
 
         # 1. the line whose context best matches the conversation (the question; the turn before as a weak hint)
         # 2. else the line that best matches the question itself

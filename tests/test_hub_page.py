@@ -40,7 +40,7 @@ def test_page_opens_in_canon_mode_with_four_members_and_green_controls(hub) -> N
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     for name in ("🪷 **唐三藏**", "🐒 **孙悟空**", "🐖 **猪八戒**", "🐟 **沙悟净**"):
         assert name in sidebar
-    assert "canon mode" in " ".join(c.value for c in at.sidebar.caption)
+    assert "canon mode" in " ".join(c.value for c in at.main.caption)
     assert at.selectbox(key="hub_policy").value == "mention"
     assert at.button(key="hub_stop").proto.type == "secondary"  # nothing is running
     assert not bubbles(at)

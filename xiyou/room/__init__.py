@@ -9,7 +9,7 @@ for event in room.run():
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, MemberStatus, Plan, Room
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.member import Member
-from xiyou.room.policies import POLICIES, POLICY_LABELS
+from xiyou.room.policies import POLICIES, POLICY_HELP, POLICY_LABELS
 from xiyou.room.transcript import PERSON, Entry, Notice, transcript_jsonl, transcript_markdown
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_PERSON",
     "PERSON",
     "POLICIES",
+    "POLICY_HELP",
     "POLICY_LABELS",
     "Delta",
     "Entry",

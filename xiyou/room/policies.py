@@ -27,11 +27,19 @@ Policy = Literal["mention", "natural", "round_robin", "all", "manual"]
 POLICIES: tuple[Policy, ...] = ("mention", "natural", "round_robin", "all", "manual")
 
 POLICY_LABELS: dict[str, str] = {
-    "mention": "点名 · mention: whoever you name answers (nobody named: natural)",
-    "natural": "自然 · natural: named first, then by talkativeness",
-    "round_robin": "轮流 · round robin: one after another",
-    "all": "全员 · all: everyone answers once",
-    "manual": "指定 · manual: you pick who speaks",
+    "mention": "点名 · mention",
+    "natural": "自然 · natural",
+    "round_robin": "轮流 · round robin",
+    "all": "全员 · all",
+    "manual": "指定 · manual",
+}
+
+POLICY_HELP: dict[str, str] = {
+    "mention": "whoever you name answers, in the order named (nobody named: natural)",
+    "natural": "the named first, then each by the talkativeness of its character file",
+    "round_robin": "one after another, one answer per message",
+    "all": "everyone answers once",
+    "manual": "you pick who speaks next",
 }
 
 #: The smallest weight a member gets in a talkativeness draw, so a quiet member can still be drawn when alone.

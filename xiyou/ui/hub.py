@@ -21,6 +21,7 @@ from xiyou.backends.canon import split_citation
 from xiyou.character import load_characters
 from xiyou.room import (
     POLICIES,
+    POLICY_HELP,
     POLICY_LABELS,
     Delta,
     MemberFailed,
@@ -120,8 +121,13 @@ def _sidebar(room: Room, lineup: Lineup) -> tuple[bool, bool]:
             hints = st.toggle("原著提示 · canon hints", key="hub_hints", help="Add matching canon passages to prompts.")
         st.header("⚙️ 规则 · Turns")
         room.policy = st.selectbox(
-            "发言规则 · Turn policy", POLICIES, format_func=lambda p: POLICY_LABELS[p], key="hub_policy"
+            "发言规则 · Turn policy",
+            POLICIES,
+            format_func=lambda p: POLICY_LABELS[p],
+            key="hub_policy",
+            help="  \n".join(f"**{POLICY_LABELS[p]}**: {POLICY_HELP[p]}" for p in POLICIES),
         )
+        st.caption(POLICY_HELP[room.policy])
         room.banter_turns = st.slider(
             "自动接话 · Auto-banter turns",
             0,
@@ -156,7 +162,6 @@ def _sidebar(room: Room, lineup: Lineup) -> tuple[bool, bool]:
             key="hub_export_jsonl",
         )
         reset = st.button("🧹 重新开始 · Reset", key="hub_reset", use_container_width=True)
-        st.caption(lineup.describe())
     return reset, hints
 
 
@@ -245,6 +250,7 @@ def main() -> None:
         for seat in lineup.seats.values():
             st.caption(f"{seat.character.emoji} {seat.character.name}: {seat.why_not}")
         st.stop()
+    st.caption(lineup.describe())
     room, plan = _state()
     # a rerun may start while the run it interrupted is still closing its turn: let that finish first
     room.wait_idle(IDLE_WAIT_S)

@@ -229,12 +229,15 @@ class TransformersBackend:
 
     def fit_messages(self, messages: Sequence[Message], max_new_tokens: int) -> list[Message]:
         """Drop the oldest turns until the prompt plus `max_new_tokens` fits the context; keep the system prompt."""
+        return self._fit(messages, max_new_tokens)[0]
+
+    def _fit(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[list[Message], list[int]]:
         budget = self.loaded.context_length - max_new_tokens
         n_system = 0
         while n_system < len(messages) and messages[n_system]["role"] == "system":
             n_system += 1
         head, turns = list(messages[:n_system]), list(messages[n_system:])
-        while len(self.prompt_ids(head + turns)) > budget:
+        while len(ids := self.prompt_ids(head + turns)) > budget:
             if len(turns) <= 1:
                 raise BackendError(
                     f"the message is too long for {self.character.name}'s model: the system prompt and the last "
@@ -244,7 +247,7 @@ class TransformersBackend:
             turns.pop(0)
             while len(turns) > 1 and turns[0]["role"] == "assistant":  # a conversation starts with the user
                 turns.pop(0)
-        return head + turns
+        return head + turns, ids
 
     # --- generation -------------------------------------------------------------------------------------
     def _generate_kwargs(self, input_ids: list[int], settings: GenerationSettings, max_new: int) -> dict[str, Any]:
@@ -283,7 +286,7 @@ class TransformersBackend:
         from transformers import StoppingCriteriaList
 
         max_new = self.max_new_tokens(settings)
-        input_ids = self.prompt_ids(self.fit_messages(messages, max_new))
+        input_ids = self._fit(messages, max_new)[1]
         if not self.loaded.lock.acquire(timeout=self.queue_timeout_s):
             raise BackendError(
                 f"{self.character.name}'s model is busy with other replies (waited {self.queue_timeout_s:.0f} s); "

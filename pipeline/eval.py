@@ -27,6 +27,7 @@ from pipeline.evaluation.report import write_report
 from pipeline.store import JsonlStore
 from xiyou.backends.base import Backend, BackendError, GenerationSettings, Message
 from xiyou.character import Character, CharacterError, get_character, load_characters
+from xiyou.env import endpoints_path
 
 HELD_OUT_QUESTIONS = Path(__file__).with_name("data") / "eval_questions.txt"
 
@@ -84,8 +85,12 @@ def ask_all(
             {"role": "system", "content": character.meta_instruction},
             {"role": "user", "content": question},
         ]
-        record = {"id": reply_id(character.id, question, sample), "character": character.id,
-                  "question": question, "sample": sample}
+        record = {
+            "id": reply_id(character.id, question, sample),
+            "character": character.id,
+            "question": question,
+            "sample": sample,
+        }
         try:
             record["text"] = "".join(backends[character.id].stream(messages, settings[character.id], stop))
         except BackendError as e:
@@ -120,12 +125,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--backend", choices=["canon", "transformers", "endpoints"], required=True,
-                   help="canon: the novel's own lines (offline); transformers: local weights; endpoints: servers")
-    p.add_argument("--endpoints", type=Path, help="endpoints TOML (as the hub's) for --backend endpoints")
+    p.add_argument(
+        "--backend",
+        choices=["canon", "transformers", "endpoints"],
+        required=True,
+        help="canon: the novel's own lines (offline); transformers: local weights; endpoints: servers",
+    )
+    p.add_argument(
+        "--endpoints",
+        type=Path,
+        default=endpoints_path(),
+        help="endpoints TOML (as the hub's) for --backend endpoints (default: XIYOU_ENDPOINTS)",
+    )
     p.add_argument("--characters", default=None, help="comma-separated ids (default: all four)")
-    p.add_argument("--questions", type=Path, default=HELD_OUT_QUESTIONS,
-                   help="held-out questions, one per line (default: pipeline/data/eval_questions.txt)")
+    p.add_argument(
+        "--questions",
+        type=Path,
+        default=HELD_OUT_QUESTIONS,
+        help="held-out questions, one per line (default: pipeline/data/eval_questions.txt)",
+    )
     p.add_argument("--no-sample-questions", action="store_true", help="skip the characters' own sample_questions")
     p.add_argument("--samples", type=int, default=1, help="replies per question (default 1)")
     p.add_argument("--novel", type=Path, default=None, help="the novel (default: XIYOU_NOVEL or ../shared/data)")
@@ -162,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     classifier, held_out = train_from_canon(canon, list(all_characters), seed=args.seed)
-    print(f"who-said-it classifier: held-out accuracy {held_out.accuracy:.3f} "
-          f"({held_out.n_test} lines of unseen chapters, trained on {held_out.n_train})", file=sys.stderr)
+    print(
+        f"who-said-it classifier: held-out accuracy {held_out.accuracy:.3f} "
+        f"(balanced {held_out.balanced_accuracy:.3f}) "
+        f"({held_out.n_test} lines of unseen chapters, trained on {held_out.n_train})",
+        file=sys.stderr,
+    )
 
     held_questions = read_questions(args.questions)
     jobs: list[tuple[Character, str, int]] = []
@@ -180,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = {
         c.id: GenerationSettings.for_character(
-            c, max_new_tokens=args.max_new_tokens, seed=args.seed,
+            c,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
             **({"temperature": args.temperature} if args.temperature is not None else {}),
         )
         for c in characters
@@ -191,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         with JsonlStore(args.out / "replies.jsonl") as store:
             failures = ask_all(store, jobs, backends, settings, concurrency)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished replies are kept in {args.out / 'replies.jsonl'}; run again to resume",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted: finished replies are kept in {args.out / 'replies.jsonl'}; run again to resume",
+            file=sys.stderr,
+        )
         return 130
 
     wanted = {reply_id(c.id, q, s) for c, q, s in jobs}
@@ -202,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             replies[record["character"]].append(record["text"])
     empty = [cid for cid, texts in replies.items() if not texts]
     if empty:
-        print(f"error: no replies for {', '.join(empty)} ({failures} requests failed); see the errors above",
-              file=sys.stderr)
+        print(
+            f"error: no replies for {', '.join(empty)} ({failures} requests failed); see the errors above",
+            file=sys.stderr,
+        )
         return 1
     canon_lines = {c.id: [u.text for u in canon.lines(c.id)] for c in characters}
     metrics = compute_metrics(replies, {c.id: c for c in characters}, classifier, canon_lines)
@@ -222,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = write_report(metrics_json(metrics, held_out, run), args.out, args.compare)
     for cid, m in metrics.characters.items():
-        print(f"{cid:8s} who-said-it {m.who_said_it:.2f}  self-ref {m.self_ref_rate:.2f}  "
-              f"broken {m.broken_persona_rate:.2f}  distinct {m.distinctness:.2f}  canon-sim {m.canon_similarity:.2f}  "
-              f"len {m.mean_length:.0f}")
+        print(
+            f"{cid:8s} who-said-it {m.who_said_it:.2f}  self-ref {m.self_ref_rate:.2f}  "
+            f"broken {m.broken_persona_rate:.2f}  distinct {m.distinctness:.2f}  canon-sim {m.canon_similarity:.2f}  "
+            f"len {m.mean_length:.0f}"
+        )
     print(f"report: {paths['report']}", file=sys.stderr)
     return 1 if failures else 0
 

@@ -69,8 +69,10 @@ def compute_metrics(
         c = np.asarray(m.mean(axis=0)).ravel()
         norm = np.linalg.norm(c)
         centroids[cid] = c / norm if norm else c
-    sim = [[float(centroids[a] @ centroids[b]) if a in centroids and b in centroids else float("nan")
-            for b in labels] for a in labels]
+    sim = [
+        [float(centroids[a] @ centroids[b]) if a in centroids and b in centroids else float("nan") for b in labels]
+        for a in labels
+    ]
 
     true: list[str] = []
     predicted: list[str] = []

@@ -61,8 +61,9 @@ def render_markdown(data: dict[str, Any], comparison: list | None = None, old_na
         "",
         f"- backend: `{run['backend']}`; characters: {', '.join(ids)}; questions: {run['questions']}; "
         f"samples per question: {run['samples']}; replies: {run['replies']} ({run['errors']} failed)",
-        f"- who-said-it classifier: held-out accuracy **{clf['accuracy']:.3f}** on {clf['n_test']} canon lines "
-        f"from unseen chapters (trained on {clf['n_train']})",
+        f"- who-said-it classifier: held-out accuracy **{clf['accuracy']:.3f}** (balanced "
+        f"{clf['balanced_accuracy']:.3f}) on {clf['n_test']} canon lines from unseen chapters "
+        f"(trained on {clf['n_train']})",
         f"- run: {run['started']} → {run['finished']}",
         "",
         "## Per character",

@@ -361,6 +361,13 @@ _VERBISH_START = re.compile(
     r"^[笑又便却也就才忙急连慌大高低暗冷喜怒惊哭叹跪拜合躬欠点摇回转起上下近走跳对向与和将把被教"
     r"递扯搀指吩问骂埋即启携执推报默软摸扛捽现迎遂随捧抱拉揪扶看听闻叩谢辞劝请唤呼叫喊嚷应答告禀奏念吟旁]"
 )
+_VERB_CHARS = set(
+    "打将用把对向与和道说叫问笑喝骂见听看走跑跳拿捧抱扯搀拉揪扶跪拜叩忙急便又也就却才即遂乃都俱齐上下进出来去"
+)
+#: Narration that brings a new person on stage ('撞见群魔', '跳出七八个小猴'): the next speaker may be them.
+_BRINGS_IN = re.compile(
+    r"撞见|遇见|遇着|撞着|忽见|只见|看见|望见|见一|有一|有个|来了|走出|出来|(?:跳出|闪出|钻出)[一两三四五六七八九十几个那]"
+)
 _ADDRESSEE_BEFORE = re.compile(
     r"(?:对|向|与|和|同|叫|唤|问|教|请|替|跟|随|望|朝|扯住|扯着|拉着|拉住|揪着|揪住|搀着|搀住|扶着|扶起|指着|看着|劝|谢|辞|"
     r"拜|告|禀|奏|骂|喝|吩咐|嘱咐|道|称|见了|见)$"
@@ -469,14 +476,16 @@ def _resolve_clause(
         return None
     heard = _HEAR.search(clause)
     if heard:
-        # 'X听得Y道' -> Y speaks; 'X听得大喜，道' -> X speaks; '听得半空中叫道' -> unknown.
-        rest = _strip_prefixes(clause[heard.end() :])
-        name = names.match_start(rest)
-        if name:
-            return _speaker_for(name, names, chapter)
+        # 'X听得Y道' -> Y speaks; '听得半空中叫道' -> unknown. In an earlier clause the hearer is the subject:
+        # 'X听得大喜，道' and 'X听得那呆子乱骂，…道' -> X speaks.
         if is_verb_clause:
-            return False
+            rest = _strip_prefixes(clause[heard.end() :])
+            name = names.match_start(rest)
+            return _speaker_for(name, names, chapter) if name else False
+        heard_name = names.match_start(_strip_prefixes(clause[heard.end() :]))
         clause = clause[: heard.start()]
+        if heard_name and (not _strip_prefixes(clause).strip() or clause.strip() in _PREFIXES):
+            return False  # '只听那老魔传令，教：' — no hearer, someone heard: who speaks is unsure
     if is_verb_clause:
         # '被三藏喝住道': the agent after 被 speaks.
         passive = re.search(r"被(?:那|这)?", clause)
@@ -512,12 +521,15 @@ def _resolve_clause(
     # Starts with a noun-like person word we do not list (店家跪下道): a subject, unknown to us.
     if len(bare) >= 2 and bare[1] in _PERSON_SUFFIX and not _VERBISH_START.match(bare):
         return False
+    # ... or a three-character one before a verb ('孤直公将身扯起', '凌空子打个哈哈道').
+    if len(bare) >= 4 and bare[2] in _PERSON_SUFFIX and bare[3] in _VERB_CHARS and not _VERBISH_START.match(bare):
+        return False
     # A clause without a subject that brings in someone ('可可的撞见群魔，当面挡住道'): who speaks is unsure,
     # unless the person is the one spoken to ('对八戒道', '扯住行者道').
     for m in names.pattern.finditer(bare):
         if not _ADDRESSEE_BEFORE.search(bare[: m.start()]):
             return False
-    if re.search(r"撞见|遇见|遇着|撞着|忽见|只见|看见|望见|见一|有一|有个|来了|走出|出来", bare):
+    if _BRINGS_IN.search(bare):
         return False
     return None
 

@@ -6,7 +6,7 @@
 
 Runs in the training environment (`.venv-train`, requirements-train.txt). One template
 (`pipeline/xtuner_config.py.tmpl`) is filled with the character's `meta_instruction` (SYSTEM), its sample
-questions (evaluation inputs) and the preset's settings, and written to `WORK_DIR/xtuner_config.py`. Then:
+questions (evaluation inputs) and the preset's settings, and written to `WORK_DIR/config/xtuner_config.py`. Then:
 
 1. train: `python -m xtuner.tools.train CONFIG --work-dir WORK_DIR` (several GPUs: `torchrun` with
    `--nproc_per_node N` and DeepSpeed ZeRO-2, as `NPROC_PER_NODE=N xtuner train ... --deepspeed deepspeed_zero2`
@@ -532,7 +532,8 @@ class TrainJob:
 
     @property
     def config_path(self) -> Path:
-        return self.work_dir / CONFIG_NAME
+        # In a subfolder: mmengine dumps its resolved copy of the config to WORK_DIR/<config file name>.
+        return self.work_dir / "config" / CONFIG_NAME
 
     @property
     def adapter_dir(self) -> Path:
@@ -633,13 +634,17 @@ def run(job: TrainJob) -> Path:
 
     if "train" not in stages:
         resume = last_checkpoint(work_dir)
+        train_env = env
         if resume:
             print(f"[train] resuming from {resume}", flush=True)
+            # mmengine checkpoints hold more than tensors (optimizer, message hub); torch >= 2.6 loads only
+            # tensors unless told otherwise. They were written by this work dir's own run, so they are trusted.
+            train_env = dict(env, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
         cmd = train_command(
             job.config_path, work_dir, gpus=job.gpus, deepspeed=job.deepspeed, resume=resume, port=_free_port()
         )
         started = time.monotonic()
-        run_logged("train", cmd, logs / "train.log", env)
+        run_logged("train", cmd, logs / "train.log", train_env)
         checkpoint = last_checkpoint(work_dir)
         if checkpoint is None:
             raise TrainError(f"training exited 0 but left no checkpoint in {work_dir}; see {logs / 'train.log'}")

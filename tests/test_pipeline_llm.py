@@ -115,3 +115,11 @@ def test_key_from_environment_then_dotenv(tmp_path, monkeypatch):
     assert load_api_key() == "sk-from-dotenv"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     assert load_api_key() == "sk-from-env"
+
+
+def test_recorded_parameters_hold_no_secret():
+    config = EngineConfig(base_url="https://user:sk-in-url@api.example.com:8443/v1?key=sk-q", model="m", api_key="sk-x")
+    params = config.parameters()
+    assert params["base_url"] == "https://api.example.com:8443/v1"
+    assert "api_key" not in params and "sk-" not in repr(params)
+    assert "sk-x" not in repr(config)

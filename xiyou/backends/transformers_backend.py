@@ -59,7 +59,14 @@ def resolve_weights(character: Character) -> Path:
         return local
     try:
         from modelscope import snapshot_download
-
+    except ImportError as e:
+        raise BackendError(
+            f"the modelscope package is missing, so the weights of {character.model_id} cannot be downloaded; "
+            f"pip install modelscope, or set {var} to a local folder with the weights"
+        ) from e
+    with contextlib.suppress(Exception):  # already downloaded: no network needed
+        return Path(snapshot_download(character.model_id, revision=character.revision, local_files_only=True))
+    try:
         return Path(snapshot_download(character.model_id, revision=character.revision))
     except Exception as e:  # network, auth, missing repo: all mean "no weights"; say what to do
         raise BackendError(
@@ -107,7 +114,9 @@ def load_model(path: str | Path, device: str | None = None) -> LoadedModel:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-            model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, torch_dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=True, torch_dtype=dtype, low_cpu_mem_usage=True
+            )
         except Exception as e:
             raise BackendError(
                 f"could not load the model in {path}: {type(e).__name__}: {str(e)[:300]}. "

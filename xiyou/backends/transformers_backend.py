@@ -301,27 +301,28 @@ class TransformersBackend:
                 f"{self.character.name}'s model is busy with other replies (waited {self.queue_timeout_s:.0f} s); "
                 "try again in a moment."
             )
+        worker: threading.Thread | None = None
         done = threading.Event()
-        errors: list[BaseException] = []
-        streamer = _make_streamer(self.loaded.tokenizer, timeout=0.5)
-        kwargs = self._generate_kwargs(input_ids, settings, max_new)
-        kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel, done)]))
-
-        def work() -> None:
-            import torch
-
-            try:
-                if settings.seed is not None:
-                    torch.manual_seed(settings.seed)
-                with torch.inference_mode():
-                    self.loaded.model.generate(**kwargs)
-            except BaseException as e:  # reported to the consumer below
-                errors.append(e)
-                with contextlib.suppress(Exception):
-                    streamer.end()
-
-        worker = threading.Thread(target=work, name=f"generate-{self.character.id}", daemon=True)
         try:
+            errors: list[BaseException] = []
+            streamer = _make_streamer(self.loaded.tokenizer, timeout=0.5)
+            kwargs = self._generate_kwargs(input_ids, settings, max_new)
+            kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel, done)]))
+
+            def work() -> None:
+                import torch
+
+                try:
+                    if settings.seed is not None:
+                        torch.manual_seed(settings.seed)
+                    with torch.inference_mode():
+                        self.loaded.model.generate(**kwargs)
+                except BaseException as e:  # reported to the consumer below
+                    errors.append(e)
+                    with contextlib.suppress(Exception):
+                        streamer.end()
+
+            worker = threading.Thread(target=work, name=f"generate-{self.character.id}", daemon=True)
             worker.start()
             stops = StopFilter(settings.stop)
             while not cancel.is_set():
@@ -339,7 +340,7 @@ class TransformersBackend:
                 if stops.stopped:
                     break
             else:
-                return
+                return  # cancelled
             if errors:
                 e = errors[0]
                 raise BackendError(f"{self.label}: generation failed: {type(e).__name__}: {e}") from e
@@ -347,6 +348,7 @@ class TransformersBackend:
             if tail:
                 yield tail
         finally:
-            done.set()
-            worker.join()
+            done.set()  # stops the generation at its next token if it is still running
+            if worker is not None:
+                worker.join()
             self.loaded.lock.release()

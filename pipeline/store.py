@@ -14,6 +14,7 @@ same command twice never duplicates data.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -47,8 +48,20 @@ class JsonlStore:
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_and_index()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # two runs appending to one file would duplicate work
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"{self.path}: another run is writing to this file right now; wait for it to finish or stop it"
+            ) from None
+        try:
+            self._repair_and_index()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
         return self
 
     def close(self) -> None:

@@ -60,3 +60,13 @@ def test_records_and_existing_ids(tmp_path):
 def test_append_needs_an_id(tmp_path):
     with JsonlStore(tmp_path / "o.jsonl") as store, pytest.raises(ValueError, match="'id'"):
         store.append({"conversation": []})
+
+
+def test_two_writers_on_one_file_are_refused(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlStore(path) as first:
+        first.append({"id": "a"})
+        with pytest.raises(StoreError, match="another run is writing to this file"):
+            JsonlStore(path).open()
+    with JsonlStore(path) as again:  # free once the first run is done
+        assert "a" in again

@@ -1,0 +1,243 @@
+"""pipeline.serve: the LMDeploy commands it plans, the endpoints file the hub reads, and its process management.
+
+Process management runs the real code path with `transformers serve` standing in for LMDeploy
+(tests/lmdeploy_standin.py translates LMDeploy's command line), on the tiny model, on free 127.0.0.1 ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from servers import testserver_bin
+
+from pipeline import serve
+from pipeline.serve import ServeError
+from xiyou.backends.base import GenerationSettings, collect
+from xiyou.backends.factory import make_backend
+from xiyou.character import character_ids, get_character
+from xiyou.endpoints import load_endpoints
+from xiyou.env import REPO_ROOT
+
+STANDIN = Path(__file__).with_name("lmdeploy_standin.py")
+
+
+def standin_command() -> list[str]:
+    testserver_bin()  # skips when `transformers serve` is absent
+    return [sys.executable, str(STANDIN)]
+
+
+def dry_run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[list[list[str]], str]:
+    """Run `pipeline.serve --dry-run ARGS`: (the commands it prints, split; the endpoints TOML it prints)."""
+    assert serve.main(["--dry-run", "--lmdeploy", "lmdeploy", *args]) == 0
+    out = capsys.readouterr().out
+    head, _, toml = out.partition("# endpoints file")
+    toml = toml.split("\n", 1)[1]
+    commands = []
+    for line in head.splitlines():
+        if not line.startswith("#") and "serve api_server" in line:
+            argv = shlex.split(line)
+            commands.append(argv[argv.index("lmdeploy") :])  # after any VAR=value prefix
+    return commands, toml
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_dry_run_without_arguments_plans_all_four_merged_models(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    commands, toml = dry_run(capsys)
+    assert len(commands) == 4
+    for cid, argv in zip(character_ids(), commands):
+        assert argv[:3] == ["lmdeploy", "serve", "api_server"]
+        assert argv[3] == str(REPO_ROOT / "artifacts" / "train" / cid / "merged")
+        assert option(argv, "--server-name") == "127.0.0.1"
+        assert option(argv, "--model-name") == cid
+    assert len({option(argv, "--server-port") for argv in commands}) == 4
+    # The endpoints file it prints is one the hub accepts, and points each character at its own server.
+    path = tmp_path / "endpoints.toml"
+    path.write_text(toml, encoding="utf-8")
+    endpoints = load_endpoints(path)
+    assert list(endpoints) == character_ids()
+    for cid, argv in zip(character_ids(), commands):
+        assert endpoints[cid].base_url == f"http://127.0.0.1:{option(argv, '--server-port')}/v1"
+        assert endpoints[cid].model == cid
+        assert endpoints[cid].send_top_k and endpoints[cid].send_repetition_penalty  # LMDeploy accepts them
+
+
+def test_dry_run_adapters_layout_is_one_pytorch_server_for_all(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    commands, toml = dry_run(
+        capsys, "--adapters", "wukong=/a/wukong", "bajie=/a/bajie", "--base-model", str(base), "--port", "24000"
+    )
+    assert len(commands) == 1
+    argv = commands[0]
+    assert argv[3] == str(base)
+    assert option(argv, "--backend") == "pytorch"
+    assert argv[argv.index("--adapters") + 1 : argv.index("--adapters") + 3] == ["wukong=/a/wukong", "bajie=/a/bajie"]
+    assert option(argv, "--server-name") == "127.0.0.1" and option(argv, "--server-port") == "24000"
+    endpoints = tomllib.loads(toml)
+    assert endpoints == {
+        cid: {
+            "base_url": "http://127.0.0.1:24000/v1",
+            "model": cid,
+            "send_top_k": True,
+            "send_repetition_penalty": True,
+        }
+        for cid in ("wukong", "bajie")
+    }
+
+
+def test_host_is_explicit_and_clients_use_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    commands, toml = dry_run(capsys, "--characters", "wukong", "--host", "0.0.0.0")
+    assert option(commands[0], "--server-name") == "0.0.0.0"
+    assert tomllib.loads(toml)["wukong"]["base_url"] == "http://127.0.0.1:23333/v1"
+
+
+def test_devices_give_each_merged_server_its_own_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = serve.make_plan(devices=["0", "1", "2", "3"])
+    assert [dict(s.env)["CUDA_VISIBLE_DEVICES"] for s in plan.servers] == ["0", "1", "2", "3"]
+    assert all("--cache-max-entry-count" not in s.argv for s in plan.servers)  # each has a GPU of its own
+    shared = serve.make_plan()
+    assert all(s.argv[s.argv.index("--cache-max-entry-count") + 1] == "0.2" for s in shared.servers)
+
+
+def test_adapters_default_to_the_base_model_they_were_trained_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serve, "default_work_dir", lambda cid: tmp_path / cid)
+    for cid in ("wukong", "bajie"):
+        (tmp_path / cid).mkdir()
+        (tmp_path / cid / "run.json").write_text(json.dumps({"base_model_path": "/models/base"}), encoding="utf-8")
+    plan = serve.make_plan(layout="adapters", characters=["wukong", "bajie"])
+    assert plan.servers[0].argv[3] == "/models/base"
+    (tmp_path / "bajie" / "run.json").write_text(json.dumps({"base_model_path": "/models/other"}), encoding="utf-8")
+    with pytest.raises(ServeError, match="different base models"):
+        serve.make_plan(layout="adapters", characters=["wukong", "bajie"])
+
+
+def test_bad_arguments_say_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve.main(["--dry-run", "--models", "monkey=/m"]) == 1
+    assert "unknown character id 'monkey'" in capsys.readouterr().err
+    assert serve.main(["--dry-run", "--models", "wukong"]) == 1
+    assert "expected ID=PATH" in capsys.readouterr().err
+    assert serve.main(["--dry-run", "--models", "wukong=/m", "--adapters", "bajie=/a"]) == 1
+    assert "not both" in capsys.readouterr().err
+    assert serve.main(["--dry-run", "--adapters", "wukong=/a", "--backend", "turbomind"]) == 1
+    assert "pytorch" in capsys.readouterr().err
+    # Not a dry run: missing model folders are named, with the command that makes them.
+    assert serve.main(["--models", "wukong=/nonexistent/merged"]) == 1
+    err = capsys.readouterr().err
+    assert "/nonexistent/merged" in err and "pipeline.train" in err
+
+
+def test_missing_lmdeploy_is_explained(tiny_model_dir: Path, tmp_path: Path) -> None:
+    plan = serve.make_plan(models={"wukong": str(tiny_model_dir)}, port=0, lmdeploy=[str(tmp_path / "no-lmdeploy")])
+    with (
+        serve.ServerGroup(plan.servers, tmp_path / "logs") as group,
+        pytest.raises(ServeError, match="requirements-serve"),
+    ):
+        group.start_all()
+
+
+# --- process management, with `transformers serve` standing in for LMDeploy -------------------------------
+
+
+@pytest.mark.slow
+def test_server_group_starts_waits_for_health_and_stops_all(tiny_model_dir: Path, tmp_path: Path) -> None:
+    plan = serve.make_plan(
+        models={"wukong": str(tiny_model_dir), "bajie": str(tiny_model_dir)}, port=0, lmdeploy=standin_command()
+    )
+    with serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240) as group:
+        group.start_all()
+        procs = [s.process for s in group.running]
+        assert all(serve.healthy(spec.health_url) for spec in plan.servers)
+        # The endpoints the plan wrote reach each character's own server, by the character's model name.
+        for cid in ("wukong", "bajie"):
+            endpoint = plan.endpoints[cid].model_copy(update={"send_repetition_penalty": False})  # LMDeploy-only
+            reply = collect(make_backend(get_character(cid), endpoint=endpoint), [{"role": "user", "content": "你好"}],
+                            GenerationSettings(max_new_tokens=24))  # fmt: skip
+            assert reply.startswith("俺老孙来也")  # the tiny model's scripted reply
+    assert all(p.poll() is not None for p in procs)
+    assert not any(serve.healthy(spec.health_url, timeout=1) for spec in plan.servers)
+
+
+@pytest.mark.slow
+def test_a_server_failing_to_start_stops_the_others(tiny_model_dir: Path, tmp_path: Path) -> None:
+    plan = serve.make_plan(
+        models={"wukong": str(tiny_model_dir), "bajie": str(tmp_path / "not-a-model")},
+        port=0,
+        lmdeploy=standin_command(),
+    )
+    group = serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240)
+    with pytest.raises(ServeError, match=r"bajie exited with code 2 while starting(.|\n)*does not exist"):
+        group.start_all()
+    assert group.running == []
+    assert not serve.healthy(plan.servers[0].health_url, timeout=1)
+
+
+@pytest.mark.slow
+def test_the_command_serves_until_ctrl_c_then_stops_everything(tiny_model_dir: Path, tmp_path: Path) -> None:
+    record = tmp_path / "standin.jsonl"
+    endpoints_out = tmp_path / "endpoints.toml"
+    cmd = [sys.executable, "-m", "pipeline.serve", "--models", f"wukong={tiny_model_dir}", f"bajie={tiny_model_dir}"]
+    cmd += ["--port", "0", "--lmdeploy", shlex.join(standin_command()), "--endpoints-out", str(endpoints_out)]
+    cmd += ["--log-dir", str(tmp_path / "logs"), "--health-timeout", "240"]
+    env = dict(os.environ, XIYOU_STANDIN_RECORD=str(record), PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "endpoints file:" in line or proc.poll() is not None:
+                break
+        assert endpoints_out.is_file(), "".join(lines)
+        endpoints = load_endpoints(endpoints_out)
+        assert set(endpoints) == {"wukong", "bajie"}
+        for config in endpoints.values():
+            assert serve.healthy(config.base_url.removesuffix("/v1") + "/health")
+        started = [json.loads(x) for x in record.read_text(encoding="utf-8").splitlines()]
+        assert [option(s["argv"], "--model-name") for s in started] == ["wukong", "bajie"]
+        assert all(option(s["argv"], "--server-name") == "127.0.0.1" for s in started)
+
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stopping the servers" in rest
+    deadline = time.monotonic() + 10
+    for s in started:  # every server process is gone
+        while _pid_alive(s["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _pid_alive(s["pid"])
+    for config in endpoints.values():
+        assert not serve.healthy(config.base_url.removesuffix("/v1") + "/health", timeout=1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by an init that is slow) counts as gone
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

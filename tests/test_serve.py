@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from servers import testserver_bin
+import servers
 
 from pipeline import serve
 from pipeline.serve import ServeError
@@ -31,7 +31,7 @@ STANDIN = Path(__file__).with_name("lmdeploy_standin.py")
 
 
 def standin_command() -> list[str]:
-    testserver_bin()  # skips when `transformers serve` is absent
+    servers.testserver_bin()  # skips when `transformers serve` is absent
     return [sys.executable, str(STANDIN)]
 
 

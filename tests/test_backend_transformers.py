@@ -179,3 +179,34 @@ def test_unreachable_model_hub_gives_the_clear_error(monkeypatch: pytest.MonkeyP
     assert WUKONG.model_id in message  # which weights
     assert "XIYOU_MODEL_WUKONG" in message  # what to set
     assert f"modelscope download --model {WUKONG.model_id}" in message  # how to get them
+
+
+class _SlowTokenizer:
+    """The tiny tokenizer seen as a slow (Python) tokenizer, as InternLM2's is: only `decode` is used."""
+
+    is_fast = False
+
+    def __init__(self, tokenizer) -> None:
+        self._tok = tokenizer
+
+    def decode(self, ids, **kwargs) -> str:
+        return self._tok.decode(ids, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["fast", "slow"])
+def test_streamer_releases_whole_characters_incrementally(backend: TransformersBackend, kind: str) -> None:
+    import torch
+
+    from xiyou.backends.transformers_backend import _make_streamer
+
+    tok = backend.loaded.tokenizer
+    streamer = _make_streamer(tok if kind == "fast" else _SlowTokenizer(tok), timeout=1)
+    text = "俺老孙来也！Hello, 师父 莫怕。"
+    ids = tok.encode(text, add_special_tokens=False)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    for i in [*ids, backend.loaded.stop_ids[-1]]:  # one token at a time, then the end of turn (skipped)
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    pieces = list(streamer)
+    assert "".join(pieces) == text
+    assert len([p for p in pieces if p]) >= 8 and not any("\ufffd" in p for p in pieces)

@@ -147,22 +147,39 @@ def _context_length(model: Any) -> int:
 
 
 def _make_streamer(tokenizer: Any, timeout: float):
-    """A `TextIteratorStreamer` whose `put` decodes a small window instead of the whole reply at every token.
+    """A `TextIteratorStreamer` that decodes incrementally instead of re-decoding the whole reply at every token.
 
-    Text is released once it no longer ends in an incomplete character (U+FFFD), so multi-byte characters split
-    over tokens come out whole. (A subclass made here so that importing this module does not import transformers.)
+    Fast tokenizers use `tokenizers`' own incremental decoder (`DecodeStream`, in Rust); others (InternLM2's
+    sentencepiece tokenizer) decode a small window of recent tokens. Either way text is released once it ends
+    in a whole character, so multi-byte characters split over tokens come out whole. (A subclass made here so
+    that importing this module does not import transformers.)
     """
     from transformers import TextIteratorStreamer
+
+    backend_tokenizer = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    try:
+        from tokenizers.decoders import DecodeStream
+    except ImportError:  # tokenizers < 0.21.1
+        DecodeStream = None
 
     class IncrementalStreamer(TextIteratorStreamer):
         def __init__(self) -> None:
             super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
+            self._reset()
+
+        def _reset(self) -> None:
+            self._decode_stream = (
+                DecodeStream(skip_special_tokens=True) if backend_tokenizer is not None and DecodeStream else None
+            )
             self._ids: list[int] = []
             self._prefix = 0  # start of the window decoded for context
             self._read = 0  # end of what has been released
+            self._before = ""  # the text of the window [_prefix, _read)
 
-        def _decode(self, start: int, end: int | None = None) -> str:
-            return self.tokenizer.decode(self._ids[start:end], **self.decode_kwargs)
+        def _decode(self, start: int) -> str:
+            if backend_tokenizer is not None:
+                return backend_tokenizer.decode(self._ids[start:], skip_special_tokens=True)
+            return self.tokenizer.decode(self._ids[start:], **self.decode_kwargs)
 
         def put(self, value) -> None:  # value: the new token ids, a tensor
             if len(value.shape) > 1:
@@ -170,21 +187,42 @@ def _make_streamer(tokenizer: Any, timeout: float):
             if self.skip_prompt and self.next_tokens_are_prompt:
                 self.next_tokens_are_prompt = False
                 return
+            if self._decode_stream is not None:
+                pieces = [self._decode_stream.step(backend_tokenizer, i) for i in value.tolist()]
+                text = "".join(p for p in pieces if p)
+                if text:
+                    self.on_finalized_text(text)
+                return
             self._ids.extend(value.tolist())
-            before = self._decode(self._prefix, self._read)
             text = self._decode(self._prefix)
-            if len(text) > len(before) and not text.endswith("\ufffd"):
+            if len(text) > len(self._before) and not text.endswith("\ufffd"):
                 self._prefix, self._read = self._read, len(self._ids)
-                self.on_finalized_text(text[len(before) :])
+                self.on_finalized_text(text[len(self._before) :])
+                self._before = self._decode(self._prefix) if self._prefix < self._read else ""
 
         def end(self) -> None:
-            before = self._decode(self._prefix, self._read)
-            text = self._decode(self._prefix)
-            self._ids, self._prefix, self._read = [], 0, 0
+            tail = ""
+            if self._decode_stream is None:
+                text = self._decode(self._prefix)
+                tail = text[len(self._before) :] if len(text) > len(self._before) else ""
+            self._reset()
             self.next_tokens_are_prompt = True
-            self.on_finalized_text(text[len(before) :] if len(text) > len(before) else "", stream_end=True)
+            self.on_finalized_text(tail, stream_end=True)
 
     return IncrementalStreamer()
+
+
+def _drain(streamer: Any, text: str) -> tuple[str, bool]:
+    """`text` plus whatever else is already waiting in the streamer's queue; True when the end was among it."""
+    parts = [text]
+    while True:
+        try:
+            item = streamer.text_queue.get_nowait()
+        except queue.Empty:
+            return "".join(parts), False
+        if item is streamer.stop_signal:
+            return "".join(parts), True
+        parts.append(item)
 
 
 class _StopOnEvent:
@@ -334,10 +372,11 @@ class TransformersBackend:
                     if not worker.is_alive() and streamer.text_queue.empty():
                         break
                     continue
+                delta, finished = _drain(streamer, delta)  # a slow reader gets what piled up in one piece
                 out = stops.push(delta)
                 if out:
                     yield out
-                if stops.stopped:
+                if stops.stopped or finished:
                     break
             else:
                 return  # cancelled

@@ -107,6 +107,7 @@ def test_chat_in_headless_chromium(tiny_model: TinyModel, tmp_path: Path) -> Non
             expect(messages.filter(has_text=tiny_model.reply)).to_have_count(1, timeout=60_000)
             expect(messages).to_have_count(3)  # greeting, question, reply
             expect(page.get_by_test_id("stException")).to_have_count(0)
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)  # the run has finished
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()

@@ -75,9 +75,10 @@ def openxlab_app(character_id: str, env: dict[str, str], log_path: Path) -> Iter
             proc.wait(timeout=15)
 
 
-def test_openxlab_start_refuses_an_unknown_character() -> None:
+@pytest.mark.parametrize("entry", ["start.py", "app.py"])
+def test_openxlab_entries_refuse_an_unknown_character(entry: str) -> None:
     out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "openxlab" / "start.py"), "sunwukong"], capture_output=True, text=True
+        [sys.executable, str(REPO_ROOT / "openxlab" / entry), "sunwukong"], capture_output=True, text=True
     )
     assert out.returncode == 2
     assert "unknown character 'sunwukong'" in out.stderr and "wukong" in out.stderr

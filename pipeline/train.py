@@ -26,6 +26,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import importlib.util
 import json
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
 
 from xiyou.character import Character, CharacterError, get_character
 from xiyou.env import REPO_ROOT
@@ -497,7 +499,7 @@ def validation_loss(model_dir: str, records_path: Path, *, max_length: int, max_
     with records_path.open(encoding="utf-8") as f:
         lines = [line for line in f if line.strip()][:max_records]
     with torch.no_grad():
-        for line in lines:
+        for line in tqdm(lines, desc=f"validation loss ({Path(model_dir).name})", unit="record"):
             example = apply_template({"conversation": json.loads(line)["conversation"]})
             enc = encode_fn(example, tokenizer, max_length, input_ids_with_output=True)
             labels = torch.tensor([enc["labels"]], device=device)
@@ -508,6 +510,9 @@ def validation_loss(model_dir: str, records_path: Path, *, max_length: int, max_
             total += float(out.loss) * n
             tokens += n
     del model
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     if tokens == 0:
         raise TrainError(f"--val {records_path}: no reply tokens to score")
     return total / tokens

@@ -164,6 +164,28 @@ def test_base_model_is_a_folder_or_a_modelscope_id(tmp_path: Path) -> None:
         train.resolve_base_model(str(tmp_path / "nope"))
 
 
+def test_a_modelscope_id_is_downloaded_with_snapshot_download(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modelscope = pytest.importorskip("modelscope")
+    asked: list[str] = []
+
+    def fake_snapshot_download(model_id: str, *args: object, **kwargs: object) -> str:
+        asked.append(model_id)
+        return str(tiny_model_dir)  # the folder ModelScope would have filled
+
+    monkeypatch.setattr(modelscope, "snapshot_download", fake_snapshot_download)
+    assert train.resolve_base_model(train.DEFAULT_BASE_MODEL) == str(tiny_model_dir)
+    assert asked == ["Shanghai_AI_Laboratory/internlm2-chat-7b"]
+
+    def offline(model_id: str, *args: object, **kwargs: object) -> str:
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(modelscope, "snapshot_download", offline)
+    with pytest.raises(TrainError, match=r"could not download .*network is unreachable.*--base-model /path/to/model"):
+        train.resolve_base_model("owner/model")
+
+
 def test_several_gpus_use_torchrun_and_deepspeed_zero2() -> None:
     one = train.train_command(Path("c.py"), Path("wd"), python="py")
     assert one == ["py", "-m", "xtuner.tools.train", "c.py", "--work-dir", "wd"]

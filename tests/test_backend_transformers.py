@@ -210,3 +210,10 @@ def test_streamer_releases_whole_characters_incrementally(backend: TransformersB
     pieces = list(streamer)
     assert "".join(pieces) == text
     assert len([p for p in pieces if p]) >= 8 and not any("\ufffd" in p for p in pieces)
+
+
+def test_paced_deltas_still_make_the_whole_reply(backend: TransformersBackend, tiny_model: TinyModel) -> None:
+    paced = TransformersBackend(WUKONG, tiny_model.path, min_delta_interval_s=0.05)
+    assert paced.loaded is backend.loaded  # one model per process
+    deltas = list(paced.stream(chat(), GenerationSettings(temperature=0)))
+    assert "".join(deltas) == tiny_model.reply and all(deltas)

@@ -9,4 +9,4 @@ from xiyou.character import Character, CharacterError, get_character, load_chara
 
 __version__ = "0.1.0"
 
-__all__ = ["Character", "CharacterError", "get_character", "load_characters", "__version__"]
+__all__ = ["Character", "CharacterError", "__version__", "get_character", "load_characters"]

@@ -466,6 +466,10 @@ def check_tokenizer(base_model: str) -> None:
         )
 
 
+def xtuner_installed() -> bool:
+    return importlib.util.find_spec("xtuner") is not None
+
+
 def cuda_available() -> bool:
     try:
         import torch
@@ -590,6 +594,11 @@ def dry_run(job: TrainJob) -> None:
 
 def run(job: TrainJob) -> Path:
     """Train, convert and merge; returns the merged model folder. Finished stages are skipped on a rerun."""
+    if not xtuner_installed():
+        raise TrainError(
+            f"XTuner is not installed in this environment ({sys.executable}): run the training environment's "
+            "python, e.g. .venv-train/bin/python -m pipeline.train … (make setup-train builds it)"
+        )
     data = [check_records(p, job.character) for p in job.data]
     val = check_records(job.val, job.character, what="--val") if job.val else None
     if job.settings.needs_cuda and not cuda_available():

@@ -171,6 +171,11 @@ def test_server_group_starts_waits_for_health_and_stops_all(tiny_model_dir: Path
             reply = collect(make_backend(get_character(cid), endpoint=endpoint), [{"role": "user", "content": "你好"}],
                             GenerationSettings(max_new_tokens=24))  # fmt: skip
             assert reply.startswith("俺老孙来也")  # the tiny model's scripted reply
+        # A server dying is noticed: the wait ends and names it (the command then stops the others).
+        os.killpg(group.running[1].process.pid, signal.SIGKILL)
+        died = group.wait_until_stopped()
+        assert died is not None and died.spec.name == "bajie"
+        assert group.running[0].alive()
     assert all(p.poll() is not None for p in procs)
     assert not any(serve.healthy(spec.health_url, timeout=1) for spec in plan.servers)
 

@@ -300,6 +300,20 @@ def test_a_failing_training_run_exits_non_zero_with_xtuners_error(trainable_tiny
     assert not (tmp_path / "w" / "merged").exists()
 
 
+@pytest.fixture
+def xtuner_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let `run` pass its "is XTuner installed here" check in the app environment (these tests stop before XTuner)."""
+    monkeypatch.setattr(train, "xtuner_installed", lambda: True)
+
+
+def test_without_xtuner_the_training_environment_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train, "xtuner_installed", lambda: False)
+    job = train.TrainJob(WUKONG, [tmp_path / "d.jsonl"], None, "b", tmp_path / "w", train.make_settings("cpu-tiny"))
+    with pytest.raises(TrainError, match=r"XTuner is not installed.*\.venv-train/bin/python -m pipeline\.train"):
+        train.run(job)
+
+
+@pytest.mark.usefixtures("xtuner_importable")
 def test_production_preset_on_a_cpu_machine_says_what_to_do(trainable_tiny_model: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     import torch
@@ -313,6 +327,7 @@ def test_production_preset_on_a_cpu_machine_says_what_to_do(trainable_tiny_model
         train.run(job)
 
 
+@pytest.mark.usefixtures("xtuner_importable")
 def test_a_work_dir_of_another_run_is_not_resumed(trainable_tiny_model: Path, tmp_path: Path) -> None:
     data = write_records(tmp_path / "train.jsonl", 3)
     work = tmp_path / "w"
@@ -324,6 +339,7 @@ def test_a_work_dir_of_another_run_is_not_resumed(trainable_tiny_model: Path, tm
         train.run(job)
 
 
+@pytest.mark.usefixtures("xtuner_importable")
 def test_a_tokenizer_without_bos_is_refused_before_xtuner_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_records(tmp_path / "train.jsonl", 3)
     job = train.TrainJob(WUKONG, [data], None, str(tiny_model_dir), tmp_path / "w", train.make_settings("cpu-tiny"))

@@ -561,16 +561,17 @@ class TrainJob:
             preset=self.preset,
         )
 
-    def commands(self, base_model: str, *, resume: Path | None = None, device: str = "cpu") -> dict[str, list[str]]:
+    def commands(
+        self, base_model: str, *, resume: Path | None = None, device: str = "cpu", python: str | None = None
+    ) -> dict[str, list[str]]:
         checkpoint = resume or self.work_dir / "iter_N.pth"
+        fp32 = self.settings.torch_dtype == "float32"
         return {
             "train": train_command(
-                self.config_path, self.work_dir, gpus=self.gpus, deepspeed=self.deepspeed, resume=resume
+                self.config_path, self.work_dir, gpus=self.gpus, deepspeed=self.deepspeed, resume=resume, python=python
             ),
-            "pth_to_hf": pth_to_hf_command(
-                self.config_path, checkpoint, self.adapter_dir, fp32=self.settings.torch_dtype == "float32"
-            ),
-            "merge": merge_command(base_model, self.adapter_dir, self.merged_dir, device=device),
+            "pth_to_hf": pth_to_hf_command(self.config_path, checkpoint, self.adapter_dir, fp32=fp32, python=python),
+            "merge": merge_command(base_model, self.adapter_dir, self.merged_dir, device=device, python=python),
         }
 
 
@@ -583,7 +584,12 @@ def dry_run(job: TrainJob) -> None:
     if base != job.base_model or not Path(base).is_dir():
         print(f"#   download: modelscope.snapshot_download({base!r})")
     device = job.merge_device or ("cuda" if cuda_available() else "cpu")
-    cmds = job.commands(base, resume=resume, device=device)
+    train_env_python = REPO_ROOT / ".venv-train" / "bin" / "python"
+    python = sys.executable if xtuner_installed() or not train_env_python.is_file() else str(train_env_python)
+    cmds = job.commands(base, resume=resume, device=device, python=python)
+    for path in job.data:
+        if not Path(path).is_file():
+            print(f"#   warning: --data {path} does not exist yet")
     if job.gpus > 1:
         print(f"#   NPROC_PER_NODE={job.gpus}: torchrun + DeepSpeed {job.deepspeed}")
     for name, cmd in cmds.items():

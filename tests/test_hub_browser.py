@@ -6,32 +6,12 @@ The screenshot lands in artifacts/hub.png (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-
-from xiyou.env import REPO_ROOT
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
+from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_process
 
 SLOW_REPLY = "俺老猪这一路挑着担子，" * 12
 
@@ -62,51 +42,22 @@ def hub_url(novel_path: Path, tmp_path: Path, slow_bajie):
     port = free_port()
     endpoints = tmp_path / "endpoints.toml"
     endpoints.write_text(f'[bajie]\nbase_url = "{slow_bajie.base_url}"\nmodel = "bajie"\n', encoding="utf-8")
-    env = dict(os.environ)
-    env.update(
-        XIYOU_NOVEL=str(novel_path), XIYOU_ENDPOINTS=str(endpoints), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false"
-    )
-    log = tmp_path / "streamlit.log"
     cmd = [
         str(streamlit), "run", "hub/app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
         "--server.port", str(port), "--server.fileWatcherType", "none",
     ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"streamlit did not start; log:\n{log.read_text(errors='replace')[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_ENDPOINTS": str(endpoints)}
+    with streamlit_process(cmd, port, env, tmp_path / "streamlit.log") as url:
+        yield url.rstrip("/")
 
 
 @pytest.mark.slow
 def test_hub_in_chromium_answers_and_renders(hub_url: str) -> None:
-    if not CHROMIUM.exists() or shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    chromium = require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
-    artifacts = REPO_ROOT / "artifacts"
-    artifacts.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(hub_url)
@@ -134,9 +85,9 @@ def test_hub_in_chromium_answers_and_renders(hub_url: str) -> None:
             expect(bubbles.nth(3)).to_contain_text("《西游记》第")
             expect(page.get_by_role("button", name=re.compile("继续"))).to_be_enabled(timeout=30_000)  # all done
             expect(page.get_by_text("▌")).to_have_count(0)
-            page.screenshot(path=str(artifacts / "hub.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "hub.png"), full_page=True)
             # no raw HTML and no Python traceback anywhere on the page
             assert page.get_by_test_id("stException").count() == 0
         finally:
             browser.close()
-    assert (artifacts / "hub.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "hub.png").stat().st_size > 10_000

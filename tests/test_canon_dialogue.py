@@ -125,3 +125,18 @@ def test_offsets_point_at_the_quote(canon: Canon) -> None:
         assert chapters[u.chapter][u.offset] == "“"
         assert chapters[u.chapter][u.offset + 1 :].startswith(u.text.split("\n")[0][:10])
         assert u.id == f"c{u.chapter:03d}-{u.offset:06d}"
+
+
+def test_a_misprinted_closing_quote_does_not_give_a_character_the_narration() -> None:
+    """The source sometimes prints “ for ”: the quote then runs on into narration and the next speech."""
+    from xiyou.canon.dialogue import extract_chapter
+    from xiyou.canon.loader import Chapter
+
+    text = (
+        "八戒道：“师兄说的话，怎么说度日之言也？“二人谈笑多时，只见小猴跪在路旁叫道：“大圣爷爷，请进早膳。”\n"
+        "行者笑道：“我猪弟食肠大，却不是以果子作膳的。”\n"
+    )
+    lines = extract_chapter(Chapter(number=30, title="测试", text=text))
+    by_text = {u.text[:4]: u.speaker for u in lines}
+    assert by_text["师兄说的"] == UNKNOWN  # swallowed narration: not 八戒's words
+    assert by_text["我猪弟食"] == "wukong"  # the well-formed line after it is still attributed

@@ -566,6 +566,12 @@ def _is_intro(narration: str) -> bool:
     return bool(re.search(r"(?:叫声|道声|喝声|叫一声|喊一声|叫|道|说|只教|教|喝|问)$", s))
 
 
+#: A quote whose closing mark is missing or misprinted in the source (“ for ”) runs on into the narration and the
+#: next speech: '…度日之言也？“二人谈笑多时…叫道：…'. Such a span is not one person's words, so its speaker is
+#: unknown (precision first). Signs: a quote mark right after a sentence end, or a speech verb opening a quote.
+_SWALLOWED_NARRATION = re.compile(r"[。！？!?…][“”]|(?:道|说|叫|问|曰|喝)[：:]\s*“")
+
+
 def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list[Utterance]:
     """The utterances of one chapter, in order. Quotes that are mentions (号为“齐天大圣”) are left out."""
     names = names or speaker_names()
@@ -595,6 +601,8 @@ def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list
             speaker, name = prev_speaker
         else:
             speaker, name = attribute(narration, names, chapter.number)
+        if _SWALLOWED_NARRATION.search(q.text):
+            speaker, name = UNKNOWN, ""
         out.append(
             Utterance(chapter=chapter.number, offset=q.start, speaker=speaker, text=q.text, name=name, end=q.end)
         )

@@ -7,11 +7,16 @@ first token. Also measured: the backend with its deltas paced (`min_delta_interv
 come as one delta: the reading thread is not woken at every token), and the stock `TextIteratorStreamer` in a
 thread (what the original demos used), for comparison.
 
+Two model sizes are measured: the test suite's tiny model (hidden 64, 2 layers: a token costs about 1 ms, so any
+fixed cost per token shows, the worst case for a streaming design) and a small one (hidden 512, 8 layers, still
+random weights and the same tokenizer: a few ms per token; a 7B model on a GPU takes 20-50 ms per token, where the
+handoff between the generating thread and the reader is negligible).
+
 Torch runs with one intra-op thread (--threads): PyTorch sizes its OpenMP pool per calling thread, so with the
 default settings `generate` in the main thread and in a worker thread run different kernels, and on a busy
 machine the main thread's spinning pool makes plain `generate` look many times slower than it is.
 
-    .venv/bin/python benchmarks/bench_streaming.py [--tokens 256] [--rounds 7] [--model DIR]
+    .venv/bin/python benchmarks/bench_streaming.py [--tokens 256] [--rounds 7] [--sizes tiny,small] [--model DIR]
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=256, help="new tokens per reply (forced)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds; each runs every way once, in turn")
-    parser.add_argument("--model", type=Path, help="a model folder (default: build the tiny model)")
+    parser.add_argument("--model", type=Path, help="a model folder (default: build the models of --sizes)")
+    parser.add_argument("--sizes", default="tiny,small", help="built models to measure: tiny, small")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see above)")
-    parser.add_argument("--paced-ms", type=float, default=10.0, help="min_delta_interval_s of the paced backend, ms")
+    parser.add_argument("--paced-ms", type=float, default=10.0, help="min_delta_interval_s of the paced backend, in ms")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -46,20 +52,35 @@ def main(argv: list[str] | None = None) -> int:
 
     from xiyou.backends.base import GenerationSettings
     from xiyou.backends.transformers_backend import TransformersBackend
-    from xiyou.character import get_character
     from xiyou.env import novel_path
 
-    tmp = None
-    model_dir = args.model
-    if model_dir is None:
+    sizes = {"tiny": {}, "small": {"hidden_size": 512, "num_layers": 8}}
+    tmp = tempfile.TemporaryDirectory(prefix="xiyou-bench-")
+    if args.model is not None:
+        model_dirs = [args.model]
+    else:
         from tiny_model import build_tiny_model
 
         novel = novel_path()
         if novel is None:
             print("no novel to build the tiny model from: set XIYOU_NOVEL, or pass --model DIR", file=sys.stderr)
             return 2
-        tmp = tempfile.TemporaryDirectory(prefix="xiyou-bench-")
-        model_dir = build_tiny_model(Path(tmp.name) / "tiny", novel).path
+        wanted = [w.strip() for w in args.sizes.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in sizes]
+        if unknown:
+            parser.error(f"--sizes: unknown {unknown}; use tiny, small")
+        model_dirs = [build_tiny_model(Path(tmp.name) / w, novel, **sizes[w]).path for w in wanted]
+    for model_dir in model_dirs:
+        measure(model_dir, args, GenerationSettings, TransformersBackend, TextIteratorStreamer, torch)
+        print()
+    tmp.cleanup()
+    return 0
+
+
+def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, TransformersBackend, TextIteratorStreamer,
+            torch) -> None:  # fmt: skip
+    """Measure every way on one model and print the numbers."""
+    from xiyou.character import get_character
 
     character = get_character("wukong")
     n = args.tokens
@@ -177,9 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{per_cpu:.3f} (per CPU second)"
         )
     print("target: backend stream / plain generate >= 0.95")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

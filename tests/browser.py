@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from servers import http_ok
 
 from xiyou.env import REPO_ROOT
 
@@ -39,11 +38,7 @@ def require_chromium() -> Path:
 
 
 def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"http://127.0.0.1:{port}/_stcore/health")
 
 
 @contextlib.contextmanager

@@ -94,12 +94,17 @@ class ServedModel:
             self.process.wait(timeout=grace_s)
 
 
-def _ready(port: int) -> bool:
+def http_ok(url: str) -> bool:
+    """Does `url` answer 200 right now? (Health checks of the servers and pages tests start.)"""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+        with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _ready(port: int) -> bool:
+    return http_ok(f"http://127.0.0.1:{port}/health")
 
 
 @contextlib.contextmanager

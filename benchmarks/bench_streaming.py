@@ -3,9 +3,9 @@
 Same tiny model (tests/tiny_model.py, built from the novel unless --model is given), same prompt, same number of
 new tokens (forced with min_new_tokens = max_new_tokens, greedy). Prints tokens/s of each way, their ratio
 (target: backend / plain >= 0.95; the original demos re-decoded the whole reply at every token) and the time to
-first token. Also measured: the backend with its deltas paced (`min_delta_interval_s`, tokens arriving meanwhile
-come as one delta: the reading thread is not woken at every token), and the stock `TextIteratorStreamer` in a
-thread (what the original demos used), for comparison.
+first token. The backend runs as the pages build it: deltas paced to at most 60 a second (`DELTA_INTERVAL_S`).
+Also measured, for comparison: the backend with every token a delta of its own (`min_delta_interval_s=0`: the
+reading thread is woken at every token) and the stock `TextIteratorStreamer` in a thread (the original demos).
 
 Two model sizes are measured: the test suite's tiny model (hidden 64, 2 layers: a token costs about 1 ms, so any
 fixed cost per token shows, the worst case for a streaming design) and a small one (hidden 512, 8 layers, still
@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="a model folder (default: build the models of --sizes)")
     parser.add_argument("--sizes", default="tiny,small", help="built models to measure: tiny, small")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see above)")
-    parser.add_argument("--paced-ms", type=float, default=10.0, help="min_delta_interval_s of the paced backend, in ms")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -85,8 +84,8 @@ def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, Trans
     character = get_character("wukong")
     n = args.tokens
     backend = TransformersBackend(character, model_dir, generate_overrides={"min_new_tokens": n})
-    paced_backend = TransformersBackend(
-        character, model_dir, generate_overrides={"min_new_tokens": n}, min_delta_interval_s=args.paced_ms / 1e3
+    unpaced_backend = TransformersBackend(
+        character, model_dir, generate_overrides={"min_new_tokens": n}, min_delta_interval_s=0
     )
     loaded = backend.loaded
     messages = [
@@ -129,12 +128,16 @@ def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, Trans
             model.generate(**common, max_new_tokens=1)
         return total, time.perf_counter() - t0, cpu
 
+    deltas: dict[int, list[int]] = {}  # id(backend) -> deltas per reply
+
     def through(b: TransformersBackend) -> tuple[float, float, float]:
-        first = None
+        first, count = None, 0
         t0, c0 = time.perf_counter(), time.process_time()
         for _delta in b.stream(messages, settings):
+            count += 1
             if first is None:
                 first = time.perf_counter() - t0
+        deltas.setdefault(id(b), []).append(count)
         return time.perf_counter() - t0, first or float("nan"), time.process_time() - c0
 
     def stock_streamer() -> tuple[float, float, float]:
@@ -154,11 +157,11 @@ def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, Trans
         thread.join()
         return time.perf_counter() - t0, first or float("nan"), time.process_time() - c0
 
-    paced = f"backend stream, paced {args.paced_ms:g} ms"
+    unpaced = "backend stream, every token"
     ways = {
         "plain generate": plain,
         "backend stream": lambda: through(backend),
-        paced: lambda: through(paced_backend),
+        unpaced: lambda: through(unpaced_backend),
         "stock TextIteratorStreamer": stock_streamer,
     }
     model.generate = counting_generate
@@ -189,7 +192,7 @@ def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, Trans
         )
     print("  time to first token: plain generate = a generate call for 1 new token (prompt already tokenized);")
     print("  the streams = until the first non-empty text (prompt building, and a whole character, included)")
-    for name in ("backend stream", paced, "stock TextIteratorStreamer"):
+    for name in ("backend stream", unpaced, "stock TextIteratorStreamer"):
         paired = statistics.median(p / s for p, s in zip(times["plain generate"], times[name]))
         best = min(times["plain generate"]) / min(times[name])
         per_cpu = statistics.median(cpu["plain generate"]) / statistics.median(cpu[name])
@@ -197,6 +200,8 @@ def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, Trans
             f"tokens/s ratio {name} / plain generate: {paired:.3f} (median of rounds), {best:.3f} (best of each), "
             f"{per_cpu:.3f} (per CPU second)"
         )
+    for name, b in (("backend stream", backend), (unpaced, unpaced_backend)):
+        print(f"deltas per reply of {n} tokens, {name}: median {statistics.median(deltas[id(b)]):.0f}")
     print("target: backend stream / plain generate >= 0.95")
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 from scripted_openai import ScriptedOpenAI
 from servers import free_port
 from streamlit.testing.v1 import AppTest
-from tiny_model import TinyModel
+from tiny_model import TinyModel, at_model_speed
 
 from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
@@ -41,6 +41,12 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
             yield delta
 
     monkeypatch.setattr(TransformersBackend, "stream", spy)
+    # the tiny model at a 7B model's pace, so that every token is a delta of its own (the pages pace deltas to
+    # the screen's refresh rate: the tiny model's whole reply would otherwise come in one or two)
+    real_kwargs = TransformersBackend._generate_kwargs
+    monkeypatch.setattr(
+        TransformersBackend, "_generate_kwargs", lambda self, *a: {**real_kwargs(self, *a), **at_model_speed()}
+    )
     return recorded
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from tiny_model import TinyModel
+from tiny_model import TinyModel, at_model_speed
 
 from xiyou.backends.base import BackendError, GenerationSettings
 from xiyou.backends.factory import make_backend
@@ -34,6 +34,7 @@ def test_streams_several_deltas_and_stops_at_end_of_turn(backend: TransformersBa
     # The tiny model's own generation config stops at EOS only (it would go on with AFTER, see
     # tests/test_tiny_model.py): the reply ends at <|im_end|> because the backend stops there.
     assert tiny_model.im_end_id in backend.loaded.stop_ids
+    backend.generate_overrides.update(at_model_speed())  # a 7B model's pace: every token is a delta of its own
     for settings in (GenerationSettings.for_character(WUKONG, max_new_tokens=64), GenerationSettings(temperature=0)):
         deltas = list(backend.stream(chat(), settings))
         assert len(deltas) >= 5 and all(deltas)
@@ -212,8 +213,23 @@ def test_streamer_releases_whole_characters_incrementally(backend: TransformersB
     assert len([p for p in pieces if p]) >= 8 and not any("\ufffd" in p for p in pieces)
 
 
-def test_paced_deltas_still_make_the_whole_reply(backend: TransformersBackend, tiny_model: TinyModel) -> None:
-    paced = TransformersBackend(WUKONG, tiny_model.path, min_delta_interval_s=0.05)
-    assert paced.loaded is backend.loaded  # one model per process
+def test_unpaced_backend_streams_a_fast_model_token_by_token(
+    backend: TransformersBackend, tiny_model: TinyModel
+) -> None:
+    unpaced = TransformersBackend(WUKONG, tiny_model.path, min_delta_interval_s=0)
+    assert unpaced.loaded is backend.loaded  # one model per process
+    deltas = list(unpaced.stream(chat(), GenerationSettings(temperature=0)))
+    assert "".join(deltas) == tiny_model.reply and all(deltas) and len(deltas) >= 5
+
+
+def test_paced_deltas_come_together_and_the_end_is_not_held_back(
+    backend: TransformersBackend, tiny_model: TinyModel
+) -> None:
+    assert backend.min_delta_interval_s == pytest.approx(1 / 60)  # the pages' pace: a screen's refresh rate
+    paced = TransformersBackend(WUKONG, tiny_model.path, min_delta_interval_s=2.0)
+    started = time.perf_counter()
     deltas = list(paced.stream(chat(), GenerationSettings(temperature=0)))
+    elapsed = time.perf_counter() - started
     assert "".join(deltas) == tiny_model.reply and all(deltas)
+    assert deltas[0] and len(deltas) < tiny_model.reply_token_count  # the first at once, the rest together
+    assert elapsed < 1.0  # the end of the reply cuts the 2 s wait short

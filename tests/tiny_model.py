@@ -190,3 +190,18 @@ if __name__ == "__main__":  # python tests/tiny_model.py OUT_DIR NOVEL
     import sys
 
     print(build_tiny_model(sys.argv[1], sys.argv[2]))
+
+
+def at_model_speed(seconds_per_token: float = 0.03):
+    """`generate` keyword arguments that make each token take `seconds_per_token`: the tiny model at the pace of a
+    7B model (20-50 ms a token), where every token is a delta of its own."""
+    import time
+
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Pace(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            time.sleep(seconds_per_token)
+            return scores
+
+    return {"logits_processor": LogitsProcessorList([Pace()])}

@@ -8,8 +8,9 @@
 - Prompt: the tokenizer's chat template, or InternLM2's ChatML when the tokenizer has none; history that does
   not fit the context is dropped oldest turn first, never the system prompt.
 - Generation: in a worker thread, streamed through a `TextIteratorStreamer` that decodes incrementally (the stock
-  one re-decodes the whole reply at every token); stops at `<|im_end|>` as well as EOS, at stop strings, and
-  when cancelled. One generation at a time per model: concurrent visitors queue on a lock.
+  one re-decodes the whole reply at every token); deltas at most 60 a second (`DELTA_INTERVAL_S`); stops at
+  `<|im_end|>` as well as EOS, at stop strings, and when cancelled. One generation at a time per model:
+  concurrent visitors queue on a lock.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ INTERNLM2_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 END_OF_TURN = "<|im_end|>"  # id 92542 in InternLM2's vocabulary
+
+#: Deltas are paced to a screen's refresh rate: after a delta the reader waits this long (cut short by the end
+#: of the reply), and the tokens that arrived meanwhile come as one delta. A 7B model takes 20-50 ms a token, so
+#: its every token is still a delta of its own; a faster model no longer wakes the reading thread, and the page
+#: re-renders its Markdown, at every token (on a small CPU model that handoff costs about 10% of the speed, see
+#: benchmarks/bench_streaming.py). The first delta is never held back.
+DELTA_INTERVAL_S = 1 / 60
 
 
 def download_command(character: Character) -> str:
@@ -165,6 +173,7 @@ def _make_streamer(tokenizer: Any, timeout: float):
     class IncrementalStreamer(TextIteratorStreamer):
         def __init__(self) -> None:
             super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
+            self.ended = threading.Event()  # set once the end of the stream is in the queue
             self._reset()
 
         def _reset(self) -> None:
@@ -208,6 +217,7 @@ def _make_streamer(tokenizer: Any, timeout: float):
             self._reset()
             self.next_tokens_are_prompt = True
             self.on_finalized_text(tail, stream_end=True)
+            self.ended.set()
 
     return IncrementalStreamer()
 
@@ -249,16 +259,14 @@ class TransformersBackend:
         *,
         queue_timeout_s: float = 600.0,
         generate_overrides: dict[str, Any] | None = None,
-        min_delta_interval_s: float = 0.0,
+        min_delta_interval_s: float = DELTA_INTERVAL_S,
     ) -> None:
         self.character = character
         self.loaded = load_model(Path(path) if path is not None else resolve_weights(character), device)
         self.queue_timeout_s = queue_timeout_s
         #: extra keyword arguments for `generate` (benchmarks force a length with min_new_tokens)
         self.generate_overrides = dict(generate_overrides or {})
-        #: pace the deltas: wait at least this long between two (tokens that arrive meanwhile come together).
-        #: 0 = every token as it comes. A model much faster than a reader (thousands of tokens/s) saves the
-        #: wake-up of the reading thread at every token; at the speed of a 7B model it changes nothing.
+        #: at most one delta per this many seconds (see DELTA_INTERVAL_S); 0 = every token as it comes
         self.min_delta_interval_s = min_delta_interval_s
         self.label = f"transformers: {self.loaded.path} ({self.loaded.device})"
 
@@ -383,8 +391,8 @@ class TransformersBackend:
                     yield out
                 if stops.stopped or finished:
                     break
-                if self.min_delta_interval_s > 0:
-                    cancel.wait(self.min_delta_interval_s)
+                if self.min_delta_interval_s > 0:  # let tokens pile up; the end of the stream cuts the wait short
+                    streamer.ended.wait(self.min_delta_interval_s)
             else:
                 return  # cancelled
             if errors:

@@ -198,19 +198,41 @@ class _SlowTokenizer:
 def test_streamer_releases_whole_characters_incrementally(backend: TransformersBackend, kind: str) -> None:
     import torch
 
-    from xiyou.backends.transformers_backend import _make_streamer
+    from xiyou.backends.transformers_backend import TokenStreamer
 
     tok = backend.loaded.tokenizer
-    streamer = _make_streamer(tok if kind == "fast" else _SlowTokenizer(tok), timeout=1)
+    streamer = TokenStreamer(tok if kind == "fast" else _SlowTokenizer(tok))
     text = "俺老孙来也！Hello, 师父 莫怕。"
     ids = tok.encode(text, add_special_tokens=False)
     streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    pieces = []
     for i in [*ids, backend.loaded.stop_ids[-1]]:  # one token at a time, then the end of turn (skipped)
         streamer.put(torch.tensor([i]))
+        assert streamer.arrived.is_set()
+        piece, ended = streamer.take()
+        pieces.append(piece)
+        assert not ended and not streamer.arrived.is_set()
     streamer.end()
-    pieces = list(streamer)
-    assert "".join(pieces) == text
+    piece, ended = streamer.take()
+    pieces.append(piece)
+    assert ended and "".join(pieces) == text
     assert len([p for p in pieces if p]) >= 8 and not any("\ufffd" in p for p in pieces)
+
+
+@pytest.mark.parametrize("kind", ["fast", "slow"])
+def test_streamer_read_late_gives_everything_in_one_piece(backend: TransformersBackend, kind: str) -> None:
+    import torch
+
+    from xiyou.backends.transformers_backend import TokenStreamer
+
+    tok = backend.loaded.tokenizer
+    streamer = TokenStreamer(tok if kind == "fast" else _SlowTokenizer(tok))
+    text = "师父，妖怪来了！"
+    streamer.put(torch.tensor([[1, 2, 3]]))
+    for i in tok.encode(text, add_special_tokens=False):
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    assert list(streamer) == [text]
 
 
 def test_unpaced_backend_streams_a_fast_model_token_by_token(

@@ -7,8 +7,9 @@
   (`load_model` caches; the pages also hold the backend in `st.cache_resource`).
 - Prompt: the tokenizer's chat template, or InternLM2's ChatML when the tokenizer has none; history that does
   not fit the context is dropped oldest turn first, never the system prompt.
-- Generation: in a worker thread, streamed through a `TextIteratorStreamer` that decodes incrementally (the stock
-  one re-decodes the whole reply at every token); deltas at most 60 a second (`DELTA_INTERVAL_S`); stops at
+- Generation: in a worker thread, streamed through a `TokenStreamer`: generate's thread only records the token
+  ids, the reader decodes them incrementally (the original demos re-decoded the whole reply at every token, in
+  generate's thread); deltas at most 60 a second (`DELTA_INTERVAL_S`); stops at
   `<|im_end|>` as well as EOS, at stop strings, and when cancelled. One generation at a time per model:
   concurrent visitors queue on a lock.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -154,85 +154,84 @@ def _context_length(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 4096)
 
 
-def _make_streamer(tokenizer: Any, timeout: float):
-    """A `TextIteratorStreamer` that decodes incrementally instead of re-decoding the whole reply at every token.
+class TokenStreamer:
+    """The `streamer` of `model.generate` (its protocol: `put(ids)`, then `end()`), read from another thread.
 
-    Fast tokenizers use `tokenizers`' own incremental decoder (`DecodeStream`, in Rust); others (InternLM2's
-    sentencepiece tokenizer) decode a small window of recent tokens. Either way text is released once it ends
-    in a whole character, so multi-byte characters split over tokens come out whole. (A subclass made here so
-    that importing this module does not import transformers.)
+    Generate's thread does the least it can at each token: it records the new ids and flags their arrival. The
+    reader decodes, when it takes them, all the ids that arrived since its last take, incrementally: fast
+    tokenizers with `tokenizers`' own incremental decoder (`DecodeStream`, in Rust), others (InternLM2's
+    sentencepiece tokenizer) by decoding a small window of recent ids. Text is released once it ends in a whole
+    character, so multi-byte characters split over tokens come out whole. (transformers' `TextIteratorStreamer`
+    decodes in generate's thread at every token, re-decoding all the text since the last line break.)
     """
-    from transformers import TextIteratorStreamer
 
-    backend_tokenizer = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-    try:
-        from tokenizers.decoders import DecodeStream
-    except ImportError:  # tokenizers < 0.21.1
-        DecodeStream = None
-
-    class IncrementalStreamer(TextIteratorStreamer):
-        def __init__(self) -> None:
-            super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
-            self.ended = threading.Event()  # set once the end of the stream is in the queue
-            self._reset()
-
-        def _reset(self) -> None:
-            self._decode_stream = (
-                DecodeStream(skip_special_tokens=True) if backend_tokenizer is not None and DecodeStream else None
-            )
-            self._ids: list[int] = []
-            self._prefix = 0  # start of the window decoded for context
-            self._read = 0  # end of what has been released
-            self._before = ""  # the text of the window [_prefix, _read)
-
-        def _decode(self, start: int) -> str:
-            if backend_tokenizer is not None:
-                return backend_tokenizer.decode(self._ids[start:], skip_special_tokens=True)
-            return self.tokenizer.decode(self._ids[start:], **self.decode_kwargs)
-
-        def put(self, value) -> None:  # value: the new token ids, a tensor
-            if len(value.shape) > 1:
-                value = value[0]
-            if self.skip_prompt and self.next_tokens_are_prompt:
-                self.next_tokens_are_prompt = False
-                return
-            if self._decode_stream is not None:
-                pieces = [self._decode_stream.step(backend_tokenizer, i) for i in value.tolist()]
-                text = "".join(p for p in pieces if p)
-                if text:
-                    self.on_finalized_text(text)
-                return
-            self._ids.extend(value.tolist())
-            text = self._decode(self._prefix)
-            if len(text) > len(self._before) and not text.endswith("\ufffd"):
-                self._prefix, self._read = self._read, len(self._ids)
-                self.on_finalized_text(text[len(self._before) :])
-                self._before = self._decode(self._prefix) if self._prefix < self._read else ""
-
-        def end(self) -> None:
-            tail = ""
-            if self._decode_stream is None:
-                text = self._decode(self._prefix)
-                tail = text[len(self._before) :] if len(text) > len(self._before) else ""
-            self._reset()
-            self.next_tokens_are_prompt = True
-            self.on_finalized_text(tail, stream_end=True)
-            self.ended.set()
-
-    return IncrementalStreamer()
-
-
-def _drain(streamer: Any, text: str) -> tuple[str, bool]:
-    """`text` plus whatever else is already waiting in the streamer's queue; True when the end was among it."""
-    parts = [text]
-    while True:
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        fast = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         try:
-            item = streamer.text_queue.get_nowait()
-        except queue.Empty:
-            return "".join(parts), False
-        if item is streamer.stop_signal:
-            return "".join(parts), True
-        parts.append(item)
+            from tokenizers.decoders import DecodeStream
+        except ImportError:  # tokenizers < 0.21.1
+            DecodeStream = None
+        self._fast = fast
+        self._decode_stream = DecodeStream(skip_special_tokens=True) if fast is not None and DecodeStream else None
+        self.arrived = threading.Event()  # set when ids arrived, or the stream ended, since the last take
+        self.ended = threading.Event()  # set once generate has put its last ids
+        self._prompt_skipped = False
+        self._ids: list[int] = []  # appended by generate's thread only
+        self._taken = 0  # how many ids the reader has decoded
+        self._prefix = 0  # window decoding (slow tokenizers): start of the window decoded for context,
+        self._read = 0  # end of what has been released,
+        self._before = ""  # and the text of the window [_prefix, _read)
+
+    # --- generate's thread ---------------------------------------------------------------------------------
+    def put(self, value) -> None:
+        """Record new token ids (a tensor); the first call brings the prompt, which is skipped."""
+        if not self._prompt_skipped:
+            self._prompt_skipped = True
+            return
+        self._ids.extend(value.reshape(-1).tolist())
+        if not self.arrived.is_set():
+            self.arrived.set()
+
+    def end(self) -> None:
+        self.ended.set()
+        self.arrived.set()
+
+    # --- the reader ----------------------------------------------------------------------------------------
+    def take(self) -> tuple[str, bool]:
+        """The text of the ids that arrived since the last take, and whether the stream has ended (the text then
+        includes all that was left)."""
+        self.arrived.clear()
+        ended = self.ended.is_set()  # before counting the ids: once ended, every id is in
+        n = len(self._ids)
+        new, self._taken = self._ids[self._taken : n], n
+        if self._decode_stream is not None:
+            pieces = [self._decode_stream.step(self._fast, i) for i in new]
+            return "".join(p for p in pieces if p), ended
+        return self._window_text(n, ended), ended
+
+    def _decode(self, start: int, stop: int) -> str:
+        return self.tokenizer.decode(self._ids[start:stop], skip_special_tokens=True)
+
+    def _window_text(self, n: int, ended: bool) -> str:
+        """Slow tokenizers: the new text of ids[:n], decoding the window from the last released piece's start."""
+        text = self._decode(self._prefix, n)
+        if len(text) <= len(self._before) or (text.endswith("\ufffd") and not ended):  # nothing new, or a cut char
+            return ""
+        released = text[len(self._before) :]
+        self._prefix, self._read = self._read, n
+        self._before = self._decode(self._prefix, self._read) if self._prefix < self._read else ""
+        return released
+
+    def __iter__(self) -> Iterator[str]:
+        """Each take's text until the end: for a reader that needs no pacing, cancelling or timeout."""
+        while True:
+            self.arrived.wait()
+            text, ended = self.take()
+            if text:
+                yield text
+            if ended:
+                return
 
 
 class _StopOnEvent:
@@ -240,12 +239,16 @@ class _StopOnEvent:
 
     def __init__(self, *events: threading.Event) -> None:
         self.events = events
+        self._answers: dict[tuple, Any] = {}  # the same few tensors, rather than a new one at every token
 
     def __call__(self, input_ids, scores, **kwargs):
-        import torch
+        key = (any(e.is_set() for e in self.events), input_ids.shape[0], input_ids.device)
+        answer = self._answers.get(key)
+        if answer is None:
+            import torch
 
-        stop = any(e.is_set() for e in self.events)
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+            answer = self._answers[key] = torch.full((key[1],), key[0], dtype=torch.bool, device=key[2])
+        return answer
 
 
 class TransformersBackend:
@@ -356,7 +359,7 @@ class TransformersBackend:
         done = threading.Event()
         try:
             errors: list[BaseException] = []
-            streamer = _make_streamer(self.loaded.tokenizer, timeout=0.5)
+            streamer = TokenStreamer(self.loaded.tokenizer)
             kwargs = self._generate_kwargs(input_ids, settings, max_new)
             kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel, done)]))
 
@@ -370,28 +373,22 @@ class TransformersBackend:
                         self.loaded.model.generate(**kwargs)
                 except BaseException as e:  # reported to the consumer below
                     errors.append(e)
-                    with contextlib.suppress(Exception):
-                        streamer.end()
+                finally:
+                    streamer.end()  # generate ends it too, but not when it fails
 
             worker = threading.Thread(target=work, name=f"generate-{self.character.id}", daemon=True)
             worker.start()
             stops = StopFilter(settings.stop)
             while not cancel.is_set():
-                try:
-                    delta = next(streamer)
-                except StopIteration:
-                    break
-                except queue.Empty:
-                    if not worker.is_alive() and streamer.text_queue.empty():
-                        break
+                if not streamer.arrived.wait(0.5):  # wake up now and then to see `cancel`
                     continue
-                delta, finished = _drain(streamer, delta)  # a slow reader gets what piled up in one piece
+                delta, finished = streamer.take()  # a slow reader gets all that piled up, in one piece
                 out = stops.push(delta)
                 if out:
                     yield out
                 if stops.stopped or finished:
                     break
-                if self.min_delta_interval_s > 0:  # let tokens pile up; the end of the stream cuts the wait short
+                if out and self.min_delta_interval_s > 0:  # let tokens pile up; the end cuts the wait short
                     streamer.ended.wait(self.min_delta_interval_s)
             else:
                 return  # cancelled

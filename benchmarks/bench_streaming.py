@@ -16,7 +16,7 @@ Torch runs with one intra-op thread (--threads): PyTorch sizes its OpenMP pool p
 default settings `generate` in the main thread and in a worker thread run different kernels, and on a busy
 machine the main thread's spinning pool makes plain `generate` look many times slower than it is.
 
-    .venv/bin/python benchmarks/bench_streaming.py [--tokens 256] [--rounds 7] [--sizes tiny,small] [--model DIR]
+    .venv/bin/python benchmarks/bench_streaming.py [--tokens 256] [--rounds 16] [--sizes tiny,small] [--model DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tiny model builder
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=256, help="new tokens per reply (forced)")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds; each runs every way once, in turn")
+    parser.add_argument("--rounds", type=int, default=16, help="rounds; each runs every way once")
     parser.add_argument("--model", type=Path, help="a model folder (default: build the models of --sizes)")
     parser.add_argument("--sizes", default="tiny,small", help="built models to measure: tiny, small")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see above)")
@@ -171,9 +171,10 @@ def measure(model_dir: Path, args: argparse.Namespace, GenerationSettings, Trans
     times: dict[str, list[float]] = {k: [] for k in ways}
     ttft: dict[str, list[float]] = {k: [] for k in ways}
     cpu: dict[str, list[float]] = {k: [] for k in ways}
-    for _ in range(args.rounds):
-        for name, way in ways.items():
-            total, first, cpu_s = way()
+    names = list(ways)
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotated: no way always follows another
+            total, first, cpu_s = ways[name]()
             times[name].append(total)
             ttft[name].append(first)
             cpu[name].append(cpu_s)

@@ -40,7 +40,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -398,6 +398,26 @@ def run_logged(name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str
 # the work dir
 
 
+def run_into(
+    name: str,
+    command: Callable[[Path], Sequence[str]],
+    target: Path,
+    expect: str,
+    logs: Path,
+    env: dict[str, str],
+) -> None:
+    """Run the step `name` (`command(folder)`) into a fresh `<target>.tmp`, check it wrote `expect` there, then
+    move it into place as `target`: an interrupted step never leaves a half-written `target`."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log = logs / f"{name}.log"
+    run_logged(name, command(tmp), log, env)
+    if not (tmp / expect).is_file():
+        raise TrainError(f"{name} exited 0 but wrote no {expect} in {tmp}; see {log}")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
 def config_digest(config_text: str, data: Sequence[DataSummary]) -> str:
     h = hashlib.sha256(config_text.encode("utf-8"))
     for d in data:
@@ -688,32 +708,30 @@ def run(job: TrainJob) -> Path:
         print(f"[train] training already finished ({stages['train']['checkpoint']})", flush=True)
 
     if "pth_to_hf" not in stages:
-        tmp = work_dir / (ADAPTER_DIR + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        cmd = pth_to_hf_command(
-            job.config_path, Path(stages["train"]["checkpoint"]), tmp, fp32=job.settings.torch_dtype == "float32"
+        checkpoint, fp32 = Path(stages["train"]["checkpoint"]), job.settings.torch_dtype == "float32"
+        run_into(
+            "pth_to_hf",
+            lambda tmp: pth_to_hf_command(job.config_path, checkpoint, tmp, fp32=fp32),
+            job.adapter_dir,
+            "adapter_config.json",
+            logs,
+            env,
         )
-        run_logged("pth_to_hf", cmd, logs / "pth_to_hf.log", env)
-        if not (tmp / "adapter_config.json").is_file():
-            raise TrainError(
-                f"pth_to_hf exited 0 but wrote no adapter_config.json in {tmp}; see {logs / 'pth_to_hf.log'}"
-            )
-        shutil.rmtree(job.adapter_dir, ignore_errors=True)
-        tmp.rename(job.adapter_dir)
         stages["pth_to_hf"] = {"adapter": str(job.adapter_dir)}
         write_manifest(work_dir, manifest)
     else:
         print(f"[train] adapter already converted ({job.adapter_dir})", flush=True)
 
     if "merge" not in stages:
-        tmp = work_dir / (MERGED_DIR + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         device = job.merge_device or ("cuda" if cuda_available() else "cpu")
-        run_logged("merge", merge_command(base, job.adapter_dir, tmp, device=device), logs / "merge.log", env)
-        if not (tmp / "config.json").is_file():
-            raise TrainError(f"merge exited 0 but wrote no config.json in {tmp}; see {logs / 'merge.log'}")
-        shutil.rmtree(job.merged_dir, ignore_errors=True)
-        tmp.rename(job.merged_dir)
+        run_into(
+            "merge",
+            lambda tmp: merge_command(base, job.adapter_dir, tmp, device=device),
+            job.merged_dir,
+            "config.json",
+            logs,
+            env,
+        )
         stages["merge"] = {"merged": str(job.merged_dir)}
         write_manifest(work_dir, manifest)
     else:

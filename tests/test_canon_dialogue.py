@@ -6,20 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from xiyou.canon import UNKNOWN, Canon, build_canon, extract_utterances, load_novel, parse_text
+from xiyou.canon import UNKNOWN, Canon, extract_utterances, parse_text
 from xiyou.canon.dialogue import UNSAFE_ALIASES
 from xiyou.canon.evaluate import format_scores, load_labels, score
 from xiyou.canon.quotes import find_quotes
 from xiyou.character import load_characters
 
 LABELS = Path(__file__).parent / "data" / "attribution_labels.tsv"
-
-
-@pytest.fixture(scope="module")
-def canon(novel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Canon:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XIYOU_CACHE_DIR", str(tmp_path_factory.mktemp("canon-cache")))
-        return build_canon(load_novel(novel_path))
 
 
 def _speakers(text: str) -> list[tuple[str, str]]:

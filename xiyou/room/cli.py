@@ -20,7 +20,11 @@ def _echo_json(data: dict[str, object]) -> None:
 
 
 def _line(entry: Entry) -> dict[str, object]:
-    return {"speaker": entry.name, "id": entry.speaker, "text": entry.text}
+    line: dict[str, object] = {"speaker": entry.name, "id": entry.speaker, "text": entry.text}
+    if entry.citation is not None:
+        line["citation"] = entry.citation.label()
+        line["chapter"] = entry.citation.chapter
+    return line
 
 
 @click.command("room")
@@ -66,7 +70,8 @@ def room_cmd(
 ) -> None:
     """Say MESSAGE to the room; print the transcript as JSON lines.
 
-    Each line is {"speaker": name, "id": id, "text": ...}; a member that fails prints
+    Each line is {"speaker": name, "id": id, "text": ...}, plus "citation" ("第二十七回 · 对唐三藏说") and
+    "chapter" (27) for a canon reply; a member that fails prints
     {"speaker": name, "id": id, "error": ...} and the others go on. Exit status 1 when nobody could speak.
     """
     ids = [i.strip() for i in members.split(",") if i.strip()]

@@ -134,8 +134,9 @@ def first_mentions(canon=None) -> dict[str, int]:
     return _table_for(canon)
 
 
-def leaks(reply: str, chapter: int | None, citations: Iterable[object] = (), table: dict[str, int] | None = None
-          ) -> list[Leak]:
+def leaks(
+    reply: str, chapter: int | None, citations: Iterable[object] = (), table: dict[str, int] | None = None
+) -> list[Leak]:
     """The future knowledge in `reply` for a conversation set to after `chapter` ([] when chapter is None).
 
     `citations`: the reply's `Citation`s (anything with a `.chapter`); `table`: a first-mention table

@@ -52,8 +52,9 @@ def check_chapter(chapter: int | None) -> int | None:
     if chapter is None:
         return None
     if isinstance(chapter, bool) or not isinstance(chapter, int) or not 1 <= chapter <= LAST_CHAPTER:
-        raise StoryError(f"chapter must be a whole number from 1 to {LAST_CHAPTER} (or unset: the whole journey), "
-                         f"got {chapter!r}")
+        raise StoryError(
+            f"chapter must be a whole number from 1 to {LAST_CHAPTER} (or unset: the whole journey), got {chapter!r}"
+        )
     return chapter
 
 
@@ -66,8 +67,10 @@ def arcs() -> tuple[Arc, ...]:
     for i, row in enumerate(data.get("arc", [])):
         first, last = row["chapters"]
         if first != expected or last < first:
-            raise StoryError(f"{ARCS_FILE}: arc {i + 1} covers chapters {first}-{last}; expected it to start at "
-                             f"{expected} (arcs must cover 1..{LAST_CHAPTER} in order, without gaps)")
+            raise StoryError(
+                f"{ARCS_FILE}: arc {i + 1} covers chapters {first}-{last}; expected it to start at "
+                f"{expected} (arcs must cover 1..{LAST_CHAPTER} in order, without gaps)"
+            )
         out.append(Arc(first, last, row["summary"].strip()))
         expected = last + 1
     if expected != LAST_CHAPTER + 1:

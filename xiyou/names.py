@@ -84,9 +84,11 @@ def names_him_in(name: str, chapter: int) -> bool:
     return rule is None or rule.names_him_in(chapter)
 
 
-def all_names(cid: str) -> tuple[str, ...]:
-    """Every way to name or call him: aliases, forms of address, narration names, English names."""
-    c = _character(cid)
+def all_names(character: str | Character) -> tuple[str, ...]:
+    """Every way to name or call him: aliases, forms of address, narration names, English names.
+
+    `character` is an id or a loaded `Character` (a character file outside the package)."""
+    c = character if isinstance(character, Character) else _character(character)
     return tuple(dict.fromkeys([*c.names, *c.forms_of_address, *c.narration_names, *c.english_names]))
 
 

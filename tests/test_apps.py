@@ -169,4 +169,12 @@ def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.Monkey
     at.chat_input[0].set_value("二师兄，吃了吗").run()
     assert not at.exception and not at.error
     name, reply = bubbles(at)[-1]
-    assert name == "assistant" and re.search(r"（第[零一二三四五六七八九十百]+回）$", reply)
+    assert name == "assistant"
+    from xiyou.canon import get_canon
+
+    chapters = {u.chapter for u in get_canon(novel_path).lines("bajie") if u.text == reply}
+    assert chapters, f"{reply!r} is not one of 八戒's canon lines"  # the citation is not part of the words
+    caption = [c.value for c in at.chat_message[-1].caption]
+    assert len(caption) == 1 and re.match(r"📖 《西游记》第[零一二三四五六七八九十百]+回", caption[0])
+    at.run()  # drawn again from the history: the citation stays beside the reply
+    assert [c.value for c in at.chat_message[-1].caption] == caption

@@ -14,18 +14,10 @@ from xiyou.canon.rag import augment_messages
 from xiyou.character import get_character
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("canon-cache")
-
-
-@pytest.fixture(scope="module")
-def canon(novel_path: Path, cache_dir: Path) -> Canon:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XIYOU_CACHE_DIR", str(cache_dir))
-        canon = build_canon(load_novel(novel_path))
-        canon.build_indexes()
-        return canon
+@pytest.fixture
+def cache_dir(canon_cache_dir: Path) -> Path:
+    """The session canon's disk cache (see conftest)."""
+    return canon_cache_dir
 
 
 def test_tokenize_is_unigrams_and_bigrams() -> None:

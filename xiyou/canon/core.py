@@ -18,9 +18,10 @@ import threading
 from pathlib import Path
 
 from xiyou.canon.dialogue import UNKNOWN, Utterance, extract_utterances
-from xiyou.canon.exchanges import CHARACTER_IDS, Exchange, assign_scenes, build_exchanges, xtuner_records
+from xiyou.canon.exchanges import Exchange, assign_scenes, build_exchanges, xtuner_records
 from xiyou.canon.index import Index, save_dir_atomic, top_k
 from xiyou.canon.loader import Novel, NovelError, chapter_ref, load_novel
+from xiyou.names import CHARACTER_IDS
 
 #: Bump when the cache layout changes. The disk cache is also keyed by `extractor_fingerprint()`, so editing the
 #: attribution rules or the characters' aliases invalidates it by itself.
@@ -36,8 +37,12 @@ def extractor_fingerprint() -> str:
     here = Path(__file__).parent
     for name in ("dialogue.py", "quotes.py", "exchanges.py", "index.py"):
         h.update((here / name).read_bytes())
-    for c in load_characters().values():
-        h.update(f"{c.id}:{','.join(c.names)}".encode())
+    h.update((here.parent / "names.py").read_bytes())
+    for c in load_characters().values():  # the names the attribution reads (xiyou.names.narration_names …)
+        fields = c.model_dump(
+            include={"id", "name", "aliases", "narration_names", "ambiguous_in_narration", "narration_chapters"}
+        )
+        h.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 

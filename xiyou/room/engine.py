@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
-from xiyou.backends.base import BackendError
+from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
@@ -256,10 +256,14 @@ class Room:
         yield TurnStarted(member.id)
         stream_cancel = threading.Event()
         finished = False
+        citation: Citation | None = None
         try:
             for piece in self._pump(member, messages, settings, stream_cancel):
                 if isinstance(piece, float):
                     yield Waiting(member.id, piece)
+                    continue
+                if isinstance(piece, Citation):
+                    citation = piece
                     continue
                 shown = guard.feed(piece)
                 if shown:
@@ -298,7 +302,7 @@ class Room:
             self.notices.append(notice)
             yield ReplyDropped(member.id, notice)
             return True
-        entry = Entry(member.id, member.name, text)
+        entry = Entry(member.id, member.name, text, citation=citation)
         self.entries.append(entry)
         yield TurnEnded(member.id, entry)
         return True
@@ -309,8 +313,10 @@ class Room:
         if text:
             self.entries.append(Entry(member.id, member.name, text, interrupted=True))
 
-    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[str | float]:
-        """The backend's deltas, read from a worker thread; raises on failure, timeout or stop.
+    def _pump(
+        self, member: Member, messages: list, settings, cancel: threading.Event
+    ) -> Iterator[str | Citation | float]:
+        """The backend's deltas (and its Citation), read from a worker thread; raises on failure, timeout or stop.
 
         While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend

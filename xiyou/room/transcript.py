@@ -11,6 +11,7 @@ import json
 import time
 from typing import Literal
 
+from xiyou.backends.base import Citation
 from xiyou.room.tokens import estimate_tokens
 
 #: The speaker id of the person (the human in the room). Character ids are lower-case ASCII, so no clash.
@@ -21,13 +22,17 @@ NoticeKind = Literal["error", "dropped", "stopped"]
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One line of the transcript. `speaker` is a character id or PERSON; `name` the display name used."""
+    """One line of the transcript. `speaker` is a character id or PERSON; `name` the display name used.
+
+    `citation`: where a canon reply comes from in the novel (None for the person and for model replies); it is
+    shown beside the line, never part of `text`, so other speakers never hear it."""
 
     speaker: str
     name: str
     text: str
     time: float = dataclasses.field(default_factory=time.time)
     interrupted: bool = False
+    citation: Citation | None = None
 
     @property
     def tokens(self) -> int:
@@ -40,17 +45,13 @@ class Entry:
 
     @property
     def spoken(self) -> str:
-        """The line as said, without a canon reply's trailing chapter citation (what other speakers hear)."""
-        cached = self.__dict__.get("_spoken")
-        if cached is None:
-            from xiyou.backends.canon import split_citation
-
-            cached = split_citation(self.text)[0].rstrip() or self.text
-            object.__setattr__(self, "_spoken", cached)
-        return cached
+        """The line as said (what other speakers hear): the text; a citation is kept apart in `citation`."""
+        return self.text
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"speaker": self.name, "id": self.speaker, "text": self.text, "time": self.time}
+        if self.citation is not None:
+            data["citation"] = self.citation.to_json()
         if self.interrupted:
             data["interrupted"] = True
         return data
@@ -88,9 +89,12 @@ def transcript_markdown(entries: list[Entry], title: str = "西游群聊") -> st
         mark = " *(被打断)*" if e.interrupted else ""
         body = safe_markdown(e.text).replace("\n", "  \n")
         lines += [f"**{e.name}** · {stamp} UTC{mark}  ", body, ""]
+        if e.citation is not None:
+            lines += [f"*📖 《西游记》{e.citation.label()}*", ""]
     return "\n".join(lines)
 
 
 def transcript_jsonl(entries: list[Entry]) -> str:
-    """The transcript as JSON lines: `{"speaker": name, "id": id, "text": ..., "time": ...}` per line."""
+    """The transcript as JSON lines: `{"speaker": name, "id": id, "text": ..., "time": ...}` per line, plus
+    `"citation": {"chapter": 27, "said_to": "唐三藏", "label": "第二十七回 · 对唐三藏说"}` for a canon reply."""
     return "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in entries)

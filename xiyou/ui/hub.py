@@ -17,7 +17,6 @@ from pathlib import Path
 import streamlit as st
 
 from xiyou import env
-from xiyou.backends.canon import split_citation
 from xiyou.character import load_characters
 from xiyou.room import (
     POLICIES,
@@ -172,12 +171,11 @@ def _bubble(entry: Entry, room: Room) -> None:
     else:
         character = load_characters().get(entry.speaker)
         avatar, label = (character.emoji, character.name) if character else ("🙂", entry.name)
-    text, chapter = split_citation(entry.text)
     with st.chat_message(label, avatar=avatar):
         st.markdown(f"**{label}**")
-        render.markdown(text)
-        if chapter:
-            st.caption(f"📖 《西游记》{chapter}")
+        render.markdown(entry.text)
+        if entry.citation is not None:
+            st.caption(f"📖 《西游记》{entry.citation.label()}")
         if entry.interrupted:
             st.caption("被打断 · interrupted")
 

@@ -30,7 +30,12 @@ PLURAL_BEFORE: tuple[str, ...] = ("各位", "诸位", "列位", "众位", "几�
 #: After a name this makes it plural (师父们).
 PLURAL_AFTER = "们"
 
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+#: Invisible characters (zero-width spaces and joiners, word joiner, BOM, bidi marks, soft hyphen): they hide a name
+#: from the eye and from matching, so every lookup drops them.
+INVISIBLE = frozenset(
+    "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"
+)
+_INVISIBLE = re.compile(f"[{''.join(sorted(INVISIBLE))}]")
 _LABEL_PREFIXES = ("那", "这", "老")  # 那呆子 -> 呆子, 那行者 -> 行者 (labels written by an LLM, narration)
 
 

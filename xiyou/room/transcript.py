@@ -87,12 +87,17 @@ class Notice:
 
 
 def transcript_markdown(entries: list[Entry], title: str = "西游群聊") -> str:
-    """The transcript as Markdown: one paragraph per line, speaker names in bold, times in UTC."""
+    """The transcript as Markdown: one paragraph per line, speaker names in bold, times in UTC.
+
+    The lines go through `safe_markdown`: a Markdown viewer opening the file loads no image and runs no HTML.
+    """
+    from xiyou.ui.render import safe_markdown
+
     lines = [f"# {title}", ""]
     for e in entries:
         stamp = time.strftime("%H:%M:%S", time.gmtime(e.time))
         mark = " *(被打断)*" if e.interrupted else ""
-        body = e.text.replace("\n", "  \n")
+        body = safe_markdown(e.text).replace("\n", "  \n")
         lines += [f"**{e.name}** · {stamp} UTC{mark}  ", body, ""]
         if e.citation is not None:
             lines += [f"*📖 《西游记》{e.citation.label()}*", ""]

@@ -25,9 +25,10 @@ from pipeline.evaluation.classifier import train_from_canon
 from pipeline.evaluation.metrics import compute_metrics
 from pipeline.evaluation.report import write_report
 from pipeline.store import JsonlStore
-from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, text_only
 from xiyou.character import Character, CharacterError, get_character, load_characters
 from xiyou.env import endpoints_path
+from xiyou.prompts import build_messages, mode_of
 
 HELD_OUT_QUESTIONS = Path(__file__).with_name("data") / "eval_questions.txt"
 
@@ -81,10 +82,7 @@ def ask_all(
 
     def ask(job: tuple[Character, str, int]) -> dict:
         character, question, sample = job
-        messages: list[Message] = [
-            {"role": "system", "content": character.meta_instruction},
-            {"role": "user", "content": question},
-        ]
+        messages = build_messages(character, [{"role": "user", "content": question}], mode_of(backends[character.id]))
         record = {
             "id": reply_id(character.id, question, sample),
             "character": character.id,

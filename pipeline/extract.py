@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from pipeline.llm import Request, RunStats, estimate_tokens, short_hash
+from pipeline.llm import Request, RunStats, short_hash
 from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
 from pipeline.passages import Passage, load_novel_or_exit, novel_passages, parse_chapters
 from pipeline.roles import UNKNOWN, conversation, resolve_role
@@ -35,6 +35,7 @@ from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
 from xiyou.canon import CHARACTER_IDS, Novel, build_canon
 from xiyou.character import load_characters
 from xiyou.io import write_text_atomic
+from xiyou.tokens import estimate_tokens
 
 STEP = "extract"
 CONTEXT_GAP = 150  # characters of narration between two lines that still makes them one exchange

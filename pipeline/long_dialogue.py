@@ -21,13 +21,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.llm import Request, RunStats, estimate_tokens
+from pipeline.llm import Request, RunStats
 from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
 from pipeline.passages import Passage, load_novel_or_exit, novel_passages, parse_chapters
 from pipeline.roles import UNKNOWN, conversation, resolve_role, turns_for
 from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
 from xiyou.character import load_characters
 from xiyou.io import write_text_atomic
+from xiyou.tokens import estimate_tokens
 
 STEP = "long_dialogue"
 

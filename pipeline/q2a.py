@@ -20,10 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.llm import Request, estimate_tokens, short_hash
+from pipeline.llm import Request, short_hash
 from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
 from pipeline.store import JsonlStore, StoreError, existing_ids
 from xiyou.character import Character, CharacterError, character_ids, get_character
+from xiyou.tokens import estimate_tokens
 
 STEP = "q2a"
 

@@ -19,6 +19,7 @@ import streamlit as st
 from xiyou import env
 from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
 from xiyou.character import Character, get_character
+from xiyou.prompts import build_messages, describe, mode_of
 from xiyou.ui import render
 
 MAX_INPUT_CHARS = 1000
@@ -95,6 +96,7 @@ def chat_page(character_id: str) -> None:
     backend: Backend | None = None
     try:
         backend = _backend(character.id, env.backend_kind())
+        st.sidebar.caption(render.safe_markdown(describe(backend)))  # which mode and model he is on
     except (BackendError, ValueError) as e:
         st.error(f"{character.name} 暂时无法说话：{e}")
 
@@ -117,7 +119,7 @@ def chat_page(character_id: str) -> None:
     with st.chat_message("user", avatar=USER_AVATAR):
         render.markdown(prompt)
     history.append({"role": "user", "content": prompt})
-    messages: list[Message] = [{"role": "system", "content": character.meta_instruction}, *history]
+    messages: list[Message] = build_messages(character, history, mode_of(backend))
     slot = st.empty()
     reply: object = None
     error: str | None = None

@@ -32,7 +32,7 @@ from pipeline.options import add_engine_args, engine_config, run_and_record, set
 from pipeline.passages import Passage, load_novel_or_exit, novel_passages, parse_chapters
 from pipeline.roles import UNKNOWN, conversation, resolve_role
 from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
-from xiyou.canon import Novel, build_canon
+from xiyou.canon import CHARACTER_IDS, Novel, build_canon
 from xiyou.character import load_characters
 from xiyou.io import write_text_atomic
 
@@ -162,7 +162,7 @@ def agreement(lines: list[dict[str, Any]], canon_utterances: list[Any]) -> dict[
         compared += 1
         same = u.speaker == line["speaker"]
         agreed += same
-        key = u.speaker if u.speaker in ("sanzang", "wukong", "bajie", "wujing") else "others"
+        key = u.speaker if u.speaker in CHARACTER_IDS else "others"
         per[key]["compared"] += 1
         per[key]["agreed"] += same
     return {
@@ -180,7 +180,7 @@ def to_records(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One XTuner record per line of the four that follows another speaker's line closely (the input)."""
     characters = load_characters()
     records = []
-    for prev, line in zip([None, *lines[:-1]], lines, strict=True):
+    for prev, line in zip([None, *lines], lines, strict=False):  # (None, first), (first, second), …; [] → none
         cid = line["speaker"]
         if cid not in characters or prev is None or prev["chapter"] != line["chapter"] or prev["speaker"] == cid:
             continue
@@ -213,8 +213,14 @@ def finish(out: Path, raw_path: Path, novel: Novel, stats: RunStats | None = Non
         "lines_after_dedup": len(lines),
         "speakers": dict(Counter(line["speaker"] for line in lines).most_common(12)),
         "records": dict(Counter(r["character"] for r in records)),
+        "records_total": len(records),
         "canon_agreement": agreement(lines, canon.utterances),
     }
+    if not records:
+        report["no_records_hint"] = (
+            f"{len(raw)} passages answered with {report['lines_after_dedup']} lines, none a line of the four "
+            "answering another speaker"
+        )
     return report
 
 
@@ -294,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
             result = finish(args.out, raw_path, novel, stats)
             result["rejected_this_run"] = counts["rejected"]
             result["rejects_total"] = len(rejects)
+            if "no_records_hint" in result:
+                result["no_records_hint"] += (
+                    f"; {len(rejects)} answers were not the JSON asked for (see {rejects_path}): try a stronger "
+                    "--model, then rerun with --retry-rejects"
+                )
             agree = result["canon_agreement"]
             print(
                 f"extract: {result['lines_after_dedup']} lines from {result['passages_done']} passages, "

@@ -82,14 +82,22 @@ def plan(passages: list[Passage]) -> list[Request]:
     ]
 
 
-def to_records(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str]]:
+def to_records(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str], list[dict[str, Any]]]:
+    """The records of the four, the passages counted by outcome, and the answers that could not be read."""
     characters = load_characters()
     records: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
+    rejects: list[dict[str, Any]] = []
     for rec in sorted(raw, key=lambda r: (r["chapter"], r["start"])):
         lines = parse_dialogue(rec["answer"])
         if not lines:
-            counts["no_dialogue" if NO_DIALOGUE in rec["answer"] else "unparsed"] += 1
+            if NO_DIALOGUE in rec["answer"]:
+                counts["no_dialogue"] += 1
+            else:
+                counts["unparsed"] += 1
+                rejects.append(
+                    {"id": rec["id"], "passage": rec["id"], "error": "no `角色：内容` lines", "raw": rec["answer"]}
+                )
             continue
         counts["with_dialogue"] += 1
         for cid, character in characters.items():
@@ -104,22 +112,33 @@ def to_records(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter
                     "conversation": conversation(character.meta_instruction, turns),
                 }
             )
-    return records, counts
+    return records, counts, rejects
 
 
-def finish(out: Path, raw_path: Path) -> dict[str, Any]:
+def finish(out: Path, raw_path: Path, rejects_path: Path) -> dict[str, Any]:
+    """Rebuild the records and the rejects (answers without `角色：内容` lines) from the raw answers."""
     raw = read_jsonl(raw_path) if raw_path.exists() else []
-    records, counts = to_records(raw)
+    records, counts, rejects = to_records(raw)
     write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text_atomic(rejects_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
     turns: Counter[str] = Counter()
     for r in records:
         turns[r["character"]] += len(r["conversation"])
-    return {
+    report: dict[str, Any] = {
         "passages_done": len(raw),
         "passages": dict(counts),
         "records": dict(Counter(r["character"] for r in records)),
+        "records_total": len(records),
         "turns": dict(turns),
+        "rejects_total": len(rejects),
     }
+    if not records:
+        report["no_records_hint"] = (
+            f"{len(raw)} passages answered: {counts['no_dialogue']} without dialogue, {counts['with_dialogue']} "
+            f"without a turn of the four, {len(rejects)} not in the asked `角色：内容` format (see {rejects_path}; "
+            "try a stronger --model)"
+        )
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = plan(passages)
     stem = args.out.name[: -len(".jsonl")] if args.out.name.endswith(".jsonl") else args.out.name
     raw_path = args.out.with_name(stem + ".raw.jsonl")
+    rejects_path = args.out.with_name(stem + ".rejects.jsonl")
     if args.dry_run:
         done = existing_ids(raw_path)
         todo = [r for r in requests if r.id not in done]
@@ -170,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             raw.append({"id": p.id, "chapter": p.chapter, "start": p.start, "end": p.end, "answer": answer})
 
         def report(stats: RunStats) -> dict[str, Any]:
-            result = finish(args.out, raw_path)
+            result = finish(args.out, raw_path, rejects_path)
             print(
                 f"long_dialogue: {result['passages_done']} passages answered; records per character: "
-                f"{result['records']}",
+                f"{result['records']}; {result['rejects_total']} answers unreadable (see {rejects_path})",
                 file=sys.stderr,
             )
             return result

@@ -121,7 +121,8 @@ def run_and_record(
 ) -> int:
     """Run the requests, then write the manifest whatever happened; the exit code a step should return.
 
-    0: every planned record is present. 1: some requests failed (rerun the same command to ask them again).
+    0: every planned record is present. 1: some requests failed (rerun the same command to ask them again), or
+    the answers gave no usable record (`finish` reported `records_total` 0; its `no_records_hint` says why).
     2: the API refused (key, model, URL). 130: interrupted by Ctrl-C (finished records are kept).
     """
     stats = RunStats(planned=planned, already_done=already_done)
@@ -156,6 +157,9 @@ def run_and_record(
         }
         if report:
             run["report"] = report
+        if code == 0 and report.get("records_total") == 0:
+            code = 1
+            run["stats"]["status"] = "no_records"
         path = write_manifest(out, run)
     missing = planned - already_done - stats.succeeded
     if code == 130:
@@ -166,10 +170,21 @@ def run_and_record(
         )
     elif code == 2:
         print(f"error: {stats.fatal}", file=sys.stderr)
+    elif run["stats"]["status"] == "no_records":
+        print(
+            f"{step}: no usable records in {out}: {report.get('no_records_hint', '')}; manifest {path}",
+            file=sys.stderr,
+        )
     elif code == 1:
         print(
             f"{stats.failed} requests failed after retries ({missing} records missing; see {path}); "
             "run the same command again to ask only those",
+            file=sys.stderr,
+        )
+    elif "records_total" in report:  # records are made from the answers: count them, not the requests
+        print(
+            f"{step}: {report['records_total']} records in {out} from {planned} answers ({stats.succeeded} new, "
+            f"{already_done} already there, {stats.retries} retries); manifest {path}",
             file=sys.stderr,
         )
     else:

@@ -97,3 +97,27 @@ def test_long_dialogue_end_to_end(tmp_path, novel_path):
         assert all("system" not in t for t in conv[1:])
         assert [(t["input"], t["output"]) for t in conv] == expected[r["id"]]
     assert re.search(r"records per character", proc.stderr)
+
+
+def test_long_dialogue_that_produced_nothing_fails_and_keeps_the_answers_as_rejects(tmp_path, novel_path):
+    """Issue 17, finding 2: answers the parser cannot read made "N records (N new)", exit 0 and an empty output.
+    Now: the records line counts real records, unreadable answers go to a rejects file, and the run fails."""
+    out = tmp_path / "long.jsonl"
+    args = [
+        sys.executable, "-m", "pipeline.long_dialogue", "--novel", str(novel_path), "--out", str(out),
+        "--chapters", "1", "--base-url", "", "--model", "m", "--timeout", "5", "--no-progress",
+    ]  # fmt: skip
+    with ScriptedOpenAI(reply="我不太确定这段讲的是什么。") as s:
+        args[args.index("--base-url") + 1] = s.base_url
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        asked = len(s.chat_requests())
+    assert proc.returncode == 1, proc.stderr
+    assert "no usable records" in proc.stderr and f"{asked} new" not in proc.stderr
+    assert out.exists() and out.read_text(encoding="utf-8") == ""
+    rejects = [json.loads(x) for x in (tmp_path / "long.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rejects) == asked
+    assert all(r["raw"] == "我不太确定这段讲的是什么。" and r["error"] for r in rejects)
+    assert str(tmp_path / "long.rejects.jsonl") in proc.stderr
+    manifest = json.loads((tmp_path / "long.manifest.json").read_text(encoding="utf-8"))
+    run = manifest["runs"][-1]
+    assert run["stats"]["status"] == "no_records" and run["report"]["passages"] == {"unparsed": asked}

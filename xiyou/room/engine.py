@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
-from xiyou.backends.base import BackendError
+from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
@@ -122,6 +122,10 @@ class Room:
                 return m
         raise KeyError(f"{member_id!r} is not in the room; members: {', '.join(m.id for m in self.members) or 'none'}")
 
+    def present_ids(self) -> tuple[str, ...]:
+        """Who hears a line said now: every member in the room, muted ones included (see `Entry.present`)."""
+        return tuple(m.id for m in self.members)
+
     def mute(self, member_id: str, muted: bool = True) -> None:
         self.member(member_id).muted = muted
         self.set_members(self.members)
@@ -132,7 +136,7 @@ class Room:
         text = text.strip()
         if not text:
             raise ValueError("nothing to say: the message is empty")
-        entry = Entry(PERSON, self.person, text)
+        entry = Entry(PERSON, self.person, text, present=self.present_ids())
         self.entries.append(entry)
         return entry
 
@@ -256,10 +260,14 @@ class Room:
         yield TurnStarted(member.id)
         stream_cancel = threading.Event()
         finished = False
+        citation: Citation | None = None
         try:
             for piece in self._pump(member, messages, settings, stream_cancel):
                 if isinstance(piece, float):
                     yield Waiting(member.id, piece)
+                    continue
+                if isinstance(piece, Citation):
+                    citation = piece
                     continue
                 shown = guard.feed(piece)
                 if shown:
@@ -298,7 +306,7 @@ class Room:
             self.notices.append(notice)
             yield ReplyDropped(member.id, notice)
             return True
-        entry = Entry(member.id, member.name, text)
+        entry = Entry(member.id, member.name, text, citation=citation, present=self.present_ids())
         self.entries.append(entry)
         yield TurnEnded(member.id, entry)
         return True
@@ -307,10 +315,12 @@ class Room:
         self.status[member.id] = MemberStatus("ok")
         text = guard.final_text()
         if text:
-            self.entries.append(Entry(member.id, member.name, text, interrupted=True))
+            self.entries.append(Entry(member.id, member.name, text, interrupted=True, present=self.present_ids()))
 
-    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[str | float]:
-        """The backend's deltas, read from a worker thread; raises on failure, timeout or stop.
+    def _pump(
+        self, member: Member, messages: list, settings, cancel: threading.Event
+    ) -> Iterator[str | Citation | float]:
+        """The backend's deltas (and its Citation), read from a worker thread; raises on failure, timeout or stop.
 
         While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend

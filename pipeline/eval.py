@@ -26,7 +26,7 @@ from pipeline.evaluation.report import write_report
 from pipeline.llm import short_hash
 from pipeline.questions import read_questions
 from pipeline.store import JsonlStore
-from xiyou.backends.base import Backend, BackendError, GenerationSettings, Message
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
 from xiyou.character import Character, CharacterError, get_character, load_characters
 from xiyou.env import endpoints_path
 
@@ -84,7 +84,11 @@ def ask_all(
             "sample": sample,
         }
         try:
-            record["text"] = "".join(backends[character.id].stream(messages, settings[character.id], stop))
+            cited: list[Citation] = []
+            stream = backends[character.id].stream(messages, settings[character.id], stop)
+            record["text"] = "".join(text_only(stream, cited.append))
+            if cited:
+                record["citation"] = cited[-1].to_json()
         except BackendError as e:
             record["error"] = str(e)
         return record

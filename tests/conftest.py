@@ -24,6 +24,24 @@ def novel_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def canon_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's canon keeps its disk cache (utterances, indexes)."""
+    return tmp_path_factory.mktemp("canon-cache")
+
+
+@pytest.fixture(scope="session")
+def canon(novel_path: Path, canon_cache_dir: Path):
+    """The novel's Canon with every index built, once per session; `get_canon(novel_path)` returns the same one."""
+    from xiyou.canon import get_canon
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XIYOU_CACHE_DIR", str(canon_cache_dir))
+        canon = get_canon(novel_path)
+        canon.build_indexes()
+    return canon
+
+
+@pytest.fixture(scope="session")
 def personas_path() -> Path:
     return _shared_file("personas.md")
 

@@ -3,8 +3,8 @@
 No model, no server: the reply is the character's canon line whose context (what was said to them in the novel)
 best matches the conversation, falling back to the line that best matches the question itself, then to a line
 picked by a hash of the question. Deterministic: the same conversation always gets the same reply. The line is
-streamed clause by clause, then the citation as its own last delta, e.g. `（第二十七回）`, so the UI can tell the
-two apart (`split_citation`).
+streamed clause by clause, then a `Citation` (chapter, and to whom the line was said in the novel) as the last
+piece: the citation is data, never part of the text.
 """
 
 from __future__ import annotations
@@ -14,28 +14,28 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 
-from xiyou.backends.base import BackendError, GenerationSettings, Message, validate_messages
+from xiyou.backends.base import BackendError, Citation, GenerationSettings, Message, Piece, validate_messages
 from xiyou.canon.index import top_k
-from xiyou.canon.loader import chapter_ref
 from xiyou.character import Character
 
-#: How the citation follows the line: a blank line, then the chapter in full-width brackets.
-CITATION_PREFIX = "\n\n"
 MIN_REPLY_CHARS = 8
-_CITATION = re.compile(r"\n\n（(第[零一二三四五六七八九十百]+回)）$")
 _CLAUSE_END = re.compile(r"(?<=[，。！？；：、,.!?;…])")
 
 
-def format_citation(chapter: int) -> str:
-    return f"{CITATION_PREFIX}（{chapter_ref(chapter)}）"
+def citation_of(exchange) -> Citation:
+    """The chapter of an exchange and to whom its line was said (the context's speaker, when known)."""
+    said_to = None
+    context = exchange.context
+    if context is not None:
+        from xiyou.canon import CHARACTER_IDS, UNKNOWN
 
+        if context.speaker in CHARACTER_IDS:
+            from xiyou.character import get_character
 
-def split_citation(reply: str) -> tuple[str, str | None]:
-    """(line, chapter reference) of a canon reply; (reply, None) when it carries no citation."""
-    m = _CITATION.search(reply)
-    if not m:
-        return reply, None
-    return reply[: m.start()], m.group(1)
+            said_to = get_character(context.speaker).name
+        elif context.speaker != UNKNOWN:
+            said_to = context.name or context.speaker
+    return Citation(exchange.chapter, said_to)
 
 
 def _clauses(text: str) -> list[str]:
@@ -73,8 +73,7 @@ class CanonBackend:
         cid = self.character.id
         user_turns = [m["content"] for m in messages if m["role"] == "user"]
         query = user_turns[-1] if user_turns else messages[-1]["content"]
-        said = {m["content"] for m in messages if m["role"] == "assistant"}
-        said_lines = {split_citation(s)[0] for s in said}
+        said_lines = {m["content"].strip() for m in messages if m["role"] == "assistant"}
 
         earlier = " ".join(m["content"] for m in messages[:-1][-2:] if m["role"] != "system")
         exchanges = canon.exchanges(cid)
@@ -111,7 +110,7 @@ class CanonBackend:
         messages: Sequence[Message],
         settings: GenerationSettings,
         cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
+    ) -> Iterator[Piece]:
         try:
             exchange = self.choose(messages)
         except ValueError as e:
@@ -126,4 +125,4 @@ class CanonBackend:
                 break
         if cancel is not None and cancel.is_set():
             return
-        yield format_citation(exchange.chapter)
+        yield citation_of(exchange)

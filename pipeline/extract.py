@@ -32,7 +32,7 @@ from pipeline.options import add_engine_args, engine_config, run_and_record, set
 from pipeline.passages import Passage, load_novel_or_exit, novel_passages, parse_chapters
 from pipeline.roles import UNKNOWN, conversation, resolve_role
 from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
-from xiyou.canon import Novel, build_canon
+from xiyou.canon import CHARACTER_IDS, Novel, build_canon
 from xiyou.character import load_characters
 from xiyou.io import write_text_atomic
 
@@ -162,7 +162,7 @@ def agreement(lines: list[dict[str, Any]], canon_utterances: list[Any]) -> dict[
         compared += 1
         same = u.speaker == line["speaker"]
         agreed += same
-        key = u.speaker if u.speaker in ("sanzang", "wukong", "bajie", "wujing") else "others"
+        key = u.speaker if u.speaker in CHARACTER_IDS else "others"
         per[key]["compared"] += 1
         per[key]["agreed"] += same
     return {

@@ -37,6 +37,8 @@ def test_roles_resolve_through_aliases():
     assert resolve_role("唐僧") == resolve_role("长老") == "sanzang"
     assert resolve_role("那呆子") == resolve_role("猪八戒") == "bajie"
     assert resolve_role("沙和尚") == "wujing"
+    assert resolve_role("Monkey King") == resolve_role(" sun  wukong ") == resolve_role("孙长老") == "wukong"
+    assert resolve_role("Pigsy") == resolve_role("二师兄") == "bajie"
     assert resolve_role("观音") == "观音"
     assert resolve_role("未知") == resolve_role("") == resolve_role("某人说") == "unknown"
 

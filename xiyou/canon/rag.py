@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from xiyou.backends.base import Backend, GenerationSettings, Message, Piece
 from xiyou.character import Character
+from xiyou.names import CHARACTER_IDS, display_name
 
 HEADER = "以下是《西游记》原著中{name}说过的话，供你模仿其口吻与性格（不要照抄，不要提及这些摘录）："
 DEFAULT_K = 5
@@ -26,10 +27,8 @@ def estimate_tokens(text: str) -> int:
 
 
 def _speaker_label(speaker: str, name: str) -> str:
-    if speaker in ("sanzang", "wukong", "bajie", "wujing"):
-        from xiyou.character import get_character
-
-        return get_character(speaker).name
+    if speaker in CHARACTER_IDS:
+        return display_name(speaker)
     return name or "旁人"
 
 

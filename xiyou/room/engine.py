@@ -122,6 +122,10 @@ class Room:
                 return m
         raise KeyError(f"{member_id!r} is not in the room; members: {', '.join(m.id for m in self.members) or 'none'}")
 
+    def present_ids(self) -> tuple[str, ...]:
+        """Who hears a line said now: every member in the room, muted ones included (see `Entry.present`)."""
+        return tuple(m.id for m in self.members)
+
     def mute(self, member_id: str, muted: bool = True) -> None:
         self.member(member_id).muted = muted
         self.set_members(self.members)
@@ -132,7 +136,7 @@ class Room:
         text = text.strip()
         if not text:
             raise ValueError("nothing to say: the message is empty")
-        entry = Entry(PERSON, self.person, text)
+        entry = Entry(PERSON, self.person, text, present=self.present_ids())
         self.entries.append(entry)
         return entry
 
@@ -302,7 +306,7 @@ class Room:
             self.notices.append(notice)
             yield ReplyDropped(member.id, notice)
             return True
-        entry = Entry(member.id, member.name, text, citation=citation)
+        entry = Entry(member.id, member.name, text, citation=citation, present=self.present_ids())
         self.entries.append(entry)
         yield TurnEnded(member.id, entry)
         return True
@@ -311,7 +315,7 @@ class Room:
         self.status[member.id] = MemberStatus("ok")
         text = guard.final_text()
         if text:
-            self.entries.append(Entry(member.id, member.name, text, interrupted=True))
+            self.entries.append(Entry(member.id, member.name, text, interrupted=True, present=self.present_ids()))
 
     def _pump(
         self, member: Member, messages: list, settings, cancel: threading.Event

@@ -25,7 +25,10 @@ class Entry:
     """One line of the transcript. `speaker` is a character id or PERSON; `name` the display name used.
 
     `citation`: where a canon reply comes from in the novel (None for the person and for model replies); it is
-    shown beside the line, never part of `text`, so other speakers never hear it."""
+    shown beside the line, never part of `text`, so other speakers never hear it.
+
+    `present`: the ids of the room's members when the line was said (None: not recorded, everyone sees it). A
+    member who joined later, or had left by then, never sees the line in his view (`heard_by`)."""
 
     speaker: str
     name: str
@@ -33,6 +36,11 @@ class Entry:
     time: float = dataclasses.field(default_factory=time.time)
     interrupted: bool = False
     citation: Citation | None = None
+    present: tuple[str, ...] | None = None
+
+    def heard_by(self, member_id: str) -> bool:
+        """Was `member_id` in the room when this line was said (or said it)?"""
+        return self.present is None or member_id == self.speaker or member_id in self.present
 
     @property
     def tokens(self) -> int:
@@ -54,6 +62,8 @@ class Entry:
             data["citation"] = self.citation.to_json()
         if self.interrupted:
             data["interrupted"] = True
+        if self.present is not None:
+            data["present"] = list(self.present)
         return data
 
 
@@ -77,12 +87,17 @@ class Notice:
 
 
 def transcript_markdown(entries: list[Entry], title: str = "西游群聊") -> str:
-    """The transcript as Markdown: one paragraph per line, speaker names in bold, times in UTC."""
+    """The transcript as Markdown: one paragraph per line, speaker names in bold, times in UTC.
+
+    The lines go through `safe_markdown`: a Markdown viewer opening the file loads no image and runs no HTML.
+    """
+    from xiyou.ui.render import safe_markdown
+
     lines = [f"# {title}", ""]
     for e in entries:
         stamp = time.strftime("%H:%M:%S", time.gmtime(e.time))
         mark = " *(被打断)*" if e.interrupted else ""
-        body = e.text.replace("\n", "  \n")
+        body = safe_markdown(e.text).replace("\n", "  \n")
         lines += [f"**{e.name}** · {stamp} UTC{mark}  ", body, ""]
         if e.citation is not None:
             lines += [f"*📖 《西游记》{e.citation.label()}*", ""]

@@ -19,6 +19,7 @@ import streamlit as st
 from xiyou import env
 from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
 from xiyou.character import Character, get_character
+from xiyou.ui import render
 
 MAX_INPUT_CHARS = 1000
 USER_AVATAR = "🙏"
@@ -102,7 +103,7 @@ def chat_page(character_id: str) -> None:
     for i, message in enumerate(history):
         avatar = character.emoji if message["role"] == "assistant" else USER_AVATAR
         with st.chat_message(message["role"], avatar=avatar):
-            st.markdown(message["content"])
+            render.markdown(message["content"])
             if i in citations:
                 _cite(citations[i])
 
@@ -114,7 +115,7 @@ def chat_page(character_id: str) -> None:
         st.warning(f"消息太长了（{len(prompt)} 字），请控制在 {MAX_INPUT_CHARS} 字以内。这条消息没有发送。")
         return
     with st.chat_message("user", avatar=USER_AVATAR):
-        st.markdown(prompt)
+        render.markdown(prompt)
     history.append({"role": "user", "content": prompt})
     messages: list[Message] = [{"role": "system", "content": character.meta_instruction}, *history]
     slot = st.empty()
@@ -123,7 +124,7 @@ def chat_page(character_id: str) -> None:
     cited: list[Citation] = []
     with slot.container(), st.chat_message("assistant", avatar=character.emoji):
         try:
-            reply = st.write_stream(text_only(backend.stream(messages, settings), cited.append))
+            reply = render.write_stream(text_only(backend.stream(messages, settings), cited.append))
         except BackendError as e:
             error = str(e)
         if cited and isinstance(reply, str) and reply.strip():
@@ -136,6 +137,6 @@ def chat_page(character_id: str) -> None:
     slot.empty()  # no bubble for a reply that did not come
     history.pop()  # unanswered: leave the history as it was, so the person can simply send again
     if error:
-        st.error(f"{character.name} 没能回答（消息未保存，可以重新发送）：{error}")
+        st.error(render.safe_markdown(f"{character.name} 没能回答（消息未保存，可以重新发送）：{error}"))
     else:
         st.warning(f"{character.name} 这次什么也没说（消息未保存，可以重新发送）。")

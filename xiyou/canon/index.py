@@ -7,10 +7,7 @@ one over the contexts (what was said to the character), one over the replies (wh
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,27 +75,16 @@ class Index:
         return cls(model, size)
 
 
-def top_k(scores: np.ndarray, k: int) -> list[int]:
-    """Indices of the k best positive scores, best first; ties broken by position (deterministic)."""
+def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
+    """Indices of the k best positive scores, best first; ties broken by position (deterministic).
+
+    `allowed` (a boolean mask, e.g. the exchanges up to a chapter): the others are masked out before the top k is
+    taken, so a masked document is never returned and never pushes an allowed one out."""
     import numpy as np
 
     if k <= 0 or scores.size == 0:
         return []
+    if allowed is not None:
+        scores = np.where(allowed, scores, 0.0)
     order = np.argsort(-scores, kind="stable")[:k]
     return [int(i) for i in order if scores[i] > 0]
-
-
-def save_dir_atomic(target: Path, write) -> None:
-    """Write a directory via `write(tmpdir)` and move it into place in one rename (readers never see half)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.exists():  # another process won the race: theirs is as good as ours
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,8 @@ from xiyou.tokens import estimate_tokens
 
 #: The speaker id of the person (the human in the room). Character ids are lower-case ASCII, so no clash.
 PERSON = "person"
+#: The speaker id of the narrator (issue 16.4: scene settings, narration).
+NARRATOR = "narrator"
 
 NoticeKind = Literal["error", "dropped", "stopped"]
 

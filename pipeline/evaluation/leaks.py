@@ -170,3 +170,32 @@ def leaks(
                     found.append(Leak("name", name, table[name]))
             start = reply.find(name, start + 1)
     return found
+
+
+def leak_figures(records: Iterable[dict], chapter: int | None, table: dict[str, int] | None = None) -> dict:
+    """Per character: how many replies leak at `chapter`, the rate, the names and chapters leaked most, and a few
+    examples. `records` are `pipeline.eval` reply records (`character`, `text`, optional `citation`)."""
+    from collections import Counter
+
+    from xiyou.backends.base import Citation
+
+    out: dict[str, dict] = {}
+    if chapter is None:
+        return out
+    table = first_mentions() if table is None else table
+    for r in records:
+        row = out.setdefault(r["character"], {"replies": 0, "leaking": 0, "what": Counter(), "examples": []})
+        cited = [Citation(int(r["citation"]["chapter"]))] if r.get("citation") else []
+        found = leaks(r["text"], chapter, cited, table=table)
+        row["replies"] += 1
+        if found:
+            row["leaking"] += 1
+            row["what"].update(lk.text for lk in found)
+            if len(row["examples"]) < 3:
+                row["examples"].append(
+                    {"question": r.get("question"), "text": r["text"][:200], "leaks": [lk.describe() for lk in found]}
+                )
+    for row in out.values():
+        row["rate"] = row["leaking"] / row["replies"] if row["replies"] else 0.0
+        row["what"] = dict(row["what"].most_common(10))
+    return out

@@ -135,12 +135,16 @@ def first_mentions(canon=None) -> dict[str, int]:
 
 
 def leaks(
-    reply: str, chapter: int | None, citations: Iterable[object] = (), table: dict[str, int] | None = None
+    reply: str,
+    chapter: int | None,
+    citations: Iterable[object] = (),
+    table: dict[str, int] | None = None,
+    ignore: Iterable[str] = (),
 ) -> list[Leak]:
     """The future knowledge in `reply` for a conversation set to after `chapter` ([] when chapter is None).
 
     `citations`: the reply's `Citation`s (anything with a `.chapter`); `table`: a first-mention table
-    (default `first_mentions()`)."""
+    (default `first_mentions()`); `ignore`: names not to count (e.g. the labels a prompt gives its speaker)."""
     if chapter is None:
         return []
     found: list[Leak] = []
@@ -159,7 +163,8 @@ def leaks(
             found.append(Leak("chapter", m.group(0), number))
     table = first_mentions() if table is None else table
     taken = [False] * len(reply)
-    for name in sorted((n for n, ch in table.items() if ch > chapter), key=len, reverse=True):
+    skip = set(ignore)
+    for name in sorted((n for n, ch in table.items() if ch > chapter and n not in skip), key=len, reverse=True):
         start = reply.find(name)
         while start >= 0:
             span = range(start, start + len(name))

@@ -117,13 +117,12 @@ def room_cmd(
         )
     try:
         story = plan_story_room(ids or None, chapter, scene)
-    except KeyError as e:
-        raise click.BadParameter(str(e).strip("\"'"), param_hint="--members") from None
     except ValueError as e:  # StoryError, MembershipError: what to change is in the message
         raise click.UsageError(str(e)) from None
     ids = list(story.ids)
     try:
-        lineup = build_lineup(ids, endpoints, max_chapter=story.chapter)
+        prefer = story.scene.chapters if story.scene is not None else None
+        lineup = build_lineup(ids, endpoints, max_chapter=story.chapter, prefer_chapters=prefer)
     except LineupError as e:
         raise click.ClickException(str(e)) from None
     if not lineup.available:

@@ -63,7 +63,8 @@ def plan_story_room(
             )
         chapter = chapter if chapter is not None else the_scene.chapter
     chosen = tuple(ids) if ids else (the_scene.present if the_scene is not None else CHARACTER_IDS)
-    return StoryRoom(chosen, chapter, the_scene, tuple(check_members(chosen, chapter, canon)))
+    pilgrims = [cid for cid in chosen if cid in CHARACTER_IDS]  # an unknown id is the lineup's to report
+    return StoryRoom(chosen, chapter, the_scene, tuple(check_members(pilgrims, chapter, canon)))
 
 
 def story_context(cid: str, chapter: int | None, budget: int = STORY_BUDGET, novel=None) -> str:

@@ -28,7 +28,7 @@ _COLONS = ("：", ":")
 MAX_STOP_STRINGS = 4
 #: After these a new speaker may start on the same line: '好。猪八戒：…'.
 _SENTENCE_END = frozenset("。！？!?；;…”」』")
-_MARKUP = re.compile(r"[\s*_~`\u3000]+")
+_MARKUP = re.compile(r"[\s*_~`\u3000【】\[\]]+")
 _LEAD = "#>-+•·"
 _BR_FULL = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _BR_PARTIAL = re.compile(r"<(?:b(?:r\s*/?)?)?", re.IGNORECASE)

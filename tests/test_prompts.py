@@ -3,7 +3,6 @@ the description, the way he speaks, the rules, the room, the story, and canon ex
 
 from __future__ import annotations
 
-import inspect
 import re
 
 import pytest
@@ -84,23 +83,26 @@ def test_persona_room_and_story_sections(canon) -> None:
     present = [C["wukong"], c]
     prompt = system_prompt(c, "persona", conversation=ASK, canon=canon, present=present, person="小明", story="X事")
     assert room_preamble(c, present, "小明") in prompt
-    assert "【到此为止的故事】\nX事" in prompt
+    assert "\n\nX事\n\n" in prompt
     assert prompt.index("【群聊】") < prompt.index("原著中")
 
 
-def test_a_chapter_limits_the_examples_and_says_what_he_cannot_know(canon) -> None:
-    from xiyou.canon.rag import canon_examples
-
-    if "max_chapter" not in inspect.signature(canon_examples).parameters:
-        pytest.skip("xiyou.canon.rag has no max_chapter filter yet (the canon helper adds it)")
+@pytest.mark.parametrize("mode", ["meta", "persona"])
+def test_a_chapter_gives_the_story_so_far_and_limits_the_examples(canon, mode: str) -> None:
     from xiyou.canon.loader import chapter_ref
+    from xiyou.story.rooms import story_context
 
     c = C["wukong"]
-    prompt = system_prompt(c, "persona", conversation=ASK, canon=canon, chapter=20)
-    assert "第20回之后" in prompt and "一概不知" in prompt
-    later = {chapter_ref(n) for n in range(21, 101)}
-    assert not any(ref in prompt for ref in later)
-    assert CHAPTER.search(examples_of(prompt, c.name))
+    story = story_context(c.id, 20)
+    assert "第二十回" in story and "一概不知" in story
+    prompt = system_prompt(c, mode, conversation=ASK, canon=canon, chapter=20)  # type: ignore[arg-type]
+    if mode == "meta":
+        assert prompt == f"{c.meta_instruction}\n\n{story}"
+        return
+    assert story in prompt
+    examples = examples_of(prompt, c.name)
+    assert CHAPTER.search(examples)
+    assert not any(chapter_ref(n) in examples for n in range(21, 101))
 
 
 def test_bad_mode_and_chapter_are_refused() -> None:

@@ -5,9 +5,11 @@
 - `persona`: any general chat model (Ollama, a hosted API, LMDeploy serving the base InternLM2): who he is (the
   character's `persona_prompt` without its question tail), how he speaks (his self-reference forms, the register
   his character file describes), the rules that keep a 7B-70B model in role (never step out of it, never speak
-  for others), what he cannot know yet when the conversation is set to a point in the story, the room preamble
-  in a group room, and up to 5 of his canon exchanges that best match the conversation, each with its chapter
-  (at most `EXAMPLES_TOKEN_BUDGET` estimated tokens, xiyou.tokens; retrieval is xiyou.canon.rag's).
+  for others), the room preamble in a group room, and up to 5 of his canon exchanges that best match the
+  conversation, each with its chapter (at most `EXAMPLES_TOKEN_BUDGET` estimated tokens, xiyou.tokens;
+  retrieval is xiyou.canon.rag's).
+- both: a conversation set after chapter N gets the story so far and what he cannot know yet (xiyou.story's
+  `story_context`, one copy), and canon examples from chapters up to N only.
 
 `build_messages(character, history, mode)` is what a page, the room, the CLI and the evaluation send;
 `system_prompt` is its first message. A backend's mode travels with it (`mode_of(backend)`; the backend factory
@@ -86,13 +88,6 @@ def _persona_core(character: Character) -> str:
     )
 
 
-def _chapter_limit(character: Character, chapter: int) -> str:
-    return (
-        f"【故事进行到哪里】\n现在是《西游记》第{chapter}回之后。{character.name}只知道到这一回为止发生的事；"
-        "后面才出现的妖怪、地方、人物和事情，你一概不知：被问到时，用你自己的口气说没听说过、不知道，不要编造。"
-    )
-
-
 def _examples(
     character: Character, conversation: Sequence[Message], canon: Any, chapter: int | None, budget: int
 ) -> str:
@@ -138,23 +133,28 @@ def system_prompt(
     - `conversation`: the messages so far (user/assistant); persona mode picks the canon examples that match it.
     - `present`, `person`: in a group room, who is there and the visitor's name (adds the room preamble).
     - `canon`: the Canon to take examples from (default: the novel's, when there is one).
-    - `chapter`: the conversation is set after this chapter (1-100): examples come from chapters up to it, and
-      the persona prompt says what he cannot know yet.
-    - `story`: the story so far (xiyou.story), given to the character as it is.
+    - `chapter`: the conversation is set after this chapter (1-100): the story so far and what he cannot know yet
+      (xiyou.story.rooms.story_context) are added, and examples come from chapters up to it only.
+    - `story`: more of the story (a scene, say), given to the character as it is.
     """
     if mode not in PROMPT_MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; use one of: {', '.join(PROMPT_MODES)}")
     if chapter is not None and not 1 <= chapter <= 100:
         raise ValueError(f"chapter must be within 1..100, got {chapter}")
-    story_part = f"【到此为止的故事】\n{story.strip()}" if story and story.strip() else ""
+    story_part = "\n".join(p for p in (_story_so_far(character, chapter), (story or "").strip()) if p)
     room_part = room_preamble(character, present, person or "施主") if present is not None else ""
     if mode == "meta":
         return "\n\n".join(p for p in (character.meta_instruction, story_part, room_part) if p)
-    parts = [_persona_core(character)]
-    if chapter is not None:
-        parts.append(_chapter_limit(character, chapter))
-    parts += [story_part, room_part, _examples(character, conversation, canon, chapter, examples_budget)]
-    return "\n\n".join(p for p in parts if p)
+    examples = _examples(character, conversation, canon, chapter, examples_budget)
+    return "\n\n".join(p for p in (_persona_core(character), story_part, room_part, examples) if p)
+
+
+def _story_so_far(character: Character, chapter: int | None) -> str:
+    if chapter is None:
+        return ""
+    from xiyou.story.rooms import story_context
+
+    return story_context(character.id, chapter)
 
 
 def build_messages(

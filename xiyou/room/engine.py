@@ -284,7 +284,7 @@ class Room:
         present = [m.character for m in self.members]
         mode = mode_of(member.backend)
         messages = build_view(character, self.entries, present, self.person, self.token_budget, mode)
-        if member.retriever is not None and mode == "meta":  # a persona prompt has its canon examples already
+        if member.retriever is not None:
             try:
                 messages = member.retriever(character, messages)
             except Exception as e:  # retrieval is a help, not a must: answer without it

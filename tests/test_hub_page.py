@@ -60,12 +60,15 @@ def test_send_streams_named_members_then_banter_and_exports(hub) -> None:
     avatars = [m.avatar for m in at.main.get("chat_message")]
     assert avatars[:3] == ["🙏", "🐖", "🐒"]
     # each canon line cites its chapter in the bubble, as in the novel
+    # (and to whom the line was said there, when the novel says), e.g. 📖 《西游记》第二十七回 · 对唐三藏说
+    room = at.session_state["hub_room"]
     cites = [[c.value for c in m.caption] for m in at.main.get("chat_message")]
-    assert all(any(c.startswith("📖 《西游记》第") and c.endswith("回") for c in cs) for cs in cites[1:])
+    for entry, cs in zip(room.entries[1:], cites[1:]):
+        assert entry.citation is not None and f"📖 《西游记》{entry.citation.label()}" in cs
+        assert "回）" not in entry.text
     # status lights turned green for those who spoke
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert "🟢 🐖 **猪八戒**" in sidebar and "🟢 🐒 **孙悟空**" in sidebar
-    room = at.session_state["hub_room"]
     assert [e.name for e in room.entries] == [name for name, _ in said]
     md = at.sidebar.get("download_button")
     assert len(md) == 2 and not any(b.proto.disabled for b in md)

@@ -11,13 +11,22 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xiyou.validation import describe_validation_error
 
 CHARACTERS_DIR = Path(__file__).with_name("characters")
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+EnglishName = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z' -]*$")]
 
 
 class CharacterError(ValueError):
@@ -35,6 +44,29 @@ class Generation(BaseModel):
     repetition_penalty: float = Field(ge=1.0, le=2.0)
 
 
+class ChapterRule(BaseModel):
+    """Where an alias names the character in the narration: chapters `first`..`last` (None: to the end), less
+    `excluding`; `reason` says who else it names elsewhere."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    first: int = Field(default=1, ge=1)
+    last: int | None = Field(default=None, ge=1)
+    excluding: tuple[int, ...] = ()
+    reason: NonEmpty
+
+    @field_validator("excluding", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    def names_him_in(self, chapter: int) -> bool:
+        """Does the alias name the character in this chapter's narration?"""
+        if chapter < self.first or (self.last is not None and chapter > self.last):
+            return False
+        return chapter not in self.excluding
+
+
 class Character(BaseModel):
     """One pilgrim: who they are, how they speak, and where their fine-tuned weights live."""
 
@@ -47,6 +79,16 @@ class Character(BaseModel):
     emoji: NonEmpty
     aliases: tuple[NonEmpty, ...] = Field(min_length=1)
     self_refs: tuple[NonEmpty, ...] = Field(min_length=1)
+    #: How others address him (师父, 大师兄, 呆子 …); may repeat aliases.
+    forms_of_address: tuple[NonEmpty, ...] = Field(min_length=1)
+    #: Names the narration gives him besides `aliases` (they attribute speech to him).
+    narration_names: tuple[NonEmpty, ...] = ()
+    #: How English texts name him ("Monkey King"); matched case-insensitively as whole words.
+    english_names: tuple[EnglishName, ...] = ()
+    #: Aliases that never attribute speech in the narration: alias -> why.
+    ambiguous_in_narration: dict[str, NonEmpty] = Field(default_factory=dict)
+    #: Aliases that name him in the narration only in some chapters.
+    narration_chapters: dict[str, ChapterRule] = Field(default_factory=dict)
     talkativeness: float = Field(ge=0.0, le=1.0)
     model_id: NonEmpty
     revision: NonEmpty
@@ -56,19 +98,31 @@ class Character(BaseModel):
     sample_questions: tuple[NonEmpty, ...] = Field(min_length=10)
     generation: Generation
 
-    @field_validator("aliases", "self_refs", "sample_questions", mode="before")
+    @field_validator(
+        "aliases", "self_refs", "sample_questions", "forms_of_address", "narration_names", "english_names",
+        mode="before",
+    )
     @classmethod
     def _list_to_tuple(cls, value: object) -> object:
         # TOML gives lists; strict mode would refuse them for tuple fields.
         return tuple(value) if isinstance(value, list) else value
 
-    @field_validator("aliases")
+    @field_validator("aliases", "forms_of_address", "narration_names", "english_names")
     @classmethod
-    def _no_duplicate_aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        seen = [a for i, a in enumerate(value) if a in value[:i]]
+    def _no_duplicate_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        folded = [a.casefold() for a in value]
+        seen = [a for i, a in enumerate(value) if a.casefold() in folded[:i]]
         if seen:
-            raise ValueError(f"duplicate alias {seen[0]!r}")
+            raise ValueError(f"duplicate name {seen[0]!r}")
         return value
+
+    @model_validator(mode="after")
+    def _rules_name_aliases(self) -> Character:
+        for field in ("ambiguous_in_narration", "narration_chapters"):
+            unknown = [a for a in getattr(self, field) if a not in self.names]
+            if unknown:
+                raise ValueError(f"{field}: {unknown[0]!r} is not one of the aliases; add it to `aliases` first")
+        return self
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -117,8 +171,27 @@ def _load_dir(directory: Path) -> dict[str, Character]:
                 "give each character its own id"
             )
         by_id[character.id] = (path, character)
+    _check_names_unique(by_id)
     ordered = sorted(by_id.values(), key=lambda pc: (pc[1].order, pc[1].id))
     return {c.id: c for _, c in ordered}
+
+
+def _check_names_unique(by_id: dict[str, tuple[Path, Character]]) -> None:
+    """A name (alias, narration name, English name) belongs to one character only. A form of address may be shared
+    with another character's form of address (then it calls nobody in particular), never with his names."""
+    owner: dict[str, tuple[Path, str, bool]] = {}  # casefolded name -> (file, id, only a form of address)
+    for path, c in sorted(by_id.values(), key=lambda pc: (pc[1].order, pc[1].id)):  # the later one is blamed
+        own = {n.casefold() for n in (*c.names, *c.narration_names, *c.english_names)}
+        for name in (*c.names, *c.narration_names, *c.english_names, *c.forms_of_address):
+            key = name.casefold()
+            is_form = key not in own
+            if key in owner and owner[key][1] != c.id and not (is_form and owner[key][2]):
+                other_path, other_id, _ = owner[key]
+                raise CharacterError(
+                    f"{path}: the name {name!r} is also a name of {other_id!r} ({other_path.name}); "
+                    "a name belongs to one character only (only forms of address may be shared)"
+                )
+            owner.setdefault(key, (path, c.id, is_form))
 
 
 @functools.cache

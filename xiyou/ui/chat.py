@@ -17,8 +17,9 @@ from __future__ import annotations
 import streamlit as st
 
 from xiyou import env
-from xiyou.backends.base import Backend, BackendError, GenerationSettings, Message
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
 from xiyou.character import Character, get_character
+from xiyou.ui import render
 
 MAX_INPUT_CHARS = 1000
 USER_AVATAR = "🙏"
@@ -35,8 +36,17 @@ def _history_key(character: Character) -> str:
     return f"chat_history_{character.id}"
 
 
+def _citations_key(character: Character) -> str:
+    return f"chat_citations_{character.id}"
+
+
 def _clear_history(character: Character) -> None:
     st.session_state[_history_key(character)] = []
+    st.session_state[_citations_key(character)] = {}
+
+
+def _cite(citation: Citation) -> None:
+    st.caption(f"📖 《西游记》{citation.label()}")
 
 
 def _ask(question: str) -> None:
@@ -79,6 +89,8 @@ def chat_page(character_id: str) -> None:
     settings = _sidebar(character)
     st.title(f"{character.emoji} {character.title}")
     history: list[Message] = st.session_state.setdefault(_history_key(character), [])
+    #: index in `history` -> the Citation of that (canon) reply
+    citations: dict[int, Citation] = st.session_state.setdefault(_citations_key(character), {})
 
     backend: Backend | None = None
     try:
@@ -88,10 +100,12 @@ def chat_page(character_id: str) -> None:
 
     with st.chat_message("assistant", avatar=character.emoji):
         st.markdown(character.greeting)
-    for message in history:
+    for i, message in enumerate(history):
         avatar = character.emoji if message["role"] == "assistant" else USER_AVATAR
         with st.chat_message(message["role"], avatar=avatar):
-            st.markdown(message["content"])
+            render.markdown(message["content"])
+            if i in citations:
+                _cite(citations[i])
 
     typed = st.chat_input(f"和{character.name}说点什么…", disabled=backend is None)
     prompt = typed or st.session_state.pop("chat_suggested", None)
@@ -101,23 +115,28 @@ def chat_page(character_id: str) -> None:
         st.warning(f"消息太长了（{len(prompt)} 字），请控制在 {MAX_INPUT_CHARS} 字以内。这条消息没有发送。")
         return
     with st.chat_message("user", avatar=USER_AVATAR):
-        st.markdown(prompt)
+        render.markdown(prompt)
     history.append({"role": "user", "content": prompt})
     messages: list[Message] = [{"role": "system", "content": character.meta_instruction}, *history]
     slot = st.empty()
     reply: object = None
     error: str | None = None
+    cited: list[Citation] = []
     with slot.container(), st.chat_message("assistant", avatar=character.emoji):
         try:
-            reply = st.write_stream(backend.stream(messages, settings))
+            reply = render.write_stream(text_only(backend.stream(messages, settings), cited.append))
         except BackendError as e:
             error = str(e)
+        if cited and isinstance(reply, str) and reply.strip():
+            _cite(cited[-1])
     if isinstance(reply, str) and reply.strip():
+        if cited:
+            citations[len(history)] = cited[-1]
         history.append({"role": "assistant", "content": reply})
         return
     slot.empty()  # no bubble for a reply that did not come
     history.pop()  # unanswered: leave the history as it was, so the person can simply send again
     if error:
-        st.error(f"{character.name} 没能回答（消息未保存，可以重新发送）：{error}")
+        st.error(render.safe_markdown(f"{character.name} 没能回答（消息未保存，可以重新发送）：{error}"))
     else:
         st.warning(f"{character.name} 这次什么也没说（消息未保存，可以重新发送）。")

@@ -17,7 +17,6 @@ from pathlib import Path
 import streamlit as st
 
 from xiyou import env
-from xiyou.backends.canon import split_citation
 from xiyou.character import load_characters
 from xiyou.room import (
     POLICIES,
@@ -38,6 +37,7 @@ from xiyou.room import (
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON
 from xiyou.room.lineup import OFFLINE_HELP, Lineup, LineupError, build_lineup, canon_retriever, load_canon
 from xiyou.room.transcript import PERSON, Entry, Notice
+from xiyou.ui import render
 from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR
 
 PAGE_TITLE = "西游群聊 · 师徒四人"
@@ -114,7 +114,7 @@ def _sidebar(room: Room, lineup: Lineup) -> tuple[bool, bool]:
             light = STATUS_LIGHTS.get(status.state if status else "idle", "⚪")
             left.markdown(f"{light} {member.emoji} **{member.name}**")
             message = status.message if status and status.failing else None
-            left.caption(message or member.label)
+            left.caption(render.safe_markdown(message or member.label))
         hints = False
         model_members = [m for m in members if m.backend is not None and lineup.seats[m.id].kind != "canon"]
         if model_members and lineup.novel is not None:
@@ -171,23 +171,23 @@ def _bubble(entry: Entry, room: Room) -> None:
     else:
         character = load_characters().get(entry.speaker)
         avatar, label = (character.emoji, character.name) if character else ("🙂", entry.name)
-    text, chapter = split_citation(entry.text)
     with st.chat_message(label, avatar=avatar):
         st.markdown(f"**{label}**")
-        st.markdown(text)
-        if chapter:
-            st.caption(f"📖 《西游记》{chapter}")
+        render.markdown(entry.text)
+        if entry.citation is not None:
+            st.caption(f"📖 《西游记》{entry.citation.label()}")
         if entry.interrupted:
             st.caption("被打断 · interrupted")
 
 
 def _notice(notice: Notice) -> None:
+    message = render.safe_markdown(notice.message)  # may quote a server's error body
     if notice.kind == "error":
-        st.error(notice.message, icon="🔴")
+        st.error(message, icon="🔴")
     elif notice.kind == "dropped":
-        st.warning(notice.message, icon="🤐")
+        st.warning(message, icon="🤐")
     else:
-        st.info(notice.message, icon="⏹️")
+        st.info(message, icon="⏹️")
 
 
 def _transcript(room: Room) -> None:
@@ -227,10 +227,10 @@ def _run_step(room: Room, plan: Plan) -> None:
                         st.markdown(f"**{member.name}**")
                         body = st.empty()
                 text += event.text
-                body.markdown(text + " ▌")
+                body.markdown(render.safe_markdown(text) + " ▌")
             elif isinstance(event, TurnEnded):
                 if body is not None:
-                    body.markdown(event.entry.text)
+                    render.markdown(event.entry.text, body)
             elif isinstance(event, MemberFailed | ReplyDropped | Stopped):
                 if slot is not None and body is None:
                     slot.empty()

@@ -217,3 +217,16 @@ def test_against_a_real_openai_compatible_server(tmp_path, tiny_server, tiny_mod
     for r in records:
         assert r["conversation"][0]["output"].startswith(tiny_model.reply[:4])
         assert r["conversation"][0]["system"] == get_character("wukong").meta_instruction
+
+
+def test_the_manifest_names_the_questions_file_wherever_it_was_run_from(tmp_path):
+    """Issue 17, finding 5: a relative --questions was stored as given, meaningless from anywhere else."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _questions(work, 2)
+    with ScriptedOpenAI(reply="俺老孙来也") as s:
+        args = _args(s.base_url, Path("questions.txt"), Path("out.jsonl"), 1)
+        proc = subprocess.run(args, cwd=work, env=_env(PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((work / "out.manifest.json").read_text(encoding="utf-8"))
+    assert manifest["runs"][0]["parameters"]["questions_file"] == str((work / "questions.txt").resolve())

@@ -21,10 +21,21 @@ APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
 
 
 @pytest.fixture(autouse=True)
-def fresh_streamlit_cache():
+def fresh_streamlit_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))  # each test its own conversation store
+    monkeypatch.delenv("XIYOU_PERSIST", raising=False)
     st.cache_resource.clear()
     yield
     st.cache_resource.clear()
+
+
+def history(at: AppTest) -> list[tuple[str, str]]:
+    """(speaker, text) of the stored messages of the chat the page shows."""
+    from xiyou.ui.conversations import session_store
+
+    conversation = at.query_params["c"]
+    conversation = conversation[0] if isinstance(conversation, list) else conversation
+    return [(m.speaker, m.text) for m in session_store().messages(conversation)]
 
 
 @pytest.fixture
@@ -104,11 +115,11 @@ def test_chat_with_each_app(
     # an over-long message is refused with a notice and not sent
     at.chat_input[0].set_value("长" * (MAX_INPUT_CHARS + 1)).run()
     assert at.warning and "太长" in at.warning[0].value
-    assert len(calls) == 2 and len(at.session_state[f"chat_history_{character_id}"]) == 4
+    assert len(calls) == 2 and len(history(at)) == 4
 
     # clear empties the history
     at.sidebar.button[0].click().run()
-    assert at.session_state[f"chat_history_{character_id}"] == []
+    assert history(at) == []
     assert bubbles(at) == [("assistant", character.greeting)]
 
     # a suggested question is sent with one click
@@ -130,7 +141,7 @@ def test_backend_errors_are_notices_not_messages(monkeypatch: pytest.MonkeyPatch
     assert not at.exception
     assert len(at.error) == 1 and "cannot reach the server" in at.error[0].value
     assert [name for name, _ in bubbles(at)].count("assistant") == 1  # only the greeting: no error "reply"
-    assert at.session_state["chat_history_bajie"] == []  # nothing half-sent is kept
+    assert history(at) == []  # nothing half-sent is kept
     at.run()
     assert bubbles(at) == [("assistant", get_character("bajie").greeting)]
 
@@ -166,4 +177,90 @@ def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.Monkey
     at.chat_input[0].set_value("二师兄，吃了吗").run()
     assert not at.exception and not at.error
     name, reply = bubbles(at)[-1]
-    assert name == "assistant" and re.search(r"（第[零一二三四五六七八九十百]+回）$", reply)
+    assert name == "assistant" and reply and "（第" not in reply  # the citation is data, drawn as a caption
+    (caption,) = [c.value for c in at.chat_message[-1].caption]
+    assert re.fullmatch(r"📖 《西游记》第[一二三四五六七八九十百]+回.*", caption)
+    (stored,) = [m for m in history_messages(at) if m.speaker == "bajie"]
+    assert stored.text == reply and isinstance(stored.chapter, int)
+
+
+def history_messages(at: AppTest):
+    from xiyou.ui.conversations import session_store
+
+    conversation = at.query_params["c"]
+    return session_store().messages(conversation[0] if isinstance(conversation, list) else conversation)
+
+
+def canon_app(character_id: str, monkeypatch: pytest.MonkeyPatch, novel_path: Path, conversation: str | None = None):
+    monkeypatch.setenv("XIYOU_BACKEND", "canon")
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / character_id / "app.py"), default_timeout=300)
+    if conversation:
+        at.query_params["c"] = conversation
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_a_reload_restores_the_chat_and_another_tab_its_own(monkeypatch, novel_path: Path) -> None:
+    at = canon_app("wukong", monkeypatch, novel_path)
+    at.chat_input[0].set_value("大圣，你从哪里来？").run()
+    shown = bubbles(at)
+    assert len(shown) == 3
+    conversation = at.query_params["c"]
+    again = canon_app("wukong", monkeypatch, novel_path, conversation)
+    assert bubbles(again) == shown
+    other = canon_app("wukong", monkeypatch, novel_path)
+    other.sidebar.button(key="conv_new_private").click().run()
+    assert other.query_params["c"] != conversation and len(bubbles(other)) == 1
+    other.chat_input[0].set_value("你好").run()
+    assert bubbles(canon_app("wukong", monkeypatch, novel_path, conversation)) == shown
+
+
+def test_regenerate_swipe_edit_delete_continue(monkeypatch, novel_path: Path) -> None:
+    at = canon_app("bajie", monkeypatch, novel_path)
+    at.chat_input[0].set_value("二师兄，你最爱吃什么？").run()
+    person, reply = history_messages(at)
+    at.button(key=f"msg_regen_{reply.id}").click().run()
+    again = history_messages(at)[-1]
+    assert again.id == reply.id and len(again.alternatives) == 2 and again.selected == 1
+    at.button(key=f"msg_prev_{reply.id}").click().run()
+    assert bubbles(at)[-1] == ("assistant", reply.text) and history_messages(at)[-1].selected == 0
+    at.button(key=f"msg_cont_{reply.id}").click().run()
+    longer = history_messages(at)[-1]
+    assert longer.text.startswith(reply.text) and len(longer.text) > len(reply.text)
+    at.text_area(key=f"msg_edit_text_{person.id}").set_value("二师兄，你最怕什么？")
+    at.button(key=f"msg_edit_{person.id}").click().run()
+    assert bubbles(at)[1] == ("user", "二师兄，你最怕什么？") and history_messages(at)[0].edited
+    at.button(key=f"msg_delete_{reply.id}").click().run()
+    assert [name for name, _ in bubbles(at)] == ["assistant", "user"]  # the greeting and the edited question
+
+
+def test_a_message_over_the_limit_is_kept_in_a_box_with_a_counter(monkeypatch, novel_path: Path) -> None:
+    at = canon_app("wujing", monkeypatch, novel_path)
+    long = "长" * (MAX_INPUT_CHARS + 1)
+    at.chat_input[0].set_value(long).run()
+    assert at.warning and "太长" in at.warning[0].value and f"{len(long)} / {MAX_INPUT_CHARS}" in at.warning[0].value
+    assert history_messages(at) == []
+    box = at.text_area[0]
+    assert box.value == long  # nothing typed is lost
+    box.set_value("短一点").run()
+    at.button(key=f"chat_send_draft_{at.query_params['c']}").click().run()
+    assert history_messages(at)[0].text == "短一点"
+
+
+def test_consecutive_messages_reach_the_model_with_alternating_roles() -> None:
+    from xiyou.store import StoredMessage
+    from xiyou.ui.chat import backend_messages
+
+    character = get_character("wukong")
+    sent = backend_messages(
+        character,
+        [
+            StoredMessage("person", "你", "大圣"),
+            StoredMessage("person", "你", "在吗？"),
+            StoredMessage("wukong", "孙悟空", "在"),
+        ],
+    )
+    assert [m["role"] for m in sent] == ["system", "user", "assistant"]
+    assert sent[1]["content"] == "大圣\n\n在吗？"

@@ -256,10 +256,14 @@ class Room:
         yield TurnStarted(member.id)
         stream_cancel = threading.Event()
         finished = False
+        citation: object | None = None
         try:
             for piece in self._pump(member, messages, settings, stream_cancel):
                 if isinstance(piece, float):
                     yield Waiting(member.id, piece)
+                    continue
+                if not isinstance(piece, str):  # a canon reply's citation: data, never text
+                    citation = piece
                     continue
                 shown = guard.feed(piece)
                 if shown:
@@ -298,7 +302,7 @@ class Room:
             self.notices.append(notice)
             yield ReplyDropped(member.id, notice)
             return True
-        entry = Entry(member.id, member.name, text)
+        entry = Entry(member.id, member.name, text, **({"citation": citation} if citation is not None else {}))
         self.entries.append(entry)
         yield TurnEnded(member.id, entry)
         return True
@@ -309,13 +313,14 @@ class Room:
         if text:
             self.entries.append(Entry(member.id, member.name, text, interrupted=True))
 
-    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[str | float]:
-        """The backend's deltas, read from a worker thread; raises on failure, timeout or stop.
+    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[object]:
+        """The backend's pieces (text deltas, and a final citation object if the backend gives one), read from a
+        worker thread; raises on failure, timeout or stop.
 
         While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend
         assert backend is not None
-        q: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
+        q: queue.SimpleQueue[_Piece | _End | _Failed] = queue.SimpleQueue()
 
         def work() -> None:
             stream = None
@@ -325,10 +330,10 @@ class Room:
                     if cancel.is_set():
                         break
                     if delta:
-                        q.put((0, delta))
-                q.put((1, None))
+                        q.put(_Piece(delta))
+                q.put(_End())
             except BaseException as e:
-                q.put((2, e))
+                q.put(_Failed(e))
             finally:
                 close = getattr(stream, "close", None)
                 if close is not None:
@@ -349,21 +354,40 @@ class Room:
             if wait <= 0:
                 raise TimeoutError(f"no reply within {timeout:g} s")
             try:
-                kind, value = q.get(timeout=min(wait, POLL_S))
+                item = q.get(timeout=min(wait, POLL_S))
             except queue.Empty:
                 now = time.monotonic()
                 if now >= beat:
                     beat = now + HEARTBEAT_S
                     yield now - started
                 continue
-            if kind == 0:
+            if isinstance(item, _Piece):
                 deadline = time.monotonic() + timeout
                 beat = deadline - timeout + HEARTBEAT_S
-                yield value  # type: ignore[misc]
-            elif kind == 1:
+                yield item.value
+            elif isinstance(item, _End):
                 return
             else:
-                raise value  # type: ignore[misc]
+                raise item.error
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """From the backend's worker thread: a text delta (str) or a citation (the backend's final object)."""
+
+    value: object
+
+
+@dataclasses.dataclass(frozen=True)
+class _End:
+    """The backend's stream ended."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """The backend raised `error`."""
+
+    error: BaseException
 
 
 def _describe(member: Member, error: BaseException) -> str:

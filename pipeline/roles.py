@@ -1,45 +1,29 @@
 """Speaker labels written by an LLM → character ids, and dialogue lines → XTuner conversation turns.
 
-Shared by `pipeline.extract` and `pipeline.long_dialogue`: an LLM may call 孙悟空 "行者", "大圣" or "孙行者"; every
-name in a character's file (`name`, `aliases`) resolves to that character's id. Anyone else keeps the label as
-written ("观音"); empty or "unknown"-like labels become "unknown".
+Shared by `pipeline.extract` and `pipeline.long_dialogue`: an LLM may call 孙悟空 "行者", "大圣", "孙行者" or
+"Monkey King"; every name of a character (`xiyou.names.resolve`: name, aliases, narration names, English names, with
+a leading 那/这/老 dropped) resolves to that character's id. Anyone else keeps the label as written ("观音"); empty or
+"unknown"-like labels become "unknown".
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 
-from xiyou.character import load_characters
+from xiyou.names import resolve
 
 UNKNOWN = "unknown"
 _UNKNOWN_LABELS = {"", "未知", "不明", "无", "某人", "某人说", "旁白", "unknown", "none", "null", "?", "？"}
-_PREFIXES = ("那", "这", "老")
-
-
-@functools.cache
-def alias_table() -> dict[str, str]:
-    """Every name of the four characters → their id (first character in `order` wins a shared name)."""
-    table: dict[str, str] = {}
-    for cid, character in load_characters().items():
-        for name in (character.name, *character.aliases):
-            table.setdefault(name, cid)
-    return table
 
 
 def resolve_role(label: str) -> str:
     """A character id, another speaker's name as written, or "unknown"."""
-    role = re.sub(r"[\s“”\"'：:（）()]", "", label or "")
+    spaced = re.sub(r"[“”\"'：:（）()]", "", label or "").strip()
+    role = re.sub(r"\s", "", spaced)
     if role.lower() in _UNKNOWN_LABELS:
         return UNKNOWN
-    table = alias_table()
-    if role in table:
-        return table[role]
-    for prefix in _PREFIXES:  # 那呆子 → 呆子, 那行者 → 行者
-        if role.startswith(prefix) and role[len(prefix) :] in table:
-            return table[role[len(prefix) :]]
-    return role
+    return resolve(spaced) or role
 
 
 def turns_for(lines: Sequence[tuple[str, str]], character_id: str) -> list[tuple[str, str]]:

@@ -27,13 +27,10 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +38,7 @@ from pipeline.train import ADAPTER_DIR, DEFAULT_BASE_MODEL, MANIFEST_NAME, MERGE
 from xiyou.character import CharacterError, character_ids, get_character
 from xiyou.endpoints import EndpointConfig, dump_endpoints, parse_endpoints, write_endpoints
 from xiyou.env import REPO_ROOT
+from xiyou.process import Process, free_port, http_ok, loopback_for, port_in_use, stop_all
 
 DEFAULT_PORT = 23333
 DEFAULT_OUT_DIR = REPO_ROOT / "artifacts" / "serve"
@@ -76,7 +74,7 @@ class ServerSpec:
     @property
     def client_host(self) -> str:
         """Where clients on this machine reach it (a wildcard bind is reached on loopback)."""
-        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return loopback_for(self.host)
 
     @property
     def base_url(self) -> str:
@@ -130,21 +128,6 @@ def trained_base_model(ids: Sequence[str]) -> str | None:
             "one server can only hold one: pass --base-model, or use the merged layout"
         )
     return found.pop() if found else None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def lmdeploy_command(default: str | None = None) -> list[str]:
@@ -255,26 +238,21 @@ def endpoints_text(plan: Plan) -> str:
 @dataclasses.dataclass
 class RunningServer:
     spec: ServerSpec
-    process: subprocess.Popen
-    log_path: Path
+    proc: Process
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.proc.popen
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.proc.log_path
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
+        return self.proc.log_tail(lines)
 
     def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-def healthy(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+        return self.proc.alive()
 
 
 class ServerGroup:
@@ -307,27 +285,17 @@ class ServerGroup:
     def _start(self, spec: ServerSpec) -> RunningServer:
         if port_in_use(spec.host if spec.host not in ("", "::") else "0.0.0.0", spec.port):
             raise ServeError(f"{spec.name}: port {spec.port} on {spec.host} is already in use; pass --port")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{spec.name}.log"
         print(f"[serve] {spec.name}: {shlex.join(spec.argv)}", flush=True)
-        env = dict(os.environ, **dict(spec.env))
-        with log_path.open("wb") as log:
-            try:
-                proc = subprocess.Popen(
-                    list(spec.argv),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
-            except FileNotFoundError:
-                raise ServeError(
-                    f"{spec.name}: cannot run {spec.argv[0]!r}: LMDeploy is not installed there. Create its "
-                    "environment (python3.11 -m venv .venv-lmdeploy && .venv-lmdeploy/bin/pip install -r "
-                    "requirements-serve.txt) or pass --lmdeploy /path/to/lmdeploy"
-                ) from None
-        server = RunningServer(spec, proc, log_path)
+        try:
+            proc = Process.start(spec.argv, log_path=log_path, env=dict(os.environ, **dict(spec.env)))
+        except FileNotFoundError:
+            raise ServeError(
+                f"{spec.name}: cannot run {spec.argv[0]!r}: LMDeploy is not installed there. Create its "
+                "environment (python3.11 -m venv .venv-lmdeploy && .venv-lmdeploy/bin/pip install -r "
+                "requirements-serve.txt) or pass --lmdeploy /path/to/lmdeploy"
+            ) from None
+        server = RunningServer(spec, proc)
         self.running.append(server)
         return server
 
@@ -343,7 +311,7 @@ class ServerGroup:
                         f"{server.spec.name} exited with code {server.process.returncode} while starting; "
                         f"the end of its log ({server.log_path}):\n{server.log_tail()}"
                     )
-                if healthy(server.spec.health_url):
+                if http_ok(server.spec.health_url):
                     pending.remove(server)
                     print(
                         f"[serve] {server.spec.name} is up: {server.spec.base_url} (pid {server.process.pid})",
@@ -372,19 +340,7 @@ class ServerGroup:
 
     def stop_all(self, grace_s: float = 15.0) -> None:
         """SIGTERM every server's process group, then SIGKILL what is left after `grace_s`."""
-        for server in self.running:
-            if server.alive():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(server.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for server in self.running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for server in self.running:  # children may outlive the leader: the whole group goes
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(server.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(timeout=5)
+        stop_all([server.proc for server in self.running], grace_s)
         self.running.clear()
 
     def wait_until_stopped(self) -> RunningServer | None:

@@ -23,8 +23,6 @@ training fails). Finished stages are recorded in `WORK_DIR/run.json`, so a rerun
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -34,8 +32,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import string
 import subprocess
 import sys
@@ -50,6 +46,7 @@ from tqdm import tqdm
 from xiyou.character import Character, CharacterError, get_character
 from xiyou.env import REPO_ROOT
 from xiyou.io import write_text_atomic
+from xiyou.process import free_port, run_echoed
 
 DEFAULT_BASE_MODEL = "Shanghai_AI_Laboratory/internlm2-chat-7b"
 #: Where the training step writes, one folder per character (pipeline.serve looks here by default).
@@ -303,12 +300,6 @@ def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train_command(
     config: Path,
     work_dir: Path,
@@ -356,37 +347,9 @@ def merge_command(
 
 def run_logged(name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
     """Run one XTuner step, echoing its output and saving it to `log_path`; raise TrainError unless it exits 0."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"[train] {name}: {' '.join(cmd)}", flush=True)
-    tail: collections.deque[str] = collections.deque(maxlen=25)
     started = time.monotonic()
-    with log_path.open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=True,
-        )
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                log.write(line)
-                tail.append(line.rstrip("\n"))
-            rc = proc.wait()
-        except BaseException:  # Ctrl-C or an error here: do not leave the training running
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise
+    rc, tail = run_echoed(cmd, log_path=log_path, env=env, echo=sys.stdout.write)
     sys.stdout.flush()
     if rc != 0:
         shown = "\n".join(f"    {line}" for line in tail)
@@ -681,7 +644,7 @@ def run(job: TrainJob) -> Path:
             # tensors unless told otherwise. They were written by this work dir's own run, so they are trusted.
             train_env = dict(env, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
         cmd = train_command(
-            job.config_path, work_dir, gpus=job.gpus, deepspeed=job.deepspeed, resume=resume, port=_free_port()
+            job.config_path, work_dir, gpus=job.gpus, deepspeed=job.deepspeed, resume=resume, port=free_port()
         )
         started = time.monotonic()
         run_logged("train", cmd, logs / "train.log", train_env)

@@ -9,6 +9,9 @@ import pytest
 
 from xiyou.env import SHARED_DATA
 
+# canon replies stream at typing speed for people; the suite reads them at once (tests of the pace set their own)
+os.environ.setdefault("XIYOU_CANON_CPS", "0")
+
 
 def _shared_file(name: str, env: str | None = None) -> Path:
     path = Path(os.environ[env]) if env and os.environ.get(env) else SHARED_DATA / name
@@ -21,6 +24,24 @@ def _shared_file(name: str, env: str | None = None) -> Path:
 def novel_path() -> Path:
     """The shared novel: XIYOU_NOVEL, else ../shared/data/xiyouji.txt."""
     return _shared_file("xiyouji.txt", "XIYOU_NOVEL")
+
+
+@pytest.fixture(scope="session")
+def canon_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's canon keeps its disk cache (utterances, indexes)."""
+    return tmp_path_factory.mktemp("canon-cache")
+
+
+@pytest.fixture(scope="session")
+def canon(novel_path: Path, canon_cache_dir: Path):
+    """The novel's Canon with every index built, once per session; `get_canon(novel_path)` returns the same one."""
+    from xiyou.canon import get_canon
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XIYOU_CACHE_DIR", str(canon_cache_dir))
+        canon = get_canon(novel_path)
+        canon.build_indexes()
+    return canon
 
 
 @pytest.fixture(scope="session")

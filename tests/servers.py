@@ -9,26 +9,26 @@ Quirks of the server (see the common brief): it refuses `top_k`/`repetition_pena
 served model after its path argument, sends no `[DONE]`, and stops at the model's EOS only (the tiny model's
 reply is then `REPLY + AFTER`, see tests/tiny_model.py).
 
-The server runs in its own process group; leaving the `with` block (or `stop()`) ends the whole group.
-`kill()` ends it abruptly, for tests of a server dying mid-conversation.
+The server runs in its own process group (xiyou/process.py); leaving the `with` block (or `stop()`) ends the whole
+group. `kill()` ends it abruptly, for tests of a server dying mid-conversation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
-import signal
-import socket
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from xiyou.process import Process, free_port, http_ok
+
+__all__ = ["ServedModel", "free_port", "http_ok", "testserver_bin", "transformers_serve"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,13 +44,6 @@ def testserver_bin() -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclasses.dataclass
 class ServedModel:
     """A running `transformers serve`: `base_url` ends in /v1; `model` is the name to send in requests."""
@@ -58,86 +51,57 @@ class ServedModel:
     base_url: str
     model: str
     port: int
-    process: subprocess.Popen
-    log_path: Path
+    proc: Process
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.proc.popen
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.proc.log_path
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
+        return self.proc.log()
 
     def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+        return self.proc.alive()
 
     def kill(self) -> None:
         """End the server at once (SIGKILL to its process group), as a crash would."""
-        self._signal_group(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
+        self.proc.kill()
 
     def stop(self, grace_s: float = 10.0) -> None:
         """End the server politely (SIGTERM to the group), then forcibly after `grace_s`."""
-        if self.process.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        # Children may outlive the leader: make sure the whole group is gone.
-        self._signal_group(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=grace_s)
-
-
-def http_ok(url: str) -> bool:
-    """Does `url` answer 200 right now? (Health checks of the servers and pages tests start.)"""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _ready(port: int) -> bool:
-    return http_ok(f"http://127.0.0.1:{port}/health")
+        self.proc.stop(grace_s)
 
 
 @contextlib.contextmanager
 def transformers_serve(
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     *,
     startup_timeout_s: float = 180.0,
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[ServedModel]:
-    """Run `transformers serve` on `model_dir` (preloaded, CPU) until the block ends; yield a ServedModel."""
+    """Run `transformers serve` on `model_dir` (preloaded, CPU) until the block ends; yield a ServedModel.
+
+    `model_dir=None` starts it with no model: each request's `model` (a local path) then picks the model it loads,
+    so several names reach one server, as several LoRA adapters of one LMDeploy server would."""
     exe = testserver_bin()
-    model = str(model_dir)
-    log_dir = Path(tempfile.mkdtemp(prefix="xiyou-serve-"))
-    log_path = log_dir / "serve.log"
+    model = str(model_dir) if model_dir is not None else ""
+    log_path = Path(tempfile.mkdtemp(prefix="xiyou-serve-")) / "serve.log"
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     last_error = ""
     for _attempt in range(3):  # another process may grab the free port between our check and the bind
         port = free_port()
-        cmd = [str(exe), "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [*cmd, *extra_args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
-        server = ServedModel(f"http://127.0.0.1:{port}/v1", model, port, proc, log_path)
-        deadline = time.monotonic() + startup_timeout_s
-        while time.monotonic() < deadline and proc.poll() is None and not _ready(port):
-            time.sleep(0.3)
-        if proc.poll() is None and _ready(port):
+        cmd = [str(exe), "serve", *([model] if model else []), "--host", "127.0.0.1", "--port", str(port)]
+        proc = Process.start([*cmd, "--device", "cpu", *extra_args], log_path=log_path, env=env)
+        server = ServedModel(f"http://127.0.0.1:{port}/v1", model, port, proc)
+        if proc.wait_ready(functools.partial(http_ok, server.health_url), startup_timeout_s) == "ready":
             try:
                 yield server
             finally:

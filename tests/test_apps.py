@@ -16,6 +16,7 @@ from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
 from xiyou.ui.chat import MAX_INPUT_CHARS
+from xiyou.ui.render import JOINER, safe_markdown
 
 APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
 
@@ -166,8 +167,10 @@ def test_model_text_is_markdown_never_raw_html(monkeypatch: pytest.MonkeyPatch, 
         at.chat_input[0].set_value("来点HTML").run()
         at.run()  # the reply again, now drawn from the history
     answer = at.chat_message[-1].markdown[0]
-    assert answer.value == reply
-    assert not answer.proto.allow_html  # rendered as Markdown text: tags are shown, never run
+    assert answer.value == safe_markdown(reply)  # the tags are broken by invisible joiners: shown, never run
+    assert answer.value.replace(JOINER, "") == reply
+    assert not answer.proto.allow_html  # rendered as Markdown text
+    assert history(at)[-1] == ("wukong", reply)  # the stored text is the model's
 
 
 def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.MonkeyPatch, novel_path: Path) -> None:
@@ -177,11 +180,17 @@ def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.Monkey
     at.chat_input[0].set_value("二师兄，吃了吗").run()
     assert not at.exception and not at.error
     name, reply = bubbles(at)[-1]
-    assert name == "assistant" and reply and "（第" not in reply  # the citation is data, drawn as a caption
-    (caption,) = [c.value for c in at.chat_message[-1].caption]
-    assert re.fullmatch(r"📖 《西游记》第[一二三四五六七八九十百]+回.*", caption)
+    assert name == "assistant"
+    from xiyou.canon import get_canon
+
+    chapters = {u.chapter for u in get_canon(novel_path).lines("bajie") if u.text == reply}
+    assert chapters, f"{reply!r} is not one of 八戒's canon lines"  # the citation is not part of the words
+    caption = [c.value for c in at.chat_message[-1].caption]
+    assert len(caption) == 1 and re.match(r"📖 《西游记》第[零一二三四五六七八九十百]+回", caption[0])
     (stored,) = [m for m in history_messages(at) if m.speaker == "bajie"]
-    assert stored.text == reply and isinstance(stored.chapter, int)
+    assert stored.text == reply and stored.chapter in chapters  # stored apart from the words
+    at.run()  # drawn again from the store: the citation stays beside the reply
+    assert [c.value for c in at.chat_message[-1].caption] == caption
 
 
 def history_messages(at: AppTest):

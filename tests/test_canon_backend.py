@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
-from xiyou.backends.base import Backend, BackendError, GenerationSettings, collect
-from xiyou.backends.canon import CanonBackend, split_citation
-from xiyou.canon import Canon, build_canon, chapter_ref, load_novel
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, collect, collect_cited, text_only
+from xiyou.backends.canon import CanonBackend
+from xiyou.canon import Canon, chapter_ref
 from xiyou.canon.rag import RetrievalAugmentedBackend
 from xiyou.character import get_character
 
 SETTINGS = GenerationSettings()
 
 
-@pytest.fixture(scope="module")
-def canon(novel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Canon:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XIYOU_CACHE_DIR", str(tmp_path_factory.mktemp("canon-cache")))
-        return build_canon(load_novel(novel_path))
-
-
-def _ask(backend: CanonBackend, *turns: str) -> str:
+def _messages(backend: CanonBackend, *turns: str) -> list[dict]:
     messages = [{"role": "system", "content": backend.character.meta_instruction}]
     for i, text in enumerate(turns):
         messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
-    return collect(backend, messages, SETTINGS)
+    return messages
+
+
+def _ask(backend: CanonBackend, *turns: str) -> tuple[str, Citation | None]:
+    return collect_cited(backend, _messages(backend, *turns), SETTINGS)
 
 
 @pytest.mark.parametrize("cid", ["sanzang", "wukong", "bajie", "wujing"])
@@ -35,25 +31,41 @@ def test_answers_with_own_line_and_cites_the_chapter(canon: Canon, cid: str) -> 
     backend = CanonBackend(get_character(cid), canon)
     assert isinstance(backend, Backend)
     for question in ("你好，你是谁？", "师父被妖怪抓走了，怎么办？", "hello"):
-        reply = _ask(backend, question)
-        line, ref = split_citation(reply)
-        own = {u.text: u.chapter for u in canon.lines(cid)}
-        assert line in own, f"{cid} answered {line!r}, not one of its canon lines"
-        assert ref == chapter_ref(own[line]) or any(
-            u.text == line and chapter_ref(u.chapter) == ref for u in canon.lines(cid)
-        )
-        assert reply == _ask(backend, question)  # deterministic
+        line, citation = _ask(backend, question)
+        sources = [ex for ex in canon.exchanges(cid) if ex.reply.text == line]
+        assert sources, f"{cid} answered {line!r}, not one of its canon lines"
+        assert "回）" not in line  # the citation is data, never part of the words
+        assert isinstance(citation, Citation)
+        assert citation.chapter in {ex.chapter for ex in sources}
+        assert citation.label().startswith(chapter_ref(citation.chapter))
+        assert (line, citation) == _ask(backend, question)  # deterministic
+        assert collect(backend, _messages(backend, question), SETTINGS) == line  # collect(): text only
+
+
+def test_citation_says_to_whom_the_line_was_said(canon: Canon) -> None:
+    assert Citation(27, "唐三藏").label() == "第二十七回 · 对唐三藏说"
+    assert Citation(100).label() == "第一百回"
+    backend = CanonBackend(get_character("wukong"), canon)
+    exchange = next(
+        ex
+        for ex in canon.exchanges("wukong")
+        if ex.context and ex.context.speaker == "sanzang" and len(ex.context.text) > 30
+    )
+    line, citation = _ask(backend, exchange.context.text)
+    assert citation is not None
+    same = [ex for ex in canon.exchanges("wukong") if ex.reply.text == line and ex.chapter == citation.chapter]
+    assert same and citation.said_to == "唐三藏" and citation.label().endswith("对唐三藏说")
 
 
 def test_context_of_a_canon_exchange_gets_that_reply(canon: Canon) -> None:
     backend = CanonBackend(get_character("bajie"), canon)
     exchange = next(ex for ex in canon.exchanges("bajie") if ex.context and len(ex.context.text) > 30)
-    line, ref = split_citation(_ask(backend, exchange.context.text))
+    line, citation = _ask(backend, exchange.context.text)
     same_context = {
         ex.reply.text for ex in canon.exchanges("bajie") if ex.context and ex.context.text == exchange.context.text
     }
     assert line in same_context
-    assert ref == chapter_ref(exchange.chapter)
+    assert citation is not None and citation.chapter == exchange.chapter
 
 
 def test_streams_several_deltas_and_cancel_stops_it(canon: Canon) -> None:
@@ -61,8 +73,11 @@ def test_streams_several_deltas_and_cancel_stops_it(canon: Canon) -> None:
     messages = [{"role": "user", "content": "你这泼猴，敢跟我比划比划吗？"}]
     deltas = list(backend.stream(messages, SETTINGS))
     assert all(deltas)
-    assert deltas[-1].strip().startswith("（第") and deltas[-1].strip().endswith("回）")
+    assert isinstance(deltas[-1], Citation)  # one citation, last
     line_deltas = deltas[:-1]
+    assert line_deltas and all(isinstance(d, str) for d in line_deltas)
+    cited: list[Citation] = []
+    assert "".join(text_only(iter(deltas), cited.append)) == "".join(line_deltas) and cited == [deltas[-1]]
     long_question = max(
         (ex for ex in canon.exchanges("wukong") if ex.context and ex.reply.text.count("，") >= 3),
         key=lambda ex: len(ex.context.text),
@@ -80,9 +95,9 @@ def test_streams_several_deltas_and_cancel_stops_it(canon: Canon) -> None:
 
 def test_does_not_repeat_itself(canon: Canon) -> None:
     backend = CanonBackend(get_character("sanzang"), canon)
-    first = _ask(backend, "徒弟，前面是什么地方？")
-    second = _ask(backend, "徒弟，前面是什么地方？", first, "徒弟，前面是什么地方？")
-    assert split_citation(first)[0] != split_citation(second)[0]
+    first, _ = _ask(backend, "徒弟，前面是什么地方？")
+    second, _ = _ask(backend, "徒弟，前面是什么地方？", first, "徒弟，前面是什么地方？")
+    assert first != second
 
 
 def test_bad_input_and_missing_novel_are_backend_errors(canon: Canon, monkeypatch) -> None:

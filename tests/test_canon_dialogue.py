@@ -6,20 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from xiyou.canon import UNKNOWN, Canon, build_canon, extract_utterances, load_novel, parse_text
-from xiyou.canon.dialogue import UNSAFE_ALIASES
+from xiyou.canon import UNKNOWN, Canon, extract_utterances, parse_text
+from xiyou.canon.dialogue import speaker_names
 from xiyou.canon.evaluate import format_scores, load_labels, score
 from xiyou.canon.quotes import find_quotes
 from xiyou.character import load_characters
 
 LABELS = Path(__file__).parent / "data" / "attribution_labels.tsv"
-
-
-@pytest.fixture(scope="module")
-def canon(novel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Canon:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XIYOU_CACHE_DIR", str(tmp_path_factory.mktemp("canon-cache")))
-        return build_canon(load_novel(novel_path))
 
 
 def _speakers(text: str) -> list[tuple[str, str]]:
@@ -69,13 +62,18 @@ def test_rules_on_made_up_text() -> None:
         ("bajie", "哥哥！"),  # the one heard speaks, not the hearer
         (UNKNOWN, "大王，祸事了！"),  # 有个小妖: an unnamed someone
         ("sanzang", "善哉。"),
-        (UNKNOWN, "你来。"),  # 师父 is not safe in narration (UNSAFE_ALIASES)
+        (UNKNOWN, "你来。"),  # 师父 is ambiguous in narration (sanzang.toml: ambiguous_in_narration)
     ]  # the mention “齐天大圣” is not an utterance
 
 
-def test_unsafe_aliases_are_real_aliases() -> None:
-    aliases = {a for c in load_characters().values() for a in c.aliases}
-    assert set(UNSAFE_ALIASES) <= aliases
+def test_speaker_names_come_from_the_character_files() -> None:
+    table = speaker_names().table
+    for c in load_characters().values():
+        for alias in c.ambiguous_in_narration:  # 师父, 泼猴 … never attribute speech
+            assert alias in c.aliases and alias not in table
+        for name in c.narration_names:  # 孙长老, 三藏法师 … do
+            assert table[name] == c.id
+    assert table["行者"] == "wukong" and table["观音"] == "观音"
 
 
 @pytest.mark.parametrize(

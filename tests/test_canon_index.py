@@ -14,18 +14,10 @@ from xiyou.canon.rag import augment_messages
 from xiyou.character import get_character
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("canon-cache")
-
-
-@pytest.fixture(scope="module")
-def canon(novel_path: Path, cache_dir: Path) -> Canon:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XIYOU_CACHE_DIR", str(cache_dir))
-        canon = build_canon(load_novel(novel_path))
-        canon.build_indexes()
-        return canon
+@pytest.fixture
+def cache_dir(canon_cache_dir: Path) -> Path:
+    """The session canon's disk cache (see conftest)."""
+    return canon_cache_dir
 
 
 def test_tokenize_is_unigrams_and_bigrams() -> None:
@@ -84,7 +76,7 @@ def test_disk_cache_is_used_by_the_next_build(canon: Canon, novel_path: Path, ca
     monkeypatch.setenv("XIYOU_CACHE_DIR", str(cache_dir))
     entries = list((cache_dir / "canon").iterdir())
     assert len(entries) == 1 and entries[0].name.startswith(canon.novel.sha256[:24])
-    assert (entries[0] / "utterances.pkl").is_file()
+    assert (entries[0] / "utterances.json").is_file()
     assert (entries[0] / "index-wukong-context").is_dir()
 
     def no(*args, **kwargs):
@@ -104,7 +96,7 @@ def test_damaged_cache_is_rebuilt(novel_path: Path, tmp_path: Path, monkeypatch)
     monkeypatch.setenv("XIYOU_CACHE_DIR", str(tmp_path))
     first = build_canon(load_novel(novel_path))
     entry = next((tmp_path / "canon").iterdir())
-    (entry / "utterances.pkl").write_bytes(b"not a pickle")
+    (entry / "utterances.json").write_bytes(b'{"truncated": ')
     stale = entry.with_name(entry.name.rsplit("-", 1)[0] + "-000000000000")  # built by older extraction rules
     stale.mkdir()
     assert build_canon(load_novel(novel_path)).utterances == first.utterances

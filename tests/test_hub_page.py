@@ -110,13 +110,21 @@ def test_send_streams_named_members_then_banter_stores_and_exports(hub, data_dir
     assert all(text.strip() and "（第" not in text for _, text in said[1:])  # the citation is a caption, not text
     avatars = [m.avatar for m in at.main.get("chat_message")]
     assert avatars[:3] == ["🙏", "🐖", "🐒"]
+    # each canon line cites its chapter in the bubble, as in the novel
+    # (and to whom the line was said there, when the novel says), e.g. 📖 《西游记》第二十七回 · 对唐三藏说
+    room = at.session_state[f"room_{cid(at)}"].room
     cites = [[c.value for c in m.caption] for m in at.main.get("chat_message")]
-    assert all(any(c.startswith("📖 《西游记》第") and "回" in c for c in cs) for cs in cites[1:])
+    for entry, cs in zip(room.entries[1:], cites[1:]):
+        assert entry.citation is not None and f"📖 《西游记》{entry.citation.label()}" in cs
+        assert "回）" not in entry.text
     assert "🟢 🐖 **猪八戒**" in sidebar_text(at) and "🟢 🐒 **孙悟空**" in sidebar_text(at)
+    assert [e.name for e in room.entries] == [name for name, _ in said]
     # every line is stored, in order, the citation apart from the text
     assert stored(data_dir, cid(at)) == [text for _, text in said]
     rows = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
-    assert all(isinstance(m.chapter, int) and 1 <= m.chapter <= 100 for m in rows[1:])
+    assert [(m.chapter, m.said_to) for m in rows[1:]] == [
+        (e.citation.chapter, e.citation.said_to) for e in room.entries[1:]
+    ]
     exports = at.sidebar.get("download_button")
     assert len(exports) == 2 and not any(b.proto.disabled for b in exports)
     # continue: the characters go on by themselves; stop is off again when they are done

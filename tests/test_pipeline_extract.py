@@ -37,6 +37,8 @@ def test_roles_resolve_through_aliases():
     assert resolve_role("唐僧") == resolve_role("长老") == "sanzang"
     assert resolve_role("那呆子") == resolve_role("猪八戒") == "bajie"
     assert resolve_role("沙和尚") == "wujing"
+    assert resolve_role("Monkey King") == resolve_role(" sun  wukong ") == resolve_role("孙长老") == "wukong"
+    assert resolve_role("Pigsy") == resolve_role("二师兄") == "bajie"
     assert resolve_role("观音") == "观音"
     assert resolve_role("未知") == resolve_role("") == resolve_role("某人说") == "unknown"
 
@@ -128,3 +130,33 @@ def test_extract_end_to_end_with_faults_rejects_and_resume(tmp_path, novel_path)
         assert (r["character"], turn["output"]) in canon_lines  # 行者 → wukong etc., the line verbatim
         assert turn["system"].startswith("你是")
     assert "agreement with the canon" in proc.stderr
+
+
+def test_extract_with_no_dialogue_lines_records_the_passages_and_says_so(tmp_path, novel_path):
+    """A weak model (issue 17, finding 1): every answer is garbage or empty. No crash: the passages are recorded
+    as rejected or empty, the output and the manifest are written, the exit code says nothing usable came out,
+    and a rerun asks nothing and says the same."""
+    out = tmp_path / "extract.jsonl"
+    args = [
+        sys.executable, "-m", "pipeline.extract", "--novel", str(novel_path), "--out", str(out), "--chapters", "1",
+        "--base-url", "", "--model", "m", "--backoff", "0.01", "--timeout", "5", "--no-progress",
+    ]  # fmt: skip
+    answers = itertools.cycle(["[]", "好的，我明白了。"])
+    with ScriptedOpenAI(reply=lambda r: next(answers)) as s:
+        args[args.index("--base-url") + 1] = s.base_url
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "no usable records" in proc.stderr and "0 lines" in proc.stderr
+        asked = len(s.chat_requests())
+        assert asked > 1
+        proc2 = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc2.returncode == 1 and "Traceback" not in proc2.stderr, proc2.stderr
+        assert "no usable records" in proc2.stderr
+        assert len(s.chat_requests()) == asked  # every passage was recorded: nothing asked again
+    assert out.exists() and out.read_text(encoding="utf-8") == ""
+    raw = (tmp_path / "extract.raw.jsonl").read_text(encoding="utf-8").splitlines()
+    rejects = (tmp_path / "extract.rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    assert raw and rejects and len(raw) + len(rejects) == asked
+    manifest = json.loads((tmp_path / "extract.manifest.json").read_text(encoding="utf-8"))
+    assert [r["stats"]["status"] for r in manifest["runs"]] == ["no_records", "no_records"]

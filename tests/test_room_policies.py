@@ -49,6 +49,25 @@ def test_mentions_follow_the_order_named_by_any_alias() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        ("各位师父好", []),  # plural or generic: nobody in particular
+        ("师父们辛苦了", []),
+        ("诸位长老请坐，悟空也来", ["wukong"]),
+        ("师父，各位师父好", ["sanzang"]),
+        ("师傅，您好", ["sanzang"]),
+        ("Hello Wukong, where is Pigsy?", ["wukong", "bajie"]),  # English names, case-insensitive
+        ("the MONKEY KING and tripitaka", ["wukong", "sanzang"]),
+        ("Sandy!", ["wujing"]),
+        ("Wukongs and Sandyland", []),  # whole words only
+        ("叫Wukong来", ["wukong"]),
+    ],
+)
+def test_mentions_skip_plurals_and_hear_english_names(text: str, expected: list[str]) -> None:
+    assert mentioned(text, list(CHARS.values())) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("八戒，你说呢？", ["bajie"]),
         ("行者和悟净先说，再请长老", ["wukong", "wujing", "sanzang"]),
         ("弼马温！天蓬！", ["wukong", "bajie"]),

@@ -11,13 +11,8 @@ keep answering. The servers are configured through an endpoints file, the way a 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,43 +24,13 @@ from xiyou.room.transcript import PERSON
 pytestmark = pytest.mark.slow
 
 
-@contextlib.contextmanager
-def unpinned_serve(tmp_path: Path) -> Iterator[object]:
-    """`transformers serve` with no model argument: each request's `model` (a local path) picks the model."""
-    from servers import ServedModel, _ready, free_port, testserver_bin
-
-    exe = testserver_bin()
-    port = free_port()
-    log_path = tmp_path / "serve-b.log"
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-    server = ServedModel(f"http://127.0.0.1:{port}/v1", "", port, proc, log_path)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not _ready(port):
-            time.sleep(0.3)
-        if not _ready(port):
-            pytest.fail(f"unpinned `transformers serve` did not start; log:\n{server.log()[-3000:]}")
-        yield server
-    finally:
-        server.stop()
-
-
 def test_three_characters_on_two_servers_and_one_server_dies(tiny_model, tmp_path: Path, monkeypatch) -> None:
     from servers import transformers_serve
 
     monkeypatch.delenv("XIYOU_ENDPOINTS", raising=False)
     alias = tmp_path / "wujing-adapter"
     alias.symlink_to(tiny_model.path, target_is_directory=True)
-    with transformers_serve(tiny_model.path) as server_a, unpinned_serve(tmp_path) as server_b:
+    with transformers_serve(tiny_model.path) as server_a, transformers_serve(None) as server_b:
         endpoints = tmp_path / "endpoints.toml"
         endpoints.write_text(
             f'[wukong]\nbase_url = "{server_a.base_url}"\nmodel = "{server_a.model}"\ntimeout = 60\n'

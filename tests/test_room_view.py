@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from xiyou.backends.base import Citation
 from xiyou.character import load_characters
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.tokens import estimate_tokens
@@ -104,7 +105,8 @@ def test_stop_strings_name_the_others_and_the_person() -> None:
 
 
 def test_canon_citations_stay_out_of_the_views() -> None:
-    entries = [line(PERSON, "八戒"), line("bajie", "俺老猪饿了。\n\n（第二十七回）"), line(PERSON, "悟空？")]
+    cited = Entry("bajie", C["bajie"].name, "俺老猪饿了。", citation=Citation(27, "孙悟空"))
+    entries = [line(PERSON, "八戒"), cited, line(PERSON, "悟空？")]
     view = build_view(C["wukong"], entries, PRESENT, "施主")
     assert view[1]["content"] == "施主：八戒\n\n猪八戒：俺老猪饿了。\n\n施主：悟空？"
     own = build_view(C["bajie"], entries, PRESENT, "施主")

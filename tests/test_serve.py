@@ -26,6 +26,7 @@ from xiyou.backends.factory import make_backend
 from xiyou.character import character_ids, get_character
 from xiyou.endpoints import load_endpoints
 from xiyou.env import REPO_ROOT
+from xiyou.process import http_ok
 
 STANDIN = Path(__file__).with_name("lmdeploy_standin.py")
 
@@ -164,7 +165,7 @@ def test_server_group_starts_waits_for_health_and_stops_all(tiny_model_dir: Path
     with serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240) as group:
         group.start_all()
         procs = [s.process for s in group.running]
-        assert all(serve.healthy(spec.health_url) for spec in plan.servers)
+        assert all(http_ok(spec.health_url) for spec in plan.servers)
         # The endpoints the plan wrote reach each character's own server, by the character's model name.
         for cid in ("wukong", "bajie"):
             endpoint = plan.endpoints[cid].model_copy(update={"send_repetition_penalty": False})  # LMDeploy-only
@@ -177,7 +178,7 @@ def test_server_group_starts_waits_for_health_and_stops_all(tiny_model_dir: Path
         assert died is not None and died.spec.name == "bajie"
         assert group.running[0].alive()
     assert all(p.poll() is not None for p in procs)
-    assert not any(serve.healthy(spec.health_url, timeout=1) for spec in plan.servers)
+    assert not any(http_ok(spec.health_url, timeout=1) for spec in plan.servers)
 
 
 @pytest.mark.slow
@@ -191,7 +192,7 @@ def test_a_server_failing_to_start_stops_the_others(tiny_model_dir: Path, tmp_pa
     with pytest.raises(ServeError, match=r"bajie exited with code 2 while starting(.|\n)*does not exist"):
         group.start_all()
     assert group.running == []
-    assert not serve.healthy(plan.servers[0].health_url, timeout=1)
+    assert not http_ok(plan.servers[0].health_url, timeout=1)
 
 
 @pytest.mark.slow
@@ -214,7 +215,7 @@ def test_the_command_serves_until_ctrl_c_then_stops_everything(tiny_model_dir: P
         endpoints = load_endpoints(endpoints_out)
         assert set(endpoints) == {"wukong", "bajie"}
         for config in endpoints.values():
-            assert serve.healthy(config.base_url.removesuffix("/v1") + "/health")
+            assert http_ok(config.base_url.removesuffix("/v1") + "/health")
         started = [json.loads(x) for x in record.read_text(encoding="utf-8").splitlines()]
         assert [option(s["argv"], "--model-name") for s in started] == ["wukong", "bajie"]
         assert all(option(s["argv"], "--server-name") == "127.0.0.1" for s in started)
@@ -233,7 +234,7 @@ def test_the_command_serves_until_ctrl_c_then_stops_everything(tiny_model_dir: P
             time.sleep(0.2)
         assert not _pid_alive(s["pid"])
     for config in endpoints.values():
-        assert not serve.healthy(config.base_url.removesuffix("/v1") + "/health", timeout=1)
+        assert not http_ok(config.base_url.removesuffix("/v1") + "/health", timeout=1)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -190,19 +190,21 @@ def _load_dir(directory: Path) -> dict[str, Character]:
 
 
 def _check_names_unique(by_id: dict[str, tuple[Path, Character]]) -> None:
-    """A name (alias, narration name, English name) may belong to one character only; forms of address may be
-    shared (a shared one names nobody in particular)."""
-    owner: dict[str, tuple[Path, str]] = {}
-    for path, c in by_id.values():
-        for name in (*c.names, *c.narration_names, *c.english_names):
+    """A name (alias, narration name, English name) belongs to one character only. A form of address may be shared
+    with another character's form of address (then it calls nobody in particular), never with his names."""
+    owner: dict[str, tuple[Path, str, bool]] = {}  # casefolded name -> (file, id, only a form of address)
+    for path, c in sorted(by_id.values(), key=lambda pc: (pc[1].order, pc[1].id)):  # the later one is blamed
+        own = {n.casefold() for n in (*c.names, *c.narration_names, *c.english_names)}
+        for name in (*c.names, *c.narration_names, *c.english_names, *c.forms_of_address):
             key = name.casefold()
-            if key in owner and owner[key][1] != c.id:
-                other_path, other_id = owner[key]
+            is_form = key not in own
+            if key in owner and owner[key][1] != c.id and not (is_form and owner[key][2]):
+                other_path, other_id, _ = owner[key]
                 raise CharacterError(
                     f"{path}: the name {name!r} is also a name of {other_id!r} ({other_path.name}); "
-                    "a name may belong to one character only (put shared ones in `forms_of_address`)"
+                    "a name belongs to one character only (only forms of address may be shared)"
                 )
-            owner.setdefault(key, (path, c.id))
+            owner.setdefault(key, (path, c.id, is_form))
 
 
 @functools.cache

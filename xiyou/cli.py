@@ -98,6 +98,7 @@ def _register_canon() -> None:
 
 
 _register_canon()
+main.add_command(__import__("xiyou.story.cli", fromlist=["scenes_cmd"]).scenes_cmd)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,12 @@ PLURAL_BEFORE: tuple[str, ...] = ("各位", "诸位", "列位", "众位", "几�
 #: After a name this makes it plural (师父们).
 PLURAL_AFTER = "们"
 
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+#: Invisible characters (zero-width spaces and joiners, word joiner, BOM, bidi marks, soft hyphen): they hide a name
+#: from the eye and from matching, so every lookup drops them.
+INVISIBLE = frozenset(
+    "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"
+)
+_INVISIBLE = re.compile(f"[{''.join(sorted(INVISIBLE))}]")
 _LABEL_PREFIXES = ("那", "这", "老")  # 那呆子 -> 呆子, 那行者 -> 行者 (labels written by an LLM, narration)
 
 
@@ -84,9 +89,11 @@ def names_him_in(name: str, chapter: int) -> bool:
     return rule is None or rule.names_him_in(chapter)
 
 
-def all_names(cid: str) -> tuple[str, ...]:
-    """Every way to name or call him: aliases, forms of address, narration names, English names."""
-    c = _character(cid)
+def all_names(character: str | Character) -> tuple[str, ...]:
+    """Every way to name or call him: aliases, forms of address, narration names, English names.
+
+    `character` is an id or a loaded `Character` (a character file outside the package)."""
+    c = character if isinstance(character, Character) else _character(character)
     return tuple(dict.fromkeys([*c.names, *c.forms_of_address, *c.narration_names, *c.english_names]))
 
 

@@ -7,12 +7,14 @@
   (TF-IDF centroids): 0 means they all sound alike;
 - canon_similarity: mean cosine similarity of a reply to its nearest canon line of the same character;
 - length: mean and median reply length in characters.
+
+Replies are text only: a canon reply's citation is data beside it (the `citation` field of a reply record,
+see `xiyou.backends.base.Citation`), never part of the words, so nothing here has to strip it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import statistics
 from collections.abc import Sequence
 
@@ -21,13 +23,6 @@ import numpy as np
 from pipeline.evaluation.classifier import WhoSaidIt
 from xiyou.character import Character
 from xiyou.persona import broken_persona, uses_self_ref
-
-#: The canon backend cites its source chapter after the line; the citation is not part of the character's words.
-_CITATION = re.compile(r"\s*[（(]\s*(?:出自)?\s*第[〇零一二三四五六七八九十百两\d]+回[^）)]*[）)]\s*$")
-
-
-def strip_citation(text: str) -> str:
-    return _CITATION.sub("", text).strip()
 
 
 @dataclasses.dataclass
@@ -60,7 +55,7 @@ def compute_metrics(
     """`replies` maps character id → that character's reply texts; `canon_lines` → its canon lines."""
     labels = classifier.labels
     ids = [cid for cid in labels if replies.get(cid)]
-    cleaned = {cid: [strip_citation(t) for t in replies[cid]] for cid in ids}
+    cleaned = {cid: [t.strip() for t in replies[cid]] for cid in ids}
     vec = classifier.vectorizer
 
     centroids = {}

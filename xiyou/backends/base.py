@@ -1,5 +1,8 @@
 """The backend interface: given the message list and generation settings, yield text deltas.
 
+A backend may end a reply with one `Citation` (where the reply comes from in the novel): consumers that want
+text only use `collect()` or `text_only()`.
+
 Apps, the hub, the pipeline and the evaluation all speak to characters through this, so any character can
 run on local weights, on an LMDeploy server, on any OpenAI-compatible API, or offline on its canon lines.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 from xiyou.character import Character
@@ -26,6 +29,28 @@ class BackendError(RuntimeError):
 
     Never shown as if a character said it: pages show it as an error notice, the room as a member's error.
     """
+
+
+@dataclasses.dataclass(frozen=True)
+class Citation:
+    """Where a canon reply comes from in the novel: the chapter, and to whom the line was said there."""
+
+    chapter: int
+    said_to: str | None = None  # display name of who the line was said to in the novel, e.g. "唐三藏"
+
+    def label(self) -> str:
+        """ "第二十七回 · 对唐三藏说", or "第二十七回" when `said_to` is None."""
+        from xiyou.canon.loader import chapter_ref
+
+        ref = chapter_ref(self.chapter)
+        return f"{ref} · 对{self.said_to}说" if self.said_to else ref
+
+    def to_json(self) -> dict[str, object]:
+        return {"chapter": self.chapter, "said_to": self.said_to, "label": self.label()}
+
+
+#: What a backend's `stream` yields: text deltas and, at most once and last, a Citation.
+Piece = str | Citation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +95,9 @@ class GenerationSettings:
 class Backend(Protocol):
     """Makes one character speak.
 
-    `stream` yields text deltas (non-empty strings) of one reply. Setting `cancel` stops it at the next
-    delta; closing the iterator does too. Failures raise BackendError with a message a person can act on.
+    `stream` yields text deltas (non-empty strings) of one reply and, optionally, one final `Citation` (the
+    offline canon backend does). Setting `cancel` stops it at the next delta; closing the iterator does too.
+    Failures raise BackendError with a message a person can act on.
     """
 
     #: A short human-readable description, e.g. "transformers: /models/wukong (cpu)".
@@ -82,12 +108,38 @@ class Backend(Protocol):
         messages: Sequence[Message],
         settings: GenerationSettings,
         cancel: threading.Event | None = None,
-    ) -> Iterator[str]: ...
+    ) -> Iterator[Piece]: ...
+
+
+def text_only(stream: Iterable[Piece], on_citation: Callable[[Citation], object] | None = None) -> Iterator[str]:
+    """The text deltas of `stream`; its Citation (if any) goes to `on_citation` (e.g. for `st.write_stream`).
+
+    Closing this iterator closes `stream` (which cancels the generation)."""
+    try:
+        for piece in stream:
+            if isinstance(piece, Citation):
+                if on_citation is not None:
+                    on_citation(piece)
+            elif piece:
+                yield piece
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def collect_cited(
+    backend: Backend, messages: Sequence[Message], settings: GenerationSettings
+) -> tuple[str, Citation | None]:
+    """The whole reply as one string, and its citation (None when the backend gives none)."""
+    found: list[Citation] = []
+    text = "".join(text_only(backend.stream(messages, settings), found.append))
+    return text, (found[-1] if found else None)
 
 
 def collect(backend: Backend, messages: Sequence[Message], settings: GenerationSettings) -> str:
-    """The whole reply as one string (for scripts, the pipeline and the evaluation)."""
-    return "".join(backend.stream(messages, settings))
+    """The whole reply as one string, text only (for scripts, the pipeline and the evaluation)."""
+    return collect_cited(backend, messages, settings)[0]
 
 
 def validate_messages(messages: Sequence[Message]) -> None:

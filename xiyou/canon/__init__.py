@@ -5,8 +5,9 @@ Cheap to import: the heavy libraries (bm25s, numpy, OpenCC) load on first use.
 
 from xiyou.canon.core import EXTRACTOR_VERSION, Canon, Hit, build_canon, cache_root, get_canon
 from xiyou.canon.dialogue import UNKNOWN, Utterance, extract_utterances
-from xiyou.canon.exchanges import CHARACTER_IDS, Exchange
+from xiyou.canon.exchanges import Exchange
 from xiyou.canon.loader import Chapter, Novel, NovelError, chapter_ref, load_novel, parse_text
+from xiyou.names import CHARACTER_IDS
 
 __all__ = [
     "CHARACTER_IDS",

@@ -13,18 +13,18 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 import threading
 from pathlib import Path
 
 from xiyou.canon.dialogue import UNKNOWN, Utterance, extract_utterances
-from xiyou.canon.exchanges import CHARACTER_IDS, Exchange, assign_scenes, build_exchanges, xtuner_records
+from xiyou.canon.exchanges import Exchange, assign_scenes, build_exchanges, xtuner_records
 from xiyou.canon.index import Index, save_dir_atomic, top_k
 from xiyou.canon.loader import Novel, NovelError, chapter_ref, load_novel
+from xiyou.names import CHARACTER_IDS
 
 #: Bump when the cache layout changes. The disk cache is also keyed by `extractor_fingerprint()`, so editing the
 #: attribution rules or the characters' aliases invalidates it by itself.
-EXTRACTOR_VERSION = 1
+EXTRACTOR_VERSION = 2  # 2: utterances as JSON (was a pickle)
 
 
 @functools.cache
@@ -36,8 +36,12 @@ def extractor_fingerprint() -> str:
     here = Path(__file__).parent
     for name in ("dialogue.py", "quotes.py", "exchanges.py", "index.py"):
         h.update((here / name).read_bytes())
-    for c in load_characters().values():
-        h.update(f"{c.id}:{','.join(c.names)}".encode())
+    h.update((here.parent / "names.py").read_bytes())
+    for c in load_characters().values():  # the names the attribution reads (xiyou.names.narration_names …)
+        fields = c.model_dump(
+            include={"id", "name", "aliases", "narration_names", "ambiguous_in_narration", "narration_chapters"}
+        )
+        h.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
@@ -129,12 +133,16 @@ class Canon:
 
     def _load_or_build(self, character_id: str, field: str) -> Index:
         target = self.cache_dir / f"index-{character_id}-{field}" if self.cache_dir else None
-        if target is not None and target.is_dir():
+        exchanges = self._exchanges[character_id]
+        if target is not None and target.exists():
             try:
-                return Index.load(target)
+                # bm25s keeps an index as JSON and .npy arrays, loaded with allow_pickle=False: nothing executes
+                index = Index.load(target)
+                if index.size == len(exchanges):
+                    return index
             except Exception:  # a damaged cache is rebuilt, never fatal
                 pass
-        exchanges = self._exchanges[character_id]
+            _discard(target)  # else the new one could never take its place (os.replace onto a full directory)
         if field == "context":
             texts = [ex.context.text if ex.context else "" for ex in exchanges]
         else:
@@ -153,10 +161,21 @@ class Canon:
             for field in ("context", "reply"):
                 self.index(cid, field)
 
-    def search(self, character_id: str, query: str, k: int = 5, field: str = "both") -> list[Hit]:
+    def chapter_mask(self, character_id: str, max_chapter: int | None):
+        """Boolean mask over the character's exchanges: True for chapters <= max_chapter (None: no mask)."""
+        if max_chapter is None:
+            return None
+        import numpy as np
+
+        return np.asarray([ex.chapter <= max_chapter for ex in self.exchanges(character_id)], dtype=bool)
+
+    def search(
+        self, character_id: str, query: str, k: int = 5, field: str = "both", max_chapter: int | None = None
+    ) -> list[Hit]:
         """The k exchanges of the character that best match `query` (BM25 over context + reply), best first.
 
         `field`: "both" (default), "context" (what was said to the character) or "reply" (the character's words).
+        `max_chapter`: only exchanges from chapters up to it (masked before the top k is taken).
         """
         fields = ("context", "reply") if field == "both" else (field,)
         scores = None
@@ -164,33 +183,101 @@ class Canon:
             s = self.index(character_id, f).scores(query)
             scores = s if scores is None else scores + s
         exchanges = self._exchanges[character_id]
-        return [Hit(exchanges[i], float(scores[i])) for i in top_k(scores, k)]
+        allowed = self.chapter_mask(character_id, max_chapter)
+        return [Hit(exchanges[i], float(scores[i])) for i in top_k(scores, k, allowed)]
 
 
 # --- building and caching ---------------------------------------------------------------------------------------
 
+#: The cache holds data only: JSON (utterances, bm25s vocabularies) and .npy arrays read without pickle, so a file
+#: planted in a writable cache directory can at worst be refused and rebuilt, never run.
+UTTERANCES_FILE = "utterances.json"
+#: Temporary files and directories older than this in a cache directory are left by an interrupted write.
+STALE_TEMP_SECONDS = 600
+_ROW_TYPES = (int, int, str, str, str, int)  # Utterance: chapter, offset, speaker, text, name, end
+
+
+def _read_utterances(path: Path, novel: Novel) -> list[Utterance] | None:
+    """The cached utterances if the file is whole, for this novel and these rules; else None (rebuild).
+
+    The file is two lines of JSON: a header (novel sha256, extractor fingerprint, count, sha256 of the second
+    line) and the rows."""
+    try:
+        header_line, body = path.read_bytes().split(b"\n", 1)
+        header = json.loads(header_line)
+        if header.get("sha256") != novel.sha256 or header.get("extractor") != extractor_fingerprint():
+            return None
+        if header.get("checksum") != hashlib.sha256(body).hexdigest():
+            return None
+        rows = json.loads(body)
+        if not isinstance(rows, list) or header.get("count") != len(rows):
+            return None
+        for row in rows:  # types as declared: a tampered file is refused, never half-used
+            if len(row) != len(_ROW_TYPES) or not all(type(v) is t for v, t in zip(row, _ROW_TYPES)):
+                return None
+        return [Utterance(*row) for row in rows]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
 
 def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
-    path = cache_dir / "utterances.pkl" if cache_dir else None
+    path = cache_dir / UTTERANCES_FILE if cache_dir else None
     if path is not None and path.is_file():
-        try:
-            rows = pickle.loads(path.read_bytes())
-            return [Utterance(*row) for row in rows]
-        except Exception:
-            pass
+        cached = _read_utterances(path, novel)
+        if cached is not None:
+            return cached
     utterances = extract_utterances(novel)
     if path is not None:
         from xiyou.io import write_bytes_atomic
 
         _prune_stale(cache_dir)
-        rows = [dataclasses.astuple(u) for u in utterances]
+        body = json.dumps([dataclasses.astuple(u) for u in utterances], ensure_ascii=False, separators=(",", ":"))
+        body_bytes = body.encode("utf-8")
+        header = {
+            "sha256": novel.sha256,
+            "extractor": extractor_fingerprint(),
+            "source": novel.path,
+            "count": len(utterances),
+            "checksum": hashlib.sha256(body_bytes).hexdigest(),
+        }
         try:
-            write_bytes_atomic(path, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
-            meta = {"sha256": novel.sha256, "extractor": extractor_fingerprint(), "source": novel.path}
-            (cache_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            write_bytes_atomic(path, json.dumps(header, ensure_ascii=False).encode("utf-8") + b"\n" + body_bytes)
         except OSError:
             pass
     return utterances
+
+
+def _discard(path: Path) -> None:
+    """Remove a file or directory, first renaming it aside so no reader sees it half-deleted (best effort)."""
+    import shutil
+
+    aside = path.with_name(f".{path.name}.discarded-{os.getpid()}-{threading.get_ident()}")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        aside = path
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
+def _clean_stale_temps(cache_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> None:
+    """Remove what interrupted writes left in `cache_dir` (hidden `.name.*` temp files and directories) once they
+    are older than `max_age` seconds, so a write in progress in another process is left alone."""
+    import time
+
+    try:
+        entries = [p for p in cache_dir.iterdir() if p.name.startswith(".")]
+    except OSError:
+        return
+    now = time.time()
+    for p in entries:
+        try:
+            if now - p.lstat().st_mtime > max_age:
+                _discard(p)
+        except OSError:
+            continue
 
 
 def _prune_stale(cache_dir: Path) -> None:
@@ -209,6 +296,8 @@ def _prune_stale(cache_dir: Path) -> None:
 def build_canon(novel: Novel, cache: bool = True) -> Canon:
     """A Canon for a loaded novel, reusing the disk cache for that text when `cache`."""
     cache_dir = cache_root() / "canon" / f"{novel.sha256[:24]}-{extractor_fingerprint()}" if cache else None
+    if cache_dir is not None:
+        _clean_stale_temps(cache_dir)
     return Canon(novel, _utterances_cached(novel, cache_dir), cache_dir=cache_dir)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from xiyou.canon.loader import Chapter, Novel
 from xiyou.canon.quotes import Quote, find_quotes
+from xiyou.names import CHARACTER_IDS, names_him_in, narration_names
 
 UNKNOWN = "unknown"
 
@@ -37,35 +38,8 @@ class Utterance:
 
 # --- which names may attribute speech -------------------------------------------------------------------------
 
-#: Aliases that must NOT attribute speech when they are the subject of narration, and why.
-#: Everything else in a character's `aliases` is safe: in the narration of 西游记 it names that character only.
-UNSAFE_ALIASES: dict[str, str] = {
-    # 师父 in narration is rare and names 菩提祖师 in chapters 1-2, other masters elsewhere.
-    "师父": "ambiguous: 菩提祖师 is 悟空's 师父 in chapters 1-2; other masters and disciples use it too",
-    # 泼猴/猴头 are insults other people use; in narration they may be any monkey.
-    "泼猴": "an insult others use; in narration any monkey",
-    "猴头": "an insult others use; in narration any monkey",
-    # 弟子 and the other self references are speech-only (not in `aliases`); 黄婆/木母/心猿/金公 are allegory in verse.
-    "黄婆": "allegory in verse, not a narration name",
-    "木母": "allegory in verse, not a narration name",
-    "心猿": "allegory in verse, not a narration name",
-}
-#: Aliases safe only in some chapters (alias -> the chapters where the narration uses it for the character).
-#: 长老 alone is 唐僧 from chapter 13 on, except where another 长老 is on stage: 金池长老 (16-17), 孙长老 (悟空 as
-#: the doctor of 朱紫国, 68-71) and the old monk of 布金寺 (93); before 13 it is 法明长老 and others.
-ONLY_IN_CHAPTERS: dict[str, frozenset[int]] = {
-    "长老": frozenset(range(13, 101)) - {16, 17, 68, 69, 70, 71, 93},
-}
-#: Chapters where a safe alias is nonetheless ambiguous (alias -> chapters).
-AMBIGUOUS_IN_CHAPTERS: dict[str, frozenset[int]] = {
-    # 平天大圣 牛魔王 and his sworn brothers, 六耳猕猴 as a second 大圣/行者/猴王 (58).
-    "大圣": frozenset({3, 4, 58, 60, 61}),
-    "猴王": frozenset({58}),
-    "美猴王": frozenset({58}),
-    "行者": frozenset({58}),
-    "孙行者": frozenset({58}),
-    "孙大圣": frozenset({58}),
-}
+# The names of the four in the narration (and which aliases do not count, or only in some chapters, and why) live
+# in the character files: see `xiyou.names.narration_names`, `ambiguous_in_narration`, `names_him_in`.
 
 #: Other speakers the narration names often (kept as the name). Longest match wins at the start of a clause.
 OTHER_SPEAKERS: tuple[str, ...] = (
@@ -402,34 +376,11 @@ class SpeakerNames:
 
 @functools.cache
 def speaker_names() -> SpeakerNames:
-    """Aliases of the four (minus UNSAFE_ALIASES, plus 唐长老-style safe compounds) and the other speakers."""
-    from xiyou.character import load_characters
-
+    """The narration names of the four (`xiyou.names.narration_names`) and the other speakers."""
     table: dict[str, str] = {name: name for name in OTHER_SPEAKERS}
-    for c in load_characters().values():
-        for alias in c.names:
-            if alias not in UNSAFE_ALIASES:
-                table[alias] = c.id
-    # Safe compounds of unsafe aliases and a few narration-only names.
-    table.update(
-        {
-            "唐长老": "sanzang",
-            "唐师父": "sanzang",
-            "孙长老": "wukong",
-            "猪长老": "bajie",
-            "沙长老": "wujing",
-            "猪八戒": "bajie",
-            "八戒": "bajie",
-            "沙和尚": "wujing",
-            "大师兄": "wukong",
-            "二师兄": "bajie",
-            "三藏法师": "sanzang",
-            "唐三藏": "sanzang",
-            "陈玄奘": "sanzang",
-            "玄奘": "sanzang",
-            "猪刚鬣": "bajie",
-        }
-    )
+    for cid in CHARACTER_IDS:
+        for name in narration_names(cid):
+            table[name] = cid
     names = sorted(table, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(n) for n in names))
     return SpeakerNames(table=table, pattern=pattern)
@@ -535,9 +486,7 @@ def _resolve_clause(
 
 
 def _speaker_for(name: str, names: SpeakerNames, chapter: int) -> tuple[str, str] | bool:
-    if chapter in AMBIGUOUS_IN_CHAPTERS.get(name, ()):
-        return False
-    if name in ONLY_IN_CHAPTERS and chapter not in ONLY_IN_CHAPTERS[name]:
+    if not names_him_in(name, chapter):
         return False
     return names.table[name], name
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xiyou.canon.dialogue import UNKNOWN, Utterance
-from xiyou.canon.exchanges import CHARACTER_IDS
+from xiyou.names import CHARACTER_IDS
 
 OTHER = "other"
 

@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from xiyou.canon.dialogue import Utterance
+from xiyou.names import CHARACTER_IDS
 
 SCENE_GAP = 150  # characters of narration that still belong to the same conversation
-CHARACTER_IDS = ("sanzang", "wukong", "bajie", "wujing")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,9 @@ import dataclasses
 import functools
 import hashlib
 import html
+import os
 import re
+import stat
 from pathlib import Path
 
 
@@ -292,17 +294,59 @@ def parse_text(text: str, encoding: str = "utf-8", path: str = "") -> Novel:
     return Novel(chapters=tuple(chapters), encoding=encoding, converted_from_traditional=traditional, path=path)
 
 
-def load_novel(path: str | Path) -> Novel:
-    """Load the novel from `path`; raises NovelError (missing, unreadable, not the novel) with what was found."""
-    path = Path(path).expanduser()
+#: The novel is about 2.2 MB as UTF-8 (3 MB with HTML tags); a file many times that is not it.
+MAX_NOVEL_BYTES = 32 * 1024 * 1024
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def read_novel_bytes(path: Path, limit: int = MAX_NOVEL_BYTES) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them. Devices (/dev/zero), pipes (a FIFO would
+    block) and oversized files raise NovelError: nothing is read from them."""
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; the check below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise NovelError(f"{path}: no such file; set XIYOU_NOVEL or pass --novel with the novel's path") from None
     except IsADirectoryError:
         raise NovelError(f"{path}: is a directory; give the path of the novel's text file") from None
     except OSError as e:
         raise NovelError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = _file_kind(st.st_mode)
+        raise NovelError(f"{path}: is {kind}, not a text file; give the path of the novel's text file")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > limit:
+            raise NovelError(
+                f"{path}: {st.st_size:,} bytes is too big for the novel (at most {limit:,}); is this the novel's text?"
+            )
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise NovelError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    if len(data) > limit:  # it grew while we read
+        raise NovelError(f"{path}: more than {limit:,} bytes is too big for the novel; is this the novel's text?")
+    return data
+
+
+def load_novel(path: str | Path) -> Novel:
+    """Load the novel from `path`; raises NovelError (missing, unreadable, not a regular file, too big, not the
+    novel) with what was found."""
+    path = Path(path).expanduser()
+    data = read_novel_bytes(path)
     if not data.strip():
         raise NovelError(f"{path}: the file is empty; found 0 chapters")
     try:

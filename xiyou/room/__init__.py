@@ -10,11 +10,12 @@ from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, MemberStatus, Plan
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.member import Member
 from xiyou.room.policies import POLICIES, POLICY_HELP, POLICY_LABELS
-from xiyou.room.transcript import PERSON, Entry, Notice, transcript_jsonl, transcript_markdown
+from xiyou.room.transcript import NARRATOR, PERSON, Entry, Notice, transcript_jsonl, transcript_markdown
 
 __all__ = [
     "DEFAULT_BANTER",
     "DEFAULT_PERSON",
+    "NARRATOR",
     "PERSON",
     "POLICIES",
     "POLICY_HELP",

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from xiyou.names import CHARACTER_IDS, check_person_name
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, Room
 from xiyou.room.events import MemberFailed, ReplyDropped, Stopped, TurnEnded
 from xiyou.room.lineup import OFFLINE_HELP, LineupError, build_lineup, canon_retriever, load_canon
@@ -19,8 +20,19 @@ def _echo_json(data: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
+def _person(value: str) -> str:
+    try:
+        return check_person_name(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _line(entry: Entry) -> dict[str, object]:
-    return {"speaker": entry.name, "id": entry.speaker, "text": entry.text}
+    line: dict[str, object] = {"speaker": entry.name, "id": entry.speaker, "text": entry.text}
+    if entry.citation is not None:
+        line["citation"] = entry.citation.label()
+        line["chapter"] = entry.citation.chapter
+    return line
 
 
 @click.command("room")
@@ -28,7 +40,7 @@ def _line(entry: Entry) -> dict[str, object]:
 @click.option(
     "-m",
     "--members",
-    default="sanzang,wukong,bajie,wujing",
+    default=",".join(CHARACTER_IDS),
     show_default=True,
     help="Comma-separated character ids in the room.",
 )
@@ -51,7 +63,13 @@ def _line(entry: Entry) -> dict[str, object]:
     show_default=True,
     help="Auto-banter turns after the answers.",
 )
-@click.option("--person", default=DEFAULT_PERSON, show_default=True, help="Your name in the room.")
+@click.option(
+    "--person",
+    default=DEFAULT_PERSON,
+    show_default=True,
+    callback=lambda _ctx, _param, value: _person(value),
+    help="Your name in the room (not a name of the four).",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the random draws (natural policy, banter).")
 @click.option("--canon-hints/--no-canon-hints", default=False, help="Add canon passages to model members' prompts.")
 def room_cmd(
@@ -66,12 +84,19 @@ def room_cmd(
 ) -> None:
     """Say MESSAGE to the room; print the transcript as JSON lines.
 
-    Each line is {"speaker": name, "id": id, "text": ...}; a member that fails prints
+    Each line is {"speaker": name, "id": id, "text": ...}, plus "citation" ("第二十七回 · 对唐三藏说") and
+    "chapter" (27) for a canon reply; a member that fails prints
     {"speaker": name, "id": id, "error": ...} and the others go on. Exit status 1 when nobody could speak.
     """
     ids = [i.strip() for i in members.split(",") if i.strip()]
     if not ids:
         raise click.BadParameter("name at least one character id", param_hint="--members")
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise click.BadParameter(
+            f"{', '.join(twice)} named more than once ({members}); each character can be in the room once",
+            param_hint="--members",
+        )
     try:
         lineup = build_lineup(ids, endpoints)
     except LineupError as e:

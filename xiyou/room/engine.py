@@ -20,13 +20,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
-from xiyou.backends.base import BackendError
+from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.member import Member
 from xiyou.room.policies import Policy, banter_speaker, check_policy, responders
-from xiyou.room.transcript import PERSON, Entry, Notice
+from xiyou.room.transcript import NARRATOR, PERSON, Entry, Notice
 from xiyou.room.view import DEFAULT_TOKEN_BUDGET, build_view
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Plan:
     banter_left: int
     failed: set[str] = dataclasses.field(default_factory=set)
     done: bool = False
+    banter_spoke: bool = False  # the last turn was a banter turn (the narrator may speak between two)
 
 
 class Room:
@@ -82,6 +83,8 @@ class Room:
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         seed: int | None = None,
         characters: Iterable[Character] | None = None,
+        narrator: Member | None = None,
+        narrate_banter: bool = False,
     ) -> None:
         self.members: list[Member] = []
         self.entries: list[Entry] = []
@@ -96,6 +99,10 @@ class Room:
         self._idle = threading.Event()
         self._idle.set()
         self._known = {c.id: c for c in (characters if characters is not None else load_characters().values())}
+        #: The optional narrator (issue 16.4): never picked by a policy; speaks on `narrate()` and, with
+        #: `narrate_banter`, between two auto-banter turns. Hears every line.
+        self.narrator = narrator
+        self.narrate_banter = narrate_banter
         self.set_members(members)
 
     # ----- members -----------------------------------------------------------------------------------------
@@ -122,6 +129,18 @@ class Room:
                 return m
         raise KeyError(f"{member_id!r} is not in the room; members: {', '.join(m.id for m in self.members) or 'none'}")
 
+    def present_ids(self) -> tuple[str, ...]:
+        """Who hears a line said now: every member in the room, muted ones included, and the narrator (see
+        `Entry.present`)."""
+        ids = tuple(m.id for m in self.members)
+        return (*ids, self.narrator.id) if self.narrator is not None else ids
+
+    def _speaker(self, member_id: str) -> Member:
+        """A member, or the narrator by its id; KeyError otherwise."""
+        if self.narrator is not None and member_id == self.narrator.id:
+            return self.narrator
+        return self.member(member_id)
+
     def mute(self, member_id: str, muted: bool = True) -> None:
         self.member(member_id).muted = muted
         self.set_members(self.members)
@@ -132,7 +151,7 @@ class Room:
         text = text.strip()
         if not text:
             raise ValueError("nothing to say: the message is empty")
-        entry = Entry(PERSON, self.person, text)
+        entry = Entry(PERSON, self.person, text, present=self.present_ids())
         self.entries.append(entry)
         return entry
 
@@ -167,7 +186,7 @@ class Room:
         self._cancel.clear()
         queue_ = list(speakers) if speakers is not None else self.next_speakers()
         for sid in queue_:
-            self.member(sid)  # unknown ids fail before anything is said
+            self._speaker(sid)  # unknown ids fail before anything is said
         return Plan(queue_, max(self.banter_turns if banter is None else banter, 0))
 
     def plan_continue(self, turns: int | None = None) -> Plan:
@@ -186,17 +205,24 @@ class Room:
             plan.done = True
             yield self._stopped()
             return
+        banter = False
         if plan.queue:
             sid: str | None = plan.queue.pop(0)
+        elif plan.banter_left > 0 and plan.banter_spoke and self.narrate_banter and self.narrator is not None:
+            sid = self.narrator.id  # between two banter turns: a line of narration
+            plan.banter_spoke = False
         elif plan.banter_left > 0:
             plan.banter_left -= 1
+            banter = True
             sid = banter_speaker(self.policy, self.entries, self.members, self.rng, exclude=plan.failed)
         else:
             sid = None
         if sid is None:
             plan.done = True
             return
-        member = next((m for m in self.members if m.id == sid), None)  # None: left the room since the plan
+        plan.banter_spoke = banter
+        # None: left the room since the plan
+        member = next((m for m in (*self.members, *([self.narrator] if self.narrator else [])) if m.id == sid), None)
         if member is not None and member.active:
             ok = yield from self._turn(member)
             if ok is None:
@@ -213,6 +239,20 @@ class Room:
     def continue_(self, turns: int | None = None) -> Iterator[Event]:
         """Let the characters go on talking among themselves for up to `turns` turns (default: banter cap)."""
         yield from self._run(self.plan_continue(turns))
+
+    def narrate(self) -> Iterator[Event]:
+        """One turn of the narrator (the person's /narrate or button); ValueError when the room has none."""
+        if self.narrator is None:
+            raise ValueError("this room has no narrator; start it with one (e.g. `xiyou room --narrator`)")
+        yield from self._run(self.plan([self.narrator.id], banter=0))
+
+    def post_narration(self, text: str, name: str = "旁白") -> Entry:
+        """Post `text` as the narrator's line as is (a scene's opening setting), without asking any backend."""
+        speaker = self.narrator.id if self.narrator is not None else NARRATOR
+        name = self.narrator.name if self.narrator is not None else name
+        entry = Entry(speaker, name, text.strip(), present=self.present_ids())
+        self.entries.append(entry)
+        return entry
 
     def speak(self, member_id: str) -> Iterator[Event]:
         """One turn by `member_id`, whatever the policy (the manual policy's pick)."""
@@ -256,13 +296,13 @@ class Room:
         yield TurnStarted(member.id)
         stream_cancel = threading.Event()
         finished = False
-        citation: object | None = None
+        citation: Citation | None = None
         try:
             for piece in self._pump(member, messages, settings, stream_cancel):
                 if isinstance(piece, float):
                     yield Waiting(member.id, piece)
                     continue
-                if not isinstance(piece, str):  # a canon reply's citation: data, never text
+                if isinstance(piece, Citation):
                     citation = piece
                     continue
                 shown = guard.feed(piece)
@@ -302,7 +342,7 @@ class Room:
             self.notices.append(notice)
             yield ReplyDropped(member.id, notice)
             return True
-        entry = Entry(member.id, member.name, text, **({"citation": citation} if citation is not None else {}))
+        entry = Entry(member.id, member.name, text, citation=citation, present=self.present_ids())
         self.entries.append(entry)
         yield TurnEnded(member.id, entry)
         return True
@@ -311,11 +351,12 @@ class Room:
         self.status[member.id] = MemberStatus("ok")
         text = guard.final_text()
         if text:
-            self.entries.append(Entry(member.id, member.name, text, interrupted=True))
+            self.entries.append(Entry(member.id, member.name, text, interrupted=True, present=self.present_ids()))
 
-    def _pump(self, member: Member, messages: list, settings, cancel: threading.Event) -> Iterator[object]:
-        """The backend's pieces (text deltas, and a final citation object if the backend gives one), read from a
-        worker thread; raises on failure, timeout or stop.
+    def _pump(
+        self, member: Member, messages: list, settings, cancel: threading.Event
+    ) -> Iterator[str | Citation | float]:
+        """The backend's deltas (and its Citation), read from a worker thread; raises on failure, timeout or stop.
 
         While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend
@@ -373,9 +414,9 @@ class Room:
 
 @dataclasses.dataclass(frozen=True)
 class _Piece:
-    """From the backend's worker thread: a text delta (str) or a citation (the backend's final object)."""
+    """From the backend's worker thread: a text delta or the reply's Citation."""
 
-    value: object
+    value: str | Citation
 
 
 @dataclasses.dataclass(frozen=True)

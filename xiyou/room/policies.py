@@ -21,7 +21,7 @@ from typing import Literal
 
 from xiyou.room.member import Member
 from xiyou.room.mentions import mentioned
-from xiyou.room.transcript import PERSON, Entry
+from xiyou.room.transcript import NARRATOR, PERSON, Entry
 
 Policy = Literal["mention", "natural", "round_robin", "all", "manual"]
 POLICIES: tuple[Policy, ...] = ("mention", "natural", "round_robin", "all", "manual")
@@ -55,8 +55,16 @@ def check_policy(policy: str) -> Policy:
 
 def _last_character(entries: Sequence[Entry]) -> str | None:
     for entry in reversed(entries):
-        if entry.speaker != PERSON:
+        if entry.speaker not in (PERSON, NARRATOR):
             return entry.speaker
+    return None
+
+
+def _last_spoken(entries: Sequence[Entry]) -> Entry | None:
+    """The last line someone said: narration (the narrator's lines) is passed over by the policies."""
+    for entry in reversed(entries):
+        if entry.speaker != NARRATOR:
+            return entry
     return None
 
 
@@ -78,9 +86,9 @@ def _next_in_rotation(members: Sequence[Member], active: Sequence[Member], after
 def responders(policy: Policy, entries: Sequence[Entry], members: Sequence[Member], rng: random.Random) -> list[str]:
     """Ids of the members who answer the last line of `entries` (usually the person's), in speaking order."""
     active = [m for m in members if m.active]
-    if not active or not entries or policy == "manual":
+    last = _last_spoken(entries)
+    if not active or last is None or policy == "manual":
         return []
-    last = entries[-1]
     others = [m for m in active if m.id != last.speaker]
     if policy == "all":
         return [m.id for m in others]
@@ -114,7 +122,7 @@ def banter_speaker(
     active = [m for m in members if m.active]
     if not active:
         return None
-    last = entries[-1] if entries else None
+    last = _last_spoken(entries)
     if len(active) == 1:
         return None if active[0].id in exclude else active[0].id
     others = [m for m in active if m.id not in exclude and (last is None or m.id != last.speaker)]

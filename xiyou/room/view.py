@@ -6,6 +6,8 @@
   reply's chapter citation is left out (the page shows it; a model should not learn to imitate it);
   consecutive lines of the same role are merged, so roles alternate user/assistant, starting and ending with
   `user` (chat templates such as InternLM2's expect that);
+- only the lines said while the speaker was in the room (`Entry.heard_by`): a member who joined later, or left
+  for a while, does not see what was said without him;
 - the oldest lines are dropped first to fit a token budget (see xiyou.room.tokens for the estimate); the last
   line is always kept.
 """
@@ -62,6 +64,7 @@ def build_view(
 ) -> list[Message]:
     """The messages `speaker`'s backend answers, from the room transcript `entries`."""
     system = system_prompt(speaker, present, person)
+    entries = [e for e in entries if e.heard_by(speaker.id)]
     history = trim_to_budget(entries, max(token_budget - estimate_tokens(system), 1))
     messages: list[Message] = [{"role": "system", "content": system}]
     for entry in history:

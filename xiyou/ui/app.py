@@ -37,11 +37,14 @@ def _private_page(store: Store, conv: Conversation) -> None:
 
 
 def conversation_page() -> None:
-    """💬 The conversation named in the URL (the newest one, or a new room, when it names none)."""
+    """💬 The conversation named in the URL (the newest room, or a new one, when it names none)."""
     from xiyou.ui.hub import room_page
 
     store = conversations.session_store()
-    conv = conversations.resolve(store, lambda c: True, lambda: conversations.new_room(store))
+    # no conversation named: the newest group room (the hub of `make run`)
+    conv = conversations.resolve(
+        store, lambda c: True, lambda: conversations.new_room(store), default=lambda c: c.kind == "room"
+    )
     action = conversations.conversation_list(store, conv)
     if action is not None:
         conversations.apply_list_action(

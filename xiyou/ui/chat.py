@@ -25,10 +25,10 @@ from collections.abc import Iterator
 import streamlit as st
 
 from xiyou import env
-from xiyou.backends.base import Backend, BackendError, GenerationSettings, Message
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message
 from xiyou.character import Character, get_character
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
-from xiyou.ui import conversations, messages
+from xiyou.ui import conversations, messages, render
 from xiyou.ui.options import apply_page_options, public_error
 
 MAX_INPUT_CHARS = 1000
@@ -85,8 +85,8 @@ class Live:
             self.ended = True
         elif isinstance(piece, str):
             self.text += piece
-        else:  # a citation: where in the novel the line comes from
-            self.chapter, self.said_to = _citation_of(piece)
+        elif isinstance(piece, Citation):  # where in the novel the line comes from
+            self.chapter, self.said_to = piece.chapter, piece.said_to
         return True
 
 
@@ -113,23 +113,6 @@ def _live_key(conv: Conversation) -> str:
     return f"chat_live_{conv.id}"
 
 
-def _citation_of(piece: object) -> tuple[int | None, str | None]:
-    chapter = getattr(piece, "chapter", None)
-    said_to = getattr(piece, "said_to", None)
-    return (chapter if isinstance(chapter, int) else None, said_to if isinstance(said_to, str) else None)
-
-
-def split_canon_citation(text: str) -> tuple[str, int | None]:
-    """(text, chapter) of a reply whose last piece is a `（第X回）` citation (canon replies)."""
-    from xiyou.backends.canon import format_citation, split_citation
-
-    line, cited = split_citation(text)
-    if cited is None:
-        return text, None
-    numbers = {format_citation(n).strip().strip("（）"): n for n in range(1, 101)}
-    return line.rstrip(), numbers.get(cited.strip().strip("（）"))
-
-
 def backend_messages(character: Character, history: list[StoredMessage]) -> list[Message]:
     """System prompt, then the chat; consecutive lines of one side are merged so the roles alternate."""
     out: list[Message] = [{"role": "system", "content": character.meta_instruction}]
@@ -144,8 +127,7 @@ def backend_messages(character: Character, history: list[StoredMessage]) -> list
 
 def _finish_live(store: Store, conv: Conversation, character: Character, live: Live, interrupted: bool) -> None:
     """Store what the live reply got to (nothing when it got nothing)."""
-    text = live.text.strip()
-    text, chapter = split_canon_citation(text) if live.chapter is None else (text, live.chapter)
+    text, chapter = live.text.strip(), live.chapter
     if not text:
         return
     if live.mode == "new":
@@ -222,7 +204,7 @@ def _draw_live(store: Store, conv: Conversation, character: Character) -> None:
             while not live.ended:
                 # drawn after every piece and every POLL_S of silence: a rerun can interrupt the run at each
                 if live.text:
-                    body.markdown(split_canon_citation(live.text)[0] + " ▌")
+                    body.markdown(render.safe_markdown(live.text) + " ▌")
                 else:
                     body.caption(WAITING)  # the model may be busy with another visitor
                 live.take(POLL_S)
@@ -240,7 +222,9 @@ def _draw_live(store: Store, conv: Conversation, character: Character) -> None:
             history[-1].deleted = True
             store.update_message(conv.id, history[-1])
     if live.error:
-        st.error(f"{character.name} 没能回答（消息未保存，可以重新发送）：{public_error(live.error)}")
+        st.error(
+            render.safe_markdown(f"{character.name} 没能回答（消息未保存，可以重新发送）：{public_error(live.error)}")
+        )
     else:
         st.warning(f"{character.name} 这次什么也没说（消息未保存，可以重新发送）。")
 
@@ -355,7 +339,7 @@ def private_chat(
         person = StoredMessage(PERSON, "你", prompt)
         store.add_message(conv.id, person)
         with st.chat_message("user", avatar=USER_AVATAR):
-            st.markdown(prompt)
+            render.markdown(prompt)
         _start_live(store, conv, character, backend, settings)
     _draw_live(store, conv, character)
 

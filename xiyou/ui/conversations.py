@@ -67,12 +67,18 @@ def new_private(store: Store, character: Character) -> Conversation:
     return store.create("private", private_title(character), {"character": character.id})
 
 
-def resolve(store: Store, accept: Callable[[Conversation], bool], make: Callable[[], Conversation]) -> Conversation:
-    """The conversation the URL names when `accept`able, else the newest acceptable one, else a new one (`make`)."""
+def resolve(
+    store: Store,
+    accept: Callable[[Conversation], bool],
+    make: Callable[[], Conversation],
+    default: Callable[[Conversation], bool] | None = None,
+) -> Conversation:
+    """The conversation the URL names when `accept`able, else the newest `default` one (default: acceptable),
+    else a new one (`make`)."""
     wanted = current_id()
     conv = store.get(wanted) if wanted else None
     if conv is None or not accept(conv):
-        conv = next((c for c in store.list() if accept(c)), None) or make()
+        conv = next((c for c in store.list() if (default or accept)(c)), None) or make()
     if current_id() != conv.id:
         show(conv.id)
     return conv

@@ -26,6 +26,7 @@ from typing import Any
 import streamlit as st
 
 from xiyou import env
+from xiyou.backends.base import Citation
 from xiyou.character import load_characters
 from xiyou.names import check_person_name
 from xiyou.room import (
@@ -50,8 +51,8 @@ from xiyou.room.lineup import OFFLINE_HELP, Lineup, LineupError, build_lineup, c
 from xiyou.room.mentions import mentioned
 from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
-from xiyou.ui import messages
-from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING, split_canon_citation
+from xiyou.ui import messages, render
+from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING
 from xiyou.ui.options import public_error
 
 PAGE_TITLE = "西游群聊 · 师徒四人"
@@ -148,7 +149,9 @@ class RoomSession:
 
 
 def _entry(m: StoredMessage) -> Entry:
-    return Entry(m.speaker, m.name, m.text, m.time, m.interrupted)
+    citation = Citation(m.chapter, m.said_to) if m.chapter is not None else None
+    present = tuple(m.present) if m.present is not None else None
+    return Entry(m.speaker, m.name, m.text, m.time, m.interrupted, citation=citation, present=present)
 
 
 def _session(store: Store, conv: Conversation, settings: RoomSettings) -> RoomSession:
@@ -169,11 +172,9 @@ def _sync(store: Store, conv: Conversation, rs: RoomSession) -> None:
     entries = rs.room.entries
     while len(rs.ids) < len(entries):
         entry = entries[len(rs.ids)]
-        text, chapter = split_canon_citation(entry.text)
-        citation = getattr(entry, "citation", None)
-        said_to = getattr(citation, "said_to", None) if citation is not None else None
-        if citation is not None and isinstance(getattr(citation, "chapter", None), int):
-            chapter = citation.chapter
+        text = entry.text
+        chapter = entry.citation.chapter if entry.citation else None
+        said_to = entry.citation.said_to if entry.citation else None
         target = next((m for m in store.messages(conv.id) if m.id == rs.target), None) if rs.target else None
         if target is not None and rs.mode == "regenerate" and entry.speaker == target.speaker:
             target.add_alternative(Alternative(text, chapter, said_to))
@@ -191,12 +192,15 @@ def _sync(store: Store, conv: Conversation, rs: RoomSession) -> None:
             entries.pop()
             entries[-1] = _entry(target)
         else:
+            present = list(entry.present) if entry.present is not None else None
             stored = store.add_message(
                 conv.id,
-                StoredMessage(entry.speaker, entry.name, text, entry.time, chapter, said_to, entry.interrupted),
+                StoredMessage(
+                    entry.speaker, entry.name, text, entry.time, chapter, said_to, entry.interrupted, present=present
+                ),
             )
             rs.ids.append(stored.id)
-            entries[len(rs.ids) - 1] = dataclasses.replace(entry, text=text)
+            entries[len(rs.ids) - 1] = entry
 
 
 def _end_live(store: Store, conv: Conversation, rs: RoomSession) -> None:
@@ -334,7 +338,7 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             left.markdown(f"{STATUS_LIGHTS.get(state, '⚪')} {who.emoji} **{who.name}**")
             message = status.message if status and status.failing else None
             label = str(getattr(seat.backend, "label", "")) if seat.backend else (seat.why_not or "no backend")
-            left.caption(public_error(message or label))
+            left.caption(render.safe_markdown(public_error(message or label)))
         hints = False
         model_seats = [lineup_.seats[i] for i in ids if lineup_.seats[i].backend is not None]
         if any(s.kind != "canon" for s in model_seats) and lineup_.novel is not None:
@@ -399,7 +403,7 @@ def _apply(room: Room, lineup_: Lineup, settings: RoomSettings) -> None:
 
 # ----- the transcript -----------------------------------------------------------------------------------------------
 def _notice(notice: Notice) -> None:
-    message = public_error(notice.message)
+    message = render.safe_markdown(public_error(notice.message))  # may quote a server's error body
     if notice.kind == "error":
         st.error(message, icon="🔴")
     elif notice.kind == "dropped":
@@ -450,7 +454,7 @@ def _stream_turn(rs: RoomSession) -> None:
 
     if rs.speaker is not None and rs.text:
         body = open_bubble(rs.speaker)
-        body.markdown(split_canon_citation(rs.text)[0] + " ▌")
+        body.markdown(render.safe_markdown(rs.text) + " ▌")
     elif rs.speaker is not None:
         slot.caption(f"{room.member(rs.speaker).emoji} {room.member(rs.speaker).name} · {WAITING}")
     assert rs.live is not None
@@ -466,10 +470,10 @@ def _stream_turn(rs: RoomSession) -> None:
             if body is None:
                 body = open_bubble(event.speaker)
             rs.text += event.text
-            body.markdown(split_canon_citation(rs.text)[0] + " ▌")  # never a raw （第X回） flash
+            body.markdown(render.safe_markdown(rs.text) + " ▌")  # never a raw （第X回） flash
         elif isinstance(event, TurnEnded):
             if body is not None:
-                body.markdown(split_canon_citation(event.entry.text)[0])
+                render.markdown(event.entry.text, body)
         elif isinstance(event, MemberFailed | ReplyDropped | Stopped):
             if body is None:
                 slot.empty()

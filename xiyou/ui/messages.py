@@ -5,7 +5,8 @@ kept: ◀ ▶ switch between them, "swipes") and ➡️ continue (the character 
 control does not act itself: it records a `MessageAction` that the page takes at the top of its next run
 (`take_action`) and applies to its store, so the page reads top to bottom.
 
-Model text is rendered as Markdown text, never as HTML; a chapter citation is drawn as a 📖 caption.
+Model text is rendered through xiyou.ui.render (Markdown that cannot fetch anything, never HTML); a chapter
+citation is drawn as a 📖 caption.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Literal
 
 import streamlit as st
 
+from xiyou.backends.base import Citation
 from xiyou.store import StoredMessage
+from xiyou.ui import render
 
 _ACTION_KEY = "xiyou_message_action"
 ActionKind = Literal["edit", "delete", "regenerate", "swipe", "continue"]
-
-_DIGITS = "零一二三四五六七八九"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,30 +46,10 @@ def _request_edit(message_id: int, key: str) -> None:
         request(MessageAction("edit", message_id, text))
 
 
-def chapter_label(chapter: int) -> str:
-    """第二十七回 for 27 (1..100)."""
-    if chapter == 100:
-        return "第一百回"
-    tens, ones = divmod(chapter, 10)
-    text = ("" if tens < 2 else _DIGITS[tens]) + ("十" if tens else "") + (_DIGITS[ones] if ones or not tens else "")
-    return f"第{text}回"
-
-
 def citation_caption(message: StoredMessage) -> str | None:
     if message.chapter is None:
         return None
-    said_to = f" · 对{message.said_to}说" if message.said_to else ""
-    return f"📖 《西游记》{chapter_label(message.chapter)}{said_to}"
-
-
-def render_text(text: str) -> None:
-    """Model or person text as Markdown (never HTML); the safe renderer when the package has one."""
-    try:
-        from xiyou.ui.render import markdown as safe_markdown  # type: ignore[attr-defined]
-    except ImportError:
-        st.markdown(text)
-        return
-    safe_markdown(text)
+    return f"📖 《西游记》{Citation(message.chapter, message.said_to).label()}"
 
 
 def bubble(
@@ -86,7 +67,7 @@ def bubble(
     with st.chat_message(role, avatar=avatar):
         if label:
             st.markdown(f"**{label}**")
-        render_text(message.text)
+        render.markdown(message.text)
         marks = [m for m in (citation_caption(message),) if m]
         if message.interrupted:
             marks.append("被打断 · interrupted")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.evaluation.classifier import train_from_canon
 from pipeline.evaluation.metrics import compute_metrics
-from pipeline.evaluation.report import write_report
+from pipeline.evaluation.report import summary_line, write_report
 from pipeline.llm import short_hash
 from pipeline.questions import read_questions
 from pipeline.store import JsonlStore
@@ -271,11 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = write_report(metrics_json(metrics, held_out, run), args.out, args.compare)
     for cid, m in metrics.characters.items():
-        print(
-            f"{cid:8s} who-said-it {m.who_said_it:.2f}  self-ref {m.self_ref_rate:.2f}  "
-            f"broken {m.broken_persona_rate:.2f}  distinct {m.distinctness:.2f}  canon-sim {m.canon_similarity:.2f}  "
-            f"len {m.mean_length:.0f}"
-        )
+        print(summary_line(cid, m))
     for cid, row in run.get("leaks", {}).items():
         print(
             f"{cid:8s} leaks after chapter {args.chapter}: {row['leaking']}/{row['replies']} replies "

@@ -160,3 +160,14 @@ def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(canon, novel_pat
         "wukong": (20, 0),
         "bajie": (20, 0),
     }
+
+
+def test_slash_narrate_lets_only_the_narrator_speak(novel_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["room", "--scene", "huoyanshan", "--narrator", "/narrate"])
+    assert result.exit_code == 0, result.output
+    lines = _lines(result.output)
+    assert [line["id"] for line in lines] == [NARRATOR, NARRATOR]
+    assert 59 <= lines[1]["chapter"] <= 61
+    alone = runner.invoke(main, ["room", "--scene", "huoyanshan", "/narrate"])
+    assert alone.exit_code == 2 and "add --narrator" in alone.output

@@ -228,7 +228,6 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
             return cached
     utterances = extract_utterances(novel)
     if path is not None:
-
         _prune_stale(cache_dir)
         body = json.dumps([dataclasses.astuple(u) for u in utterances], ensure_ascii=False, separators=(",", ":"))
         body_bytes = body.encode("utf-8")

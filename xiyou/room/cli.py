@@ -14,6 +14,9 @@ from xiyou.room.lineup import OFFLINE_HELP, LineupError, build_lineup, canon_ret
 from xiyou.room.policies import POLICIES
 from xiyou.room.transcript import Entry
 
+#: MESSAGE that only asks the narrator to speak (with --narrator).
+NARRATE = "/narrate"
+
 
 def _echo_json(data: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
@@ -98,7 +101,8 @@ def room_cmd(
     narrator: bool,
     narrate_banter: bool,
 ) -> None:
-    """Say MESSAGE to the room; print the transcript as JSON lines.
+    """Say MESSAGE to the room; print the transcript as JSON lines (MESSAGE `/narrate` with --narrator: only
+    the narrator speaks).
 
     Each line is {"speaker": name, "id": id, "text": ...}, plus "citation" ("第二十七回 · 对唐三藏说") and
     "chapter" (27) for a canon reply; the narrator's lines have the id "narrator"; a member that fails prints
@@ -106,6 +110,8 @@ def room_cmd(
     """
     from xiyou.story.rooms import plan_story_room
 
+    if message.strip() == NARRATE and not narrator:
+        raise click.UsageError(f"{NARRATE} asks the narrator to speak: add --narrator")
     ids = [i.strip() for i in (members or "").split(",") if i.strip()]
     if members is not None and not ids:
         raise click.BadParameter("name at least one character id", param_hint="--members")
@@ -160,6 +166,8 @@ def room_cmd(
         for event in room.narrate():
             if isinstance(event, TurnEnded):
                 _echo_json(_line(event.entry))
+    if message.strip() == NARRATE:  # only the narration: nothing is said to the room
+        return
     _echo_json(_line(room.say(message)))
     spoke = False
     for event in room.run():

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from xiyou.character import Character
 from xiyou.names import INVISIBLE, all_names
 
-_COLONS = ("：", ":")
 #: Backends that speak the OpenAI API accept at most 4 stop strings; the trim pass catches the rest.
 MAX_STOP_STRINGS = 4
 #: After these a new speaker may start on the same line: '好。猪八戒：…'.

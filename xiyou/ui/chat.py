@@ -284,6 +284,9 @@ def private_chat(
 ) -> None:
     """The chat itself (title, history, live reply, input) for `conv`, a private chat with `character`."""
     st.title(f"{character.emoji} {title or character.title}")
+    notice = getattr(backend, "notice", None)  # what the mode is, e.g. the offline canon backend's
+    if isinstance(notice, str) and notice:
+        st.caption(notice)
     action = messages.take_action()
     if clear:
         _stop_live(store, conv, character)

@@ -11,7 +11,10 @@
     backend = "canon"                        # or "transformers" (local weights)
 
 `XIYOU_ENDPOINTS` names the file (the hub's `--endpoints FILE` too). `load_endpoints` validates it and reports
-problems with the file, the table and the field; `dump_endpoints` / `write_endpoints` write one.
+problems with the file, the table and the field in one short line (EndpointError); `dump_endpoints` /
+`write_endpoints` write one. A file that is not a plain file, larger than `MAX_FILE_BYTES`, not UTF-8, nested
+too deeply, or with more than `MAX_TABLES` tables or `MAX_KEYS` keys in a table is refused before validation;
+strings have length limits and `timeout` must be a finite number of seconds.
 """
 
 from __future__ import annotations
@@ -26,8 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from xiyou.character import load_characters
 from xiyou.io import write_text_atomic
+from xiyou.redact import redact
+from xiyou.validation import describe_validation_error, shorten
 
 BackendKind = Literal["openai", "canon", "transformers"]
+
+#: An endpoints file names at most a few characters; anything this large is not one.
+MAX_FILE_BYTES = 256 * 1024
+MAX_TABLES = 32
+MAX_KEYS = 64
+#: The longest error line `load_endpoints` produces.
+MAX_MESSAGE_CHARS = 500
 
 
 class EndpointError(ValueError):
@@ -51,15 +63,15 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: BackendKind = "openai"
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    timeout: float = Field(default=60.0, gt=0)
+    base_url: str | None = Field(default=None, max_length=2048)
+    model: str | None = Field(default=None, max_length=256)
+    api_key_env: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
     max_retries: int = Field(default=2, ge=0, le=10)
     send_top_k: bool = False
     send_repetition_penalty: bool = False
-    top_k: int | None = Field(default=None, ge=1)
-    model_path: str | None = None
+    top_k: int | None = Field(default=None, ge=1, le=100_000)
+    model_path: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> EndpointConfig:
@@ -67,49 +79,66 @@ class EndpointConfig(BaseModel):
             if not self.base_url:
                 raise ValueError("backend 'openai' needs base_url (e.g. \"http://127.0.0.1:23333/v1\")")
             if not self.base_url.startswith(("http://", "https://")):
-                raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+                got = shorten(redact(repr(self.base_url)))
+                raise ValueError(f"base_url must start with http:// or https://, got {got}")
         return self
-
-
-def _problems(err: ValidationError) -> str:
-    out = []
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (typo?)"
-        out.append(f"field '{field}': {msg}" if field else msg)
-    return "; ".join(out)
 
 
 def parse_endpoints(raw: Mapping[str, object], source: str = "endpoints") -> dict[str, EndpointConfig]:
     """Validate already-parsed TOML (a mapping of character id -> table)."""
     known = list(load_characters())
+    if len(raw) > MAX_TABLES:
+        raise _error(f"{source}: {len(raw)} tables; an endpoints file has one per character (at most {MAX_TABLES})")
     result: dict[str, EndpointConfig] = {}
     for cid, table in raw.items():
+        name = shorten(cid, 40)
         if cid not in known:
-            raise EndpointError(f"{source}: table [{cid}]: unknown character id; valid ids: {', '.join(known)}")
+            raise _error(f"{source}: table [{name}]: unknown character id; valid ids: {', '.join(known)}")
         if not isinstance(table, Mapping):
-            raise EndpointError(f"{source}: '{cid}' must be a table ([{cid}] with base_url, model, …), got {table!r}")
+            got = shorten(redact(repr(table)))
+            raise _error(f"{source}: '{name}' must be a table ([{name}] with base_url, model, …), got {got}")
+        if len(table) > MAX_KEYS:
+            raise _error(f"{source}: table [{name}]: {len(table)} keys; a table has at most {MAX_KEYS}")
         try:
             result[cid] = EndpointConfig.model_validate(dict(table))
         except ValidationError as e:
-            raise EndpointError(f"{source}: table [{cid}]: {_problems(e)}") from None
+            raise _error(f"{source}: table [{name}]: {redact(describe_validation_error(e))}") from None
     return result
+
+
+def _error(message: str) -> EndpointError:
+    """An EndpointError whose message is one line of at most MAX_MESSAGE_CHARS characters."""
+    return EndpointError(shorten(" ".join(message.split()), MAX_MESSAGE_CHARS))
 
 
 def load_endpoints(path: str | Path) -> dict[str, EndpointConfig]:
     """Read and validate an endpoints file; errors name the file, the table and the field."""
     path = Path(path)
+    source = shorten(str(path), 200)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EndpointError(f"{path}: no such endpoints file (check XIYOU_ENDPOINTS / --endpoints)") from None
+        if not path.is_file():  # a directory, a FIFO, /dev/zero: never read one
+            what = "no such endpoints file" if not path.exists() else "not a regular file"
+            raise _error(f"{source}: {what} (check XIYOU_ENDPOINTS / --endpoints)")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise _error(f"{source}: cannot read the file: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise _error(f"{source}: larger than {MAX_FILE_BYTES // 1024} KiB; that is not an endpoints file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = f"byte {data[e.start]:#04x} at offset {e.start}"
+        raise _error(f"{source}: not UTF-8 text ({where}); save it as UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise EndpointError(f"{path}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise EndpointError(f"{path}: cannot read the file: {e}") from None
-    return parse_endpoints(raw, str(path))
+        raise _error(f"{source}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise _error(f"{source}: not valid TOML: nested too deeply") from None
+    except (ValueError, MemoryError) as e:  # anything else the parser may raise on a hostile file
+        raise _error(f"{source}: not valid TOML: {type(e).__name__}") from None
+    return parse_endpoints(raw, source)
 
 
 def _toml_value(value: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from scripted_openai import Fault, ScriptedOpenAI
@@ -113,10 +114,18 @@ def test_bad_key_stops_the_run_with_a_clear_message():
 
 
 def test_concurrency_is_bounded_and_used():
-    with ScriptedOpenAI(latency=0.1) as s:
-        got, _ = _run(s, n=40, concurrency=8)
-        assert len(got) == 40
-        assert s.max_in_flight == 8
+    def reply(request) -> str:
+        # the first answers wait until 8 requests are in flight at once (or 20 s pass): an engine that sent them
+        # one by one would never get there; then everything flows, and no more than 8 may ever be in flight
+        deadline = time.monotonic() + 20
+        while s.max_in_flight < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "答：" + request.last_user
+
+    with ScriptedOpenAI(reply=reply) as s:
+        got, _ = _run(s, n=40, concurrency=8, timeout=30)
+    assert len(got) == 40
+    assert s.max_in_flight == 8
 
 
 def test_requests_per_minute_limit():

@@ -156,3 +156,30 @@ def test_the_engine_caps_a_runaway_reply(stream: bool) -> None:
         config = EngineConfig(base_url=server.base_url, model="m", max_tokens=256, stream=stream, progress=False)
         run_requests(config, [Request(id="r0", messages=MESSAGES)], lambda r, t: got.__setitem__(r.id, t))
     assert got["r0"] == RUNAWAY[: reply_char_limit(256)]
+
+
+# --- the one redaction routine ----------------------------------------------------------------------------------
+def test_the_redaction_routine_masks_keys_and_passwords_and_nothing_else(caplog) -> None:
+    import logging
+
+    from xiyou.redact import install_log_filter, public_url, redact, register_secret
+
+    register_secret("plain-registered-value-77")
+    cases = {
+        "HTTP 401: Bearer sk-abc123def456ghi": "HTTP 401: Bearer ***",
+        '{"authorization": "Basic dXNlcjpwYXNz"}': '{"authorization": "Basic ***"}',
+        "see http://monkey:peaches@host:8080/v1 now": "see http://***@host:8080/v1 now",
+        "GET /v1?api_key=abcdef123&x=1": "GET /v1?api_key=***&x=1",
+        "x-api-key: zyx987654": "x-api-key: ***",
+        "echo plain-registered-value-77!": "echo ***!",
+        "max_tokens: 64; the token limit; 俺老孙来也": "max_tokens: 64; the token limit; 俺老孙来也",
+    }
+    for text, expected in cases.items():
+        assert redact(text) == expected
+    assert public_url("https://me:pw@api.example.com:8443/v1?key=sk-q#frag") == "https://api.example.com:8443/v1"
+
+    logger = logging.getLogger("xiyou-test-redact")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        install_log_filter()  # the root logger's handlers, caplog's among them
+        logger.info("calling %s with %s", "http://u:p4ss@h/v1", "Bearer sk-zzzzzzzzzz")
+    assert "p4ss" not in caplog.text and "sk-zzzzzzzzzz" not in caplog.text and "Bearer ***" in caplog.text

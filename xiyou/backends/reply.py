@@ -1,9 +1,9 @@
 """What happens to a reply's text deltas before anyone sees them, whichever backend made them.
 
-- `clean_text` / `TextCleaner`: text that cannot be encoded (a lone surrogate such as `\\ud800`, from a server
-  that escapes half a pair in JSON) becomes U+FFFD, so no page, terminal, transcript or JSONL writer crashes on
-  it. A pair split across two deltas is put back together. Every backend calls `clean_text` (or feeds its deltas
-  through a `ReplyGuard`, which does it).
+- `clean_text` (from xiyou/io.py, whose writers use it too) / `TextCleaner`: text that cannot be encoded (a lone
+  surrogate such as `\\ud800`, from a server that escapes half a pair in JSON) becomes U+FFFD, so no page,
+  terminal, transcript or JSONL writer crashes on it. A pair split across two deltas is put back together. Every
+  backend calls `clean_text` (or feeds its deltas through a `ReplyGuard`, which does it).
 - `ReplyGuard`: cleans, cuts at the stop strings and ALWAYS at the chat format's end-of-turn markers
   (`stops.END_OF_TURN`), and caps the reply's growth at `reply_char_limit(max_new_tokens)` characters, for a
   server that ignores `max_tokens`.
@@ -17,6 +17,9 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from xiyou.backends.stops import END_OF_TURN, StopFilter
+from xiyou.io import clean_text
+
+__all__ = ["ReplyGuard", "ReplyStream", "TextCleaner", "clean_text", "reply_char_limit"]
 
 REPLACEMENT = "\ufffd"
 #: A generous characters-per-token estimate (CJK text is about 1–2 per token, English about 4): the cap is a
@@ -25,15 +28,6 @@ CHARS_PER_TOKEN = 8
 #: No reply grows past this many characters, whatever max_new_tokens says (about 70,000 froze the pages).
 MAX_REPLY_CHARS = 24_000
 MIN_REPLY_CHARS = 1_000
-
-
-def clean_text(text: str) -> str:
-    """`text` with every code point UTF-8 cannot encode (lone surrogates) replaced by U+FFFD; pairs joined."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _is_high_surrogate(ch: str) -> bool:

@@ -163,6 +163,15 @@ class CanonBackend:
         answerer = answers.answerer(canon, cid)
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
+        if self.prefer_chapters is not None:
+            import dataclasses
+
+            import numpy as np
+
+            start, stop = self.prefer_chapters.start, self.prefer_chapters.stop
+            inside = (answerer.chapters >= start) & (answerer.chapters < stop)
+            boost = np.where(inside, PREFER_BOOST, 1.0).astype(scored.scores.dtype)
+            scored = dataclasses.replace(scored, scores=scored.scores * boost)
         i = answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW)
         if i is not None:
             self.last_relevance = float(scored.relevance[i])

@@ -22,6 +22,7 @@ from typing import Literal
 
 from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
+from xiyou.prompts import mode_of
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.member import Member
@@ -281,7 +282,8 @@ class Room:
     def _turn_inner(self, member: Member) -> Iterator[Event]:
         character = member.character
         present = [m.character for m in self.members]
-        messages = build_view(character, self.entries, present, self.person, self.token_budget)
+        mode = mode_of(member.backend)
+        messages = build_view(character, self.entries, present, self.person, self.token_budget, mode)
         if member.retriever is not None:
             try:
                 messages = member.retriever(character, messages)

@@ -291,7 +291,8 @@ class Room:
                 log.warning("canon retrieval for %s failed, answering without it: %s", member.id, e)
         settings = member.generation_settings()
         settings = settings.replace(
-            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person))))
+            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person)))),
+            person=self.person,
         )
         guard = ReplyGuard(character, [*self._known.values(), *present], self.person)
         self.status[member.id] = MemberStatus("speaking")

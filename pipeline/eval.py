@@ -26,9 +26,10 @@ from pipeline.evaluation.report import summary_line, write_report
 from pipeline.llm import short_hash
 from pipeline.questions import read_questions
 from pipeline.store import JsonlStore
-from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, text_only
 from xiyou.character import Character, CharacterError, get_character, load_characters
 from xiyou.env import endpoints_path
+from xiyou.prompts import build_messages, mode_of
 
 HELD_OUT_QUESTIONS = Path(__file__).with_name("data") / "eval_questions.txt"
 
@@ -77,15 +78,8 @@ def ask_all(
 
     def ask(job: tuple[Character, str, int]) -> dict:
         character, question, sample = job
-        system = character.meta_instruction
-        if chapter is not None:
-            from xiyou.story.rooms import story_context
-
-            system = f"{system}\n\n{story_context(character.id, chapter)}"
-        messages: list[Message] = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": question},
-        ]
+        ask = [{"role": "user", "content": question}]
+        messages = build_messages(character, ask, mode_of(backends[character.id]), chapter=chapter)
         record = {
             "id": reply_id(character.id, question, sample, chapter),
             "character": character.id,

@@ -163,21 +163,26 @@ class CanonBackend:
         answerer = answers.answerer(canon, cid)
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
-        scores = scored.scores
         if self.prefer_chapters is not None:
+            import dataclasses
+
             import numpy as np
 
-            inside = (answerer.chapters >= self.prefer_chapters.start) & (answerer.chapters < self.prefer_chapters.stop)
-            scores = scores * np.where(inside, PREFER_BOOST, 1.0).astype(scores.dtype)
-        i = answers.best(scores, exchanges, allowed, said)
-        self.last_relevance = float(scored.relevance[i]) if i is not None else 0.0
-        if i is not None and self.last_relevance >= answers.DEFLECT_BELOW:
+            start, stop = self.prefer_chapters.start, self.prefer_chapters.stop
+            inside = (answerer.chapters >= start) & (answerer.chapters < stop)
+            boost = np.where(inside, PREFER_BOOST, 1.0).astype(scored.scores.dtype)
+            scored = dataclasses.replace(scored, scores=scored.scores * boost)
+        i = answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW)
+        if i is not None:
+            self.last_relevance = float(scored.relevance[i])
             return exchanges[i]
+        weak = answers.best(scored, exchanges, allowed, said)
+        self.last_relevance = float(scored.relevance[weak]) if weak is not None else 0.0
         found = answers.pick_deflection(answers.deflections(canon, cid), query, said, self.max_chapter)
         if found is not None:
             return found
-        if i is not None:  # no deflection left: the best match whatever its relevance
-            return exchanges[i]
+        if weak is not None:  # no deflection left: the best match whatever its relevance
+            return exchanges[weak]
         pool = [ex for ex in exchanges if self.max_chapter is None or ex.chapter <= self.max_chapter]
         found = answers.pick_deflection(pool, query, said, None)  # any line not yet said, by the query's hash
         if found is None:

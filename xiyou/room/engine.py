@@ -164,6 +164,10 @@ class Room:
         True when idle."""
         return self._idle.wait(timeout)
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for `stop()` (a page's pause between turns); True when stopped."""
+        return self._cancel.wait(timeout)
+
     @property
     def stopping(self) -> bool:
         return self._cancel.is_set()

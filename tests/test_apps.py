@@ -177,6 +177,9 @@ def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.Monkey
     monkeypatch.setenv("XIYOU_BACKEND", "canon")
     monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
     at = AppTest.from_file(str(REPO_ROOT / "apps" / "bajie" / "app.py"), default_timeout=300).run()
+    from xiyou.backends.canon import CanonBackend
+
+    assert CanonBackend.notice in [c.value for c in at.main.caption]  # the page says what this mode is
     at.chat_input[0].set_value("二师兄，吃了吗").run()
     assert not at.exception and not at.error
     name, reply = bubbles(at)[-1]

@@ -47,12 +47,24 @@ def test_the_question_is_the_persons_own_words() -> None:
             Entry(PERSON, person, "大圣，花果山在哪里？"),
         ]
         view = build_view(c["wukong"], entries, present, person)
-        assert question_of(view) == "花果山在哪里？"  # the `名字：` label and the vocative 大圣 are gone
+        assert question_of(view, person) == "花果山在哪里？"  # the `名字：` label and the vocative 大圣 are gone
     # banter: the last line is another member's; a plain chat message is taken as it is, less the vocative
     entries = [Entry(PERSON, "施主", "你好"), Entry("bajie", "猪八戒", "悟空，我饿了")]
     view = build_view(c["wukong"], entries, present, "施主")
-    assert question_of(view) == "我饿了"
+    assert question_of(view, "施主") == "我饿了"
     assert question_of([{"role": "user", "content": "施主：悟空，你几岁了？"}]) == "你几岁了？"
+
+
+def test_the_persons_name_comes_from_the_settings_not_the_prompt_text(canon: Canon) -> None:
+    """The room gives the backend the person's name (GenerationSettings.person); the system prompt's wording is
+    the room view's business and may change without changing a reply."""
+    backend = CanonBackend(get_character("wukong"), canon)
+    system = {"role": "system", "content": "你是孙悟空。"}  # no room preamble naming the person
+    bare = collect_cited(backend, [system, {"role": "user", "content": "花果山在哪里？"}], SETTINGS)
+    for person in ("小明", "唐老鸭", "Alice"):
+        asked = [system, {"role": "user", "content": f"{person}：{person}，花果山在哪里？"}]
+        assert question_of(asked, person) == "花果山在哪里？"
+        assert collect_cited(backend, asked, SETTINGS.replace(person=person)) == bare
 
 
 def test_the_persons_name_changes_no_reply(canon: Canon) -> None:

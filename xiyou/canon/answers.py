@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 #: Below this relevance (0..1) the canon backend deflects instead of quoting a weak match. Calibrated with
 #: `python benchmarks/relevance/calibrate.py` on the calibration questions (see benchmarks/relevance/README.md).
-DEFLECT_BELOW = 0.41
+DEFLECT_BELOW = 0.45
 
 #: Weights of the kinds of query words.
 WEIGHT_CUE = 1.5
@@ -339,16 +339,21 @@ class Answerer:
 
 
 def best(
-    scores: np.ndarray,
+    scored: Scored,
     exchanges: Sequence[Exchange],
     allowed: np.ndarray | None,
     exclude: Collection[str],
+    min_relevance: float = 0.0,
     k: int = 64,
 ) -> int | None:
-    """The index of the best-scoring allowed exchange whose reply is not in `exclude` (None: nothing matches)."""
+    """The index of the best-ranked allowed exchange whose reply is not in `exclude` and whose relevance is at
+    least `min_relevance`, among the top k; None when there is none (the book cannot answer)."""
     from xiyou.canon.index import top_k
 
-    return next((i for i in top_k(scores, k, allowed) if exchanges[i].reply.text.strip() not in exclude), None)
+    for i in top_k(scored.scores, k, allowed):
+        if exchanges[i].reply.text.strip() not in exclude and scored.relevance[i] >= min_relevance:
+            return i
+    return None
 
 
 # --- deflections --------------------------------------------------------------------------------------------------
@@ -357,10 +362,9 @@ def best(
 _DEFLECTING_CLAUSE = re.compile(
     r"^(?:(?:贫僧|老孙|我|老猪|弟子|小弟|俺|我们|这个|实)?(?:也|实|委实|真个|却|一发|倒)?"
     r"(?:不知|不晓得|不曾见|不曾听见|不曾闻|不认得|不懂|那里晓得|那里知道|晓得甚么)(?:道|得|哩|了|也|甚么)?$"
-    r"|且?莫管|休管|不要管|管他|且休|少题|休题|莫说|不消说|莫胡说|不要胡说|没说甚么|你?说甚么"
-    r"|也罢了?$|罢了$)"
+    r"|且?莫管|休管|不要管|管他|且休|少题|休题|莫说|不消说|莫胡说|不要胡说|你?说甚么|罢了$)"
 )
-_WEAK_CLAUSE = re.compile(r"^(?:也罢了?|罢了)$")
+_WEAK_CLAUSE = re.compile(r"^罢了$")
 WEAK_LINE_MAX = 6
 _CLAUSES = re.compile(r"[^，。！？；、,.!?;…]+")
 #: Concrete story things make a deflection sound off the point of a question about something else.
@@ -387,7 +391,7 @@ def is_deflection(
     if not clauses:
         return False
     if all(_WEAK_CLAUSE.match(c) for c in clauses) and len(t) > WEAK_LINE_MAX:
-        return False  # '也罢，我驮着你，…' goes on about something: only a bare '也罢了。' waves it off
+        return False  # '罢了！来到尽头路了！' goes on about something: only a bare '罢了！罢了！' waves it off
     return not any(n in t for n in other_names)
 
 

@@ -22,6 +22,7 @@ from typing import Literal
 
 from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
+from xiyou.prompts import mode_of
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.member import Member
@@ -285,7 +286,8 @@ class Room:
     def _turn_inner(self, member: Member) -> Iterator[Event]:
         character = member.character
         present = [m.character for m in self.members]
-        messages = build_view(character, self.entries, present, self.person, self.token_budget)
+        mode = mode_of(member.backend)
+        messages = build_view(character, self.entries, present, self.person, self.token_budget, mode)
         if member.retriever is not None:
             try:
                 messages = member.retriever(character, messages)
@@ -293,7 +295,8 @@ class Room:
                 log.warning("canon retrieval for %s failed, answering without it: %s", member.id, e)
         settings = member.generation_settings()
         settings = settings.replace(
-            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person))))
+            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person)))),
+            person=self.person,
         )
         guard = ReplyGuard(character, [*self._known.values(), *present], self.person)
         self.status[member.id] = MemberStatus("speaking")

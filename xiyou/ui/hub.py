@@ -29,6 +29,7 @@ from xiyou import env
 from xiyou.backends.base import Citation
 from xiyou.character import load_characters
 from xiyou.names import check_person_name
+from xiyou.prompts import describe
 from xiyou.room import (
     POLICIES,
     POLICY_HELP,
@@ -334,7 +335,7 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             who = characters[member_id]
             left.markdown(f"{STATUS_LIGHTS.get(state, '⚪')} {who.emoji} **{who.name}**")
             message = status.message if status and status.failing else None
-            label = str(getattr(seat.backend, "label", "")) if seat.backend else (seat.why_not or "no backend")
+            label = describe(seat.backend) if seat.backend else (seat.why_not or "no backend")  # mode and model
             left.caption(render.safe_markdown(public_error(message or label)))
         hints = False
         model_seats = [lineup_.seats[i] for i in ids if lineup_.seats[i].backend is not None]

@@ -92,6 +92,14 @@ def test_off_book_questions_get_his_own_deflection_lines(canon: Canon, cid: str)
     assert backend.last_relevance < answers.DEFLECT_BELOW
 
 
+@pytest.mark.parametrize("cid", IDS)
+def test_different_off_book_questions_get_different_deflections(canon: Canon, cid: str) -> None:
+    """Each asked in a fresh conversation: the deflection rotates with the question (悟净 too, who says little)."""
+    assert len(answers.deflections(canon, cid)) >= 4
+    backend = CanonBackend(get_character(cid), canon)
+    assert len({ask(backend, q)[0] for q in OFF_BOOK}) >= 2
+
+
 def test_story_questions_are_answered_about_their_subject(canon: Canon) -> None:
     backend = CanonBackend(get_character("wukong"), canon)
     line, _ = ask(backend, "花果山在哪里？")
@@ -118,6 +126,9 @@ def test_deflection_rules() -> None:
     assert not answers.is_deflection("也罢，我驮着你，若要尿尿把把，须和我说。", [])  # goes on about something
     assert not answers.is_deflection("莫管他，妖精自有处置。", [])  # a concrete story thing
     assert not answers.is_deflection("八戒，莫管。", ["八戒"])  # names someone else
+    assert answers.is_deflection("不必烦叙，快早去罢。", [])  # waves it off and moves on
+    assert answers.is_deflection("我又不曾与他相识，那里认得！", [])  # 那里 of a shrug, not a place
+    assert not answers.is_deflection("快早去罢。", [])  # moving on alone is no deflection
 
 
 @pytest.mark.parametrize("cid", IDS)

@@ -48,14 +48,18 @@ def make_backends(args: argparse.Namespace, characters: list[Character], canon) 
 
     if args.backend == "transformers":
         return {c.id: make_backend(c, "transformers") for c in characters}
-    from xiyou.endpoints import load_endpoints
+    from xiyou.endpoints import configured_endpoints
 
-    if not args.endpoints:
-        raise SystemExit("error: --backend endpoints needs --endpoints FILE (or XIYOU_ENDPOINTS)")
-    endpoints = load_endpoints(args.endpoints)
+    endpoints = configured_endpoints(args.endpoints)  # the file, its [default], the XIYOU_API_* persona shortcut
+    if not args.endpoints and not endpoints:
+        raise SystemExit(
+            "error: --backend endpoints needs --endpoints FILE (or XIYOU_ENDPOINTS), or XIYOU_API_BASE_URL and "
+            "XIYOU_API_MODEL (persona mode on one model)"
+        )
     missing = [c.id for c in characters if c.id not in endpoints]
     if missing:
-        raise SystemExit(f"error: {args.endpoints} has no table for {', '.join(missing)}; add one or pass --characters")
+        where = args.endpoints or "XIYOU_API_BASE_URL"
+        raise SystemExit(f"error: {where} has no table for {', '.join(missing)}; add one or pass --characters")
     return {c.id: make_backend(c, endpoint=endpoints[c.id]) for c in characters}
 
 

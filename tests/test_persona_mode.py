@@ -186,3 +186,71 @@ def test_xiyou_room_and_prompt_follow_the_shortcut(monkeypatch: pytest.MonkeyPat
         shown.stdout
         == f"── system ──\n{system_prompt(C['sanzang'], 'persona', conversation=ask)}\n\n── user ──\n师父，你好\n\n"
     )
+
+
+# --- the pages and the evaluation ---------------------------------------------------------------------------------
+@pytest.fixture
+def pages_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, novel_path: Path):
+    import streamlit as st
+
+    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def test_the_app_follows_the_shortcut_and_says_so(pages_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from xiyou.env import REPO_ROOT
+
+    with ScriptedOpenAI(reply="俺老猪来也。") as server:
+        shortcut(monkeypatch, server.base_url, "general")  # no XIYOU_BACKEND: the app follows the shortcut
+        at = AppTest.from_file(str(REPO_ROOT / "apps" / "bajie" / "app.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+        captions = [c.value for c in at.sidebar.caption]
+        assert any(c.startswith("人设模式 · persona prompt on ") and "general" in c for c in captions), captions
+        at.chat_input[0].set_value("二师兄，吃了吗？").run()
+        at.run()
+        [request] = server.chat_requests()
+    assert request.json["model"] == "general"
+    ask = [{"role": "user", "content": "二师兄，吃了吗？"}]
+    assert request.messages == build_messages(C["bajie"], ask, "persona")
+
+
+def test_the_hub_follows_the_shortcut_and_lists_each_members_mode(pages_env, monkeypatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from xiyou.env import REPO_ROOT
+
+    with ScriptedOpenAI(reply="贫僧在此。") as server:
+        shortcut(monkeypatch, server.base_url, "general")
+        at = AppTest.from_file(str(REPO_ROOT / "hub" / "app.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+        captions = [c.value for c in at.sidebar.caption]
+        assert sum(c.startswith("人设模式 · persona prompt on ") for c in captions) == 4, captions
+        banter = next(w for w in at.slider if str(w.key).startswith("hub_banter"))
+        banter.set_value(0).run()
+        next(w for w in at.chat_input if str(w.key).startswith("hub_input")).set_value("师父，你好").run()
+        requests = server.chat_requests()
+    assert requests and requests[0].json["model"] == "general"
+    system = requests[0].messages[0]["content"]
+    assert system.startswith("你就是唐三藏") and C["sanzang"].description in system and "【群聊】" in system
+
+
+def test_eval_asks_in_persona_mode_on_the_shortcut(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, novel_path):
+    from pipeline import eval as evaluation
+
+    questions = tmp_path / "q.txt"
+    questions.write_text("你想家吗？\n", encoding="utf-8")
+    with ScriptedOpenAI(reply="俺老孙想花果山了。") as server:
+        shortcut(monkeypatch, server.base_url, "general")
+        code = evaluation.main([
+            "--backend", "endpoints", "--characters", "wukong", "--novel", str(novel_path),
+            "--questions", str(questions), "--no-sample-questions", "--out", str(tmp_path / "run"),
+        ])  # fmt: skip
+        [request] = server.chat_requests()
+    assert code == 0
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    assert request.messages == build_messages(C["wukong"], [{"role": "user", "content": "你想家吗？"}], "persona")

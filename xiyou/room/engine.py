@@ -171,6 +171,10 @@ class Room:
         True when idle."""
         return self._idle.wait(timeout)
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for `stop()` (a page's pause between turns); True when stopped."""
+        return self._cancel.wait(timeout)
+
     @property
     def stopping(self) -> bool:
         return self._cancel.is_set()
@@ -298,7 +302,8 @@ class Room:
                 log.warning("canon retrieval for %s failed, answering without it: %s", member.id, e)
         settings = member.generation_settings()
         settings = settings.replace(
-            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person))))
+            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person)))),
+            person=self.person,
         )
         guard = ReplyGuard(character, [*self._known.values(), *present], self.person)
         self.status[member.id] = MemberStatus("speaking")

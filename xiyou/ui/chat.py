@@ -367,7 +367,7 @@ def chat_page(character_id: str) -> None:
     backend: Backend | None = None
     try:
         backend = _backend(character.id, env.backend_kind())
-        st.sidebar.caption(render.safe_markdown(describe(backend)))  # which mode and model he is on
+        st.sidebar.caption(render.safe_markdown(public_error(describe(backend))))  # which mode and model he is on
     except (BackendError, ValueError) as e:
         st.error(f"{character.name} 暂时无法说话：{public_error(str(e))}")
     private_chat(store, conv, character, backend, settings, clear)

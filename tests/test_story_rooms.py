@@ -15,10 +15,10 @@ from pipeline.evaluation.leaks import first_mentions, leaks
 from xiyou.canon.loader import parse_number
 from xiyou.character import load_characters
 from xiyou.cli import main
+from xiyou.prompts import system_prompt
 from xiyou.room import NARRATOR, Room, TurnEnded
 from xiyou.room.lineup import build_lineup, canon_retriever
 from xiyou.room.member import Member
-from xiyou.room.view import system_prompt
 from xiyou.story import StoryError, get_scene, membership
 from xiyou.story.rooms import plan_story_room, story_retriever
 
@@ -78,7 +78,7 @@ def test_no_later_line_reaches_a_model_members_prompt(canon, cid: str) -> None:
             room.say(q)
             list(room.run())
             system = backend.seen[-1][0]["content"]
-            added = system[len(system_prompt(C[cid], [C[cid]], room.person)) :]
+            added = system[len(system_prompt(C[cid], present=[C[cid]], person=room.person)) :]
             assert "【故事进展】" in added and "你一概不知" in added
             assert _refs(added) and max(_refs(added)) <= n, (cid, n)
             # the examples are labelled with his display name (唐三藏 before chapter 14 too): that is no knowledge

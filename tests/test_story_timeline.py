@@ -8,7 +8,6 @@ import pytest
 
 from pipeline.evaluation.leaks import first_mentions, leaks
 from xiyou.canon.loader import parse_number
-from xiyou.room.tokens import estimate_tokens
 from xiyou.story import (
     MembershipError,
     StoryError,
@@ -20,6 +19,7 @@ from xiyou.story import (
     story_so_far,
 )
 from xiyou.story.timeline import arcs
+from xiyou.tokens import estimate_tokens
 
 IDS = ("sanzang", "wukong", "bajie", "wujing")
 

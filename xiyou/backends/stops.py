@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+#: The chat formats' end-of-turn and role markers (ChatML, InternLM2): text after any of them is never part of
+#: the reply, whatever the server does with `stop` (a server that decodes them as text, or that stops at EOS only).
+END_OF_TURN: tuple[str, ...] = (
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|endoftext|>",
+    "<|action_start|>",
+    "<|action_end|>",
+    "<|interpreter|>",
+    "<|plugin|>",
+)
+
 
 class StopFilter:
     """Feed deltas in with `push`; it returns what can be shown now. `stopped` turns True at a stop string."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 #: Below this relevance (0..1) the canon backend deflects instead of quoting a weak match. Calibrated with
 #: `python benchmarks/relevance/calibrate.py` on the calibration questions (see benchmarks/relevance/README.md).
-DEFLECT_BELOW = 0.41
+DEFLECT_BELOW = 0.45
 
 #: Weights of the kinds of query words.
 WEIGHT_CUE = 1.5
@@ -339,16 +339,21 @@ class Answerer:
 
 
 def best(
-    scores: np.ndarray,
+    scored: Scored,
     exchanges: Sequence[Exchange],
     allowed: np.ndarray | None,
     exclude: Collection[str],
+    min_relevance: float = 0.0,
     k: int = 64,
 ) -> int | None:
-    """The index of the best-scoring allowed exchange whose reply is not in `exclude` (None: nothing matches)."""
+    """The index of the best-ranked allowed exchange whose reply is not in `exclude` and whose relevance is at
+    least `min_relevance`, among the top k; None when there is none (the book cannot answer)."""
     from xiyou.canon.index import top_k
 
-    return next((i for i in top_k(scores, k, allowed) if exchanges[i].reply.text.strip() not in exclude), None)
+    for i in top_k(scored.scores, k, allowed):
+        if exchanges[i].reply.text.strip() not in exclude and scored.relevance[i] >= min_relevance:
+            return i
+    return None
 
 
 # --- deflections --------------------------------------------------------------------------------------------------
@@ -357,10 +362,13 @@ def best(
 _DEFLECTING_CLAUSE = re.compile(
     r"^(?:(?:贫僧|老孙|我|老猪|弟子|小弟|俺|我们|这个|实)?(?:也|实|委实|真个|却|一发|倒)?"
     r"(?:不知|不晓得|不曾见|不曾听见|不曾闻|不认得|不懂|那里晓得|那里知道|晓得甚么)(?:道|得|哩|了|也|甚么)?$"
-    r"|且?莫管|休管|不要管|管他|且休|少题|休题|莫说|不消说|莫胡说|不要胡说|没说甚么|你?说甚么"
-    r"|也罢了?$|罢了$)"
+    r"|且?莫管|休管|不要管|管他|且休|少题|休题|休提|莫说|不消说|莫胡说|莫胡谈|不要胡说|你?说甚么|罢了$"
+    r"|闲话少说|且住|莫问|休问|不要问|不必(?:烦叙|多讲|多言|说了)|且?莫斗口|休斗口|一言难尽"
+    r"|说不得|天晓得|谁晓得|(?:我|弟子|小弟)?(?:又)?不曾(?:在心|理会|与他相识)|那里认得|知道是甚缘故)"
 )
-_WEAK_CLAUSE = re.compile(r"^(?:也罢了?|罢了)$")
+#: A clause that moves on (let us get going): part of a deflection, never one by itself.
+_MOVING_ON = re.compile(r"^(?:我们|我等|你我)?(?:且|快|快早|早)?(?:走路|赶路|去来|去罢|走罢|赶早儿去来?)$")
+_WEAK_CLAUSE = re.compile(r"^罢了$")
 WEAK_LINE_MAX = 6
 _CLAUSES = re.compile(r"[^，。！？；、,.!?;…]+")
 #: Concrete story things make a deflection sound off the point of a question about something else.
@@ -381,13 +389,13 @@ def is_deflection(
     short clause that says so (`不知，不知。`, `莫管，莫管，我有处治。`, `少题闲话，我们赶早儿去来。`), and with no
     concrete story thing or other person's name in it (so it fits a question the book cannot answer)."""
     t = text.strip()
-    if not 2 <= len(t) <= max_chars or "\n" in t or _CONCRETE.search(t):
+    if not 2 <= len(t) <= max_chars or "\n" in t:
         return False
     clauses = [c for c in _CLAUSES.findall(t) if len(c) <= clause_max and _DEFLECTING_CLAUSE.match(c)]
-    if not clauses:
-        return False
+    if not clauses or _CONCRETE.search("，".join(c for c in _CLAUSES.findall(t) if c not in clauses)):
+        return False  # ('那里认得！' is a shrug; '莫管他，妖精自有处置。' is about something)
     if all(_WEAK_CLAUSE.match(c) for c in clauses) and len(t) > WEAK_LINE_MAX:
-        return False  # '也罢，我驮着你，…' goes on about something: only a bare '也罢了。' waves it off
+        return False  # '罢了！来到尽头路了！' goes on about something: only a bare '罢了！罢了！' waves it off
     return not any(n in t for n in other_names)
 
 
@@ -432,7 +440,7 @@ def purity(text: str) -> float:
     t = text.strip()
     if not t:
         return 0.0
-    kept = "".join(c for c in _CLAUSES.findall(t) if not _DEFLECTING_CLAUSE.match(c))
+    kept = "".join(c for c in _CLAUSES.findall(t) if not (_DEFLECTING_CLAUSE.match(c) or _MOVING_ON.match(c)))
     rest = _SELF_AND_PARTICLES.sub("", kept)
     return 1.0 - len(rest) / len(t)
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from xiyou.backends.base import Citation
 from xiyou.io import jsonl_text
-from xiyou.room.tokens import estimate_tokens
+from xiyou.tokens import estimate_tokens
 
 #: The speaker id of the person (the human in the room). Character ids are lower-case ASCII, so no clash.
 PERSON = "person"

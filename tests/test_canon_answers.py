@@ -109,6 +109,18 @@ def test_story_questions_are_answered_about_their_subject(canon: Canon) -> None:
     assert backend.last_relevance >= answers.DEFLECT_BELOW
 
 
+@pytest.mark.parametrize("cid", IDS)
+def test_a_question_is_answered_not_asked_back(canon: Canon, cid: str) -> None:
+    """'你从哪里来？' once got 悟净's '二哥，你从那里来？': the line sharing most words was the question itself."""
+    line, _ = ask(CanonBackend(get_character(cid), canon), "你从哪里来？")
+    assert not line.rstrip().endswith(("？", "?")), line
+
+
+def test_a_named_character_is_found_by_his_other_names(canon: Canon) -> None:
+    terms = {t.text: t for t in answers.query_terms("八戒这个人怎么样？", answers.answerer(canon, "wukong").vocabulary)}
+    assert {"悟能", "呆子"} <= set(terms["八戒"].forms)
+
+
 def test_plain_deflections_come_first(canon: Canon) -> None:
     assert answers.purity("不知，不知。") == 1.0
     assert answers.purity("且莫管他，进去进去，或者这道士有些德行，未可知也。") < answers.PURE

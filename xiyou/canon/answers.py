@@ -8,6 +8,10 @@
 - Scores: word-level BM25 (each query word counted where it occurs in an exchange's context — what was said to
   the character — and, at half weight, in the reply), plus the character-bigram BM25 of `xiyou.canon.index`
   (bm25s) at a lower weight. Exchanges from chapters after `max_chapter` are masked before the top-k.
+- Ranking, for a question: an exchange where he was asked something (the context is a question) ranks higher, a
+  reply that is itself a question lower, a reply of the kind asked for (a place for 哪里, a number for 多少, a
+  reason for 为什么, a person for 谁) higher; an exchange holding none of the novel's entities that the question
+  names (or their co-referents: 八戒 → 悟能, 呆子 …) ranks lower.
 - Relevance: the best score divided by the most the query's words could score (0..1). Below `DEFLECT_BELOW`
   (calibrated on `benchmarks/relevance/calibration.tsv`, never on the evaluation questions) the book cannot
   answer, and the character answers with one of his deflection lines: his own canon lines where he says he does
@@ -50,6 +54,32 @@ SHORT_REPLY, SHORT_FACTOR = 8, 0.7  # a bare '去来！' says little: ranked low
 LONG_REPLY = 60  # characters; longer lines (speeches, verse) are less likely to answer a question: down to half
 BM25_K1, BM25_B = 1.2, 0.75
 RELEVANCE_FLOOR = 0.25  # ranking = score x (RELEVANCE_FLOOR + relevance)
+#: For a question: an exchange where he was asked something answers more often than one where he was told it …
+ASKED_FACTOR = 1.2
+#: … and a reply that is itself a question ('你从那里来？' to '你从哪里来？') answers less often.
+COUNTER_QUESTION_FACTOR = 0.6
+#: The question names a person, place or thing of the novel, and neither the line nor what was said to him does.
+ENTITY_MISSING_FACTOR = 0.5
+#: A reply of the kind the question asks for (a place for 哪里, a number for 多少, a reason for 为什么 …).
+ANSWER_TYPE_FACTOR = 1.3
+_IS_QUESTION = re.compile(r"[?？]|[吗么呢否][！!。]?$")
+_ENDS_AS_QUESTION = re.compile(r"[?？][」』”\s]*$")
+#: What each kind of question asks for (query cue -> what a reply of that kind holds).
+ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        re.compile(r"哪里|哪儿|何处|在哪|那里人|来自|家乡|老家|从哪"),
+        re.compile(r"山|洞|国|城|寺|河|庄|州|洲|海|宫|人氏|里路"),
+    ),
+    (
+        re.compile(r"多少|几[个岁年次种斤天件位]|多重|多远|多长|多大|多高|多久"),
+        re.compile(r"[一二三四五六七八九十百千万两]"),
+    ),
+    (re.compile(r"为什么|为甚么|为何|怎么会|凭什么"), re.compile(r"因|为|只为|原来|所以|故此|是以")),
+    (
+        re.compile(r"谁|哪个|那个人|什么人|何人"),
+        re.compile(r"师父|菩萨|如来|老君|玉帝|大圣|行者|八戒|悟能|悟净|沙僧|唐僧|龙王|国王|大王|仙|佛|是我"),
+    ),
+)
 
 #: Question words: how a question asks (the novel writes 甚么, 那里, 怎的, 怎生 …).
 QUESTION_CUES = frozenset(
@@ -210,6 +240,8 @@ class Vocabulary:
 
 def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
     """The weighted words of a query (see the module doc); the same word once, at its highest weight."""
+    from xiyou import names
+
     terms: dict[str, Term] = {}
     for word in segment(text):
         if word in SECOND_PERSON:
@@ -225,7 +257,11 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
             weight, kind = WEIGHT_SINGLE, "single"
         else:
             weight, kind = WEIGHT_WORD, "word"
-        forms = tuple(dict.fromkeys([word, *(f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS)]))
+        novel_forms = [f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS]
+        cid = names.resolve(word) if kind == "entity" else None
+        if cid:  # one of the four: any of his names (八戒 → 悟能, 猪八戒 …)
+            novel_forms += [a for a in names.aliases(cid) if len(a) >= 2]
+        forms = tuple(dict.fromkeys([word, *novel_forms]))
         if word not in terms or terms[word].weight < weight:
             terms[word] = Term(forms, weight, kind)
     return list(terms.values())
@@ -289,6 +325,13 @@ class Answerer:
         self.context = Field([ex.context.text if ex.context else "" for ex in self.exchanges])
         self.reply = Field([ex.reply.text for ex in self.exchanges])
         self.chapters = np.asarray([ex.chapter for ex in self.exchanges], dtype=np.int32)
+        self.asked = np.asarray(
+            [bool(ex.context and _IS_QUESTION.search(ex.context.text.strip())) for ex in self.exchanges]
+        )
+        self.counter_question = np.asarray([bool(_ENDS_AS_QUESTION.search(ex.reply.text)) for ex in self.exchanges])
+        self.answer_types = [
+            np.asarray([bool(holds.search(ex.reply.text)) for ex in self.exchanges]) for _, holds in ANSWER_TYPES
+        ]
         lengths = np.asarray([len(ex.reply.text) for ex in self.exchanges], dtype=np.float32)
         factor = np.clip(LONG_REPLY / np.maximum(lengths, 1.0), 0.5, 1.0)
         self.length_factor = np.where(lengths < SHORT_REPLY, SHORT_FACTOR, factor).astype(np.float32)
@@ -302,6 +345,7 @@ class Answerer:
         terms = tuple(query_terms(query, self.vocabulary))
         total = np.zeros(n, dtype=np.float32)
         covered = np.zeros(n, dtype=np.float32)
+        named = np.zeros(n, dtype=bool)  # holds one of the entities the question names
         weights = 0.0
         for term in terms:
             best_score = np.zeros(n, dtype=np.float32)
@@ -315,6 +359,8 @@ class Answerer:
                 found = np.maximum(found, part * np.where(held_context, 1.0, np.where(held_reply, REPLY_FIELD, 0.0)))
             total += term.weight * best_score
             covered += term.coverage_weight * found
+            if term.kind == "entity":
+                named |= found > 0
             weights += term.coverage_weight
         relevance = covered / weights if weights > 0 else covered
         word_best = float(total.max()) if n else 0.0
@@ -331,6 +377,17 @@ class Answerer:
                 total = total + GRAM_FIELD * (gram / top) * (word_best or 1.0)
         # rank by the scores, favouring exchanges that hold more of the question, and lines short enough to answer
         ranking = total * (RELEVANCE_FLOOR + relevance) * self.length_factor
+        if any(t.kind == "entity" for t in terms):
+            ranking = ranking * np.where(named, 1.0, ENTITY_MISSING_FACTOR)
+        if _IS_QUESTION.search(query.strip()) or any(t.kind == "cue" for t in terms):
+            ranking = (
+                ranking
+                * np.where(self.asked, ASKED_FACTOR, 1.0)
+                * np.where(self.counter_question, COUNTER_QUESTION_FACTOR, 1.0)
+            )
+            for (asks, _), holds in zip(ANSWER_TYPES, self.answer_types, strict=True):
+                if asks.search(query):
+                    ranking = ranking * np.where(holds, ANSWER_TYPE_FACTOR, 1.0)
         return Scored(ranking.astype(np.float32), relevance.astype(np.float32), terms)
 
     def mask(self, max_chapter: int | None) -> np.ndarray | None:

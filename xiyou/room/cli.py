@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
+from xiyou.io import json_line
 from xiyou.names import CHARACTER_IDS, check_person_name
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, Room
 from xiyou.room.events import MemberFailed, ReplyDropped, Stopped, TurnEnded
@@ -19,7 +19,7 @@ NARRATE = "/narrate"
 
 
 def _echo_json(data: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_line(data))
     sys.stdout.flush()
 
 

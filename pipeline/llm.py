@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -474,15 +473,6 @@ def _merge(into: RunStats, s: RunStats) -> None:
 
 def prompt_hashes(prompts: dict[str, str]) -> dict[str, str]:
     return {name: text_hash(text) for name, text in prompts.items()}
-
-
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough prompt-token estimate: one per CJK character, one per four other characters."""
-    cjk = len(_CJK.findall(text))
-    return cjk + (len(text) - cjk + 3) // 4
 
 
 def iter_unique(requests: Iterable[Request]) -> list[Request]:

@@ -30,7 +30,6 @@ from pipeline.llm import (
     FatalAPIError,
     Request,
     RunStats,
-    estimate_tokens,
     now_iso,
     prompt_hashes,
     run_requests,
@@ -40,6 +39,7 @@ from pipeline.llm import (
 from pipeline.options import add_engine_args, engine_config, setup_logging
 from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
 from xiyou.io import write_error
+from xiyou.tokens import estimate_tokens
 
 
 class Rejected(ValueError):

@@ -11,7 +11,7 @@ from xiyou.backends.base import Citation
 from xiyou.character import load_characters
 from xiyou.room import NARRATOR, Room, TurnEnded
 from xiyou.room.member import Member
-from xiyou.story import get_scene, story_so_far
+from xiyou.story import get_scene
 from xiyou.story.narrator import (
     QUOTE_MARKS,
     CanonNarration,
@@ -20,6 +20,7 @@ from xiyou.story.narrator import (
     narration_passages,
     narrator_character,
 )
+from xiyou.story.rooms import scene_story
 
 C = load_characters()
 
@@ -84,8 +85,9 @@ def test_canon_narrator_in_a_room_tells_the_scene_in_order(canon) -> None:
 def test_a_persona_narrator_never_writes_anyones_lines(model_says: str, posted: str) -> None:
     inner = Scripted(model_says)
     scene = get_scene("baigujing")
-    narrator = Member(narrator_character(), NarratorBackend(inner, story_so_far(27, 200, novel=None), scene))
-    room = Room([Member(C["wukong"], Scripted("嗯")), Member(C["sanzang"], Scripted("阿弥陀佛"))], narrator=narrator)
+    narrator = Member(narrator_character(), NarratorBackend(inner))
+    members = [Member(C["wukong"], Scripted("嗯")), Member(C["sanzang"], Scripted("阿弥陀佛"))]
+    room = Room(members, narrator=narrator, chapter=scene.chapter, setting=scene_story(scene))
     events = list(room.narrate())
     assert [e.text for e in _ended(events)] == ([posted] if posted else [])
     system = inner.seen[-1][0]["content"]

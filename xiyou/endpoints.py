@@ -9,6 +9,13 @@
     api_key_env = "BAJIE_KEY"                # optional: the variable holding the key, never the key itself
     [sanzang]
     backend = "canon"                        # or "transformers" (local weights)
+    [default]                                # every character without a table of his own
+    base_url = "http://127.0.0.1:11434/v1"   # e.g. Ollama: a general chat model…
+    model = "qwen2.5:7b"
+    prompt = "persona"                       # …prompted with the persona (the fine-tuned models: "meta")
+
+Without a file, `XIYOU_API_BASE_URL` + `XIYOU_API_MODEL` put all four in persona mode on one model;
+`configured_endpoints` applies that shortcut to the characters a file does not cover.
 
 `XIYOU_ENDPOINTS` names the file (the hub's `--endpoints FILE` too). `load_endpoints` validates it and reports
 problems with the file, the table and the field in one short line (EndpointError); `dump_endpoints` /
@@ -20,19 +27,23 @@ strings have length limits and `timeout` must be a finite number of seconds.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from xiyou import env
 from xiyou.character import load_characters
+from xiyou.env import BackendKind
 from xiyou.io import write_text_atomic
+from xiyou.prompts import PromptMode
 from xiyou.redact import redact
 from xiyou.validation import describe_validation_error, shorten
 
-BackendKind = Literal["openai", "canon", "transformers"]
+#: The table that applies to every character without a table of his own.
+DEFAULT_TABLE = "default"
 
 #: An endpoints file names at most a few characters; anything this large is not one.
 MAX_FILE_BYTES = 256 * 1024
@@ -58,6 +69,9 @@ class EndpointConfig(BaseModel):
     - `timeout`: seconds to wait for the connection and between streamed chunks.
     - `send_top_k`, `send_repetition_penalty`: send LMDeploy's extra sampling fields (plain OpenAI servers
       refuse them).
+    - `prompt`: "meta" (the fine-tuned models: their `meta_instruction`, exactly as trained; the default) or
+      "persona" (any general chat model: the character's description, how he speaks, canon examples; see
+      xiyou.prompts).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +86,7 @@ class EndpointConfig(BaseModel):
     send_repetition_penalty: bool = False
     top_k: int | None = Field(default=None, ge=1, le=100_000)
     model_path: str | None = Field(default=None, max_length=4096)
+    prompt: PromptMode = "meta"
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> EndpointConfig:
@@ -85,7 +100,9 @@ class EndpointConfig(BaseModel):
 
 
 def parse_endpoints(raw: Mapping[str, object], source: str = "endpoints") -> dict[str, EndpointConfig]:
-    """Validate already-parsed TOML (a mapping of character id -> table)."""
+    """Validate already-parsed TOML (a mapping of character id -> table; `[default]` fills in the others)."""
+    raw = dict(raw)
+    default = raw.pop(DEFAULT_TABLE, None)
     known = list(load_characters())
     if len(raw) > MAX_TABLES:
         raise _error(f"{source}: {len(raw)} tables; an endpoints file has one per character (at most {MAX_TABLES})")
@@ -103,7 +120,46 @@ def parse_endpoints(raw: Mapping[str, object], source: str = "endpoints") -> dic
             result[cid] = EndpointConfig.model_validate(dict(table))
         except ValidationError as e:
             raise _error(f"{source}: table [{name}]: {redact(describe_validation_error(e))}") from None
+    if default is not None:
+        if not isinstance(default, Mapping):
+            raise _error(f"{source}: 'default' must be a table ([default] with base_url, model, …)")
+        if len(default) > MAX_KEYS:
+            raise _error(f"{source}: table [{DEFAULT_TABLE}]: {len(default)} keys; a table has at most {MAX_KEYS}")
+        try:
+            fallback = EndpointConfig.model_validate(dict(default))
+        except ValidationError as e:
+            raise _error(f"{source}: table [{DEFAULT_TABLE}]: {redact(describe_validation_error(e))}") from None
+        result = {cid: result.get(cid, fallback) for cid in known}
     return result
+
+
+def shortcut_endpoint() -> EndpointConfig | None:
+    """The persona-mode shortcut: `XIYOU_API_BASE_URL` + `XIYOU_API_MODEL` (key: OPENAI_API_KEY when set), or None.
+
+    Raises EndpointError when the variables are half set or the URL is not http(s).
+    """
+    try:
+        shortcut = env.api_shortcut()
+        if shortcut is None:
+            return None
+        key_env = "OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY", "").strip() else None
+        base_url, model = shortcut
+        return EndpointConfig(base_url=base_url, model=model, api_key_env=key_env, prompt="persona")
+    except ValidationError as e:
+        raise _error(f"XIYOU_API_BASE_URL: {redact(describe_validation_error(e))}") from None
+    except ValueError as e:
+        raise EndpointError(str(e)) from None
+
+
+def configured_endpoints(path: str | Path | None = None) -> dict[str, EndpointConfig]:
+    """Every character's endpoint: the file's tables (`path`, default XIYOU_ENDPOINTS; its `[default]` fills in the
+    others), then the persona-mode shortcut for whoever is still without one. Characters with neither are absent."""
+    path = path if path is not None else env.endpoints_path()
+    configs = load_endpoints(path) if path is not None else {}
+    shortcut = shortcut_endpoint()
+    if shortcut is not None:
+        configs = {cid: configs.get(cid, shortcut) for cid in load_characters()}
+    return configs
 
 
 def _error(message: str) -> EndpointError:

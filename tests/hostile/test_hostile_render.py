@@ -34,7 +34,7 @@ def hostile_reply(base: str) -> str:
         f"[![linked]({base}/linked.png)]({base}/clicked-only)\n\n"
         f'<img src="{base}/html-img.png"> <picture><source srcset="{base}/srcset.png"></picture>\n\n'
         f"<{base}/autolink.png>\n\n"
-        "`![在代码里](x)` 不算。\n\n" + "> " * DEEP + "深不见底"
+        "`![在代码里](x)` 不算。\n\n" + ">" * DEEP + "深不见底"  # fits the client's reply cap (wukong: 4,096)
     )
 
 

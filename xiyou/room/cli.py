@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
+from xiyou.io import json_line
 from xiyou.names import CHARACTER_IDS, check_person_name
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, Room
 from xiyou.room.events import MemberFailed, ReplyDropped, Stopped, TurnEnded
@@ -19,7 +19,7 @@ NARRATE = "/narrate"
 
 
 def _echo_json(data: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_line(data))
     sys.stdout.flush()
 
 
@@ -140,9 +140,8 @@ def room_cmd(
         retriever = canon_retriever(canon, max_chapter=story.chapter) if canon is not None else None
         if retriever is None:
             click.echo(f"canon hints are off: {why or 'no canon retrieval available'}", err=True)
-    from xiyou.story.rooms import narrator_member, open_scene, story_retriever
+    from xiyou.story.rooms import narrator_member, open_scene, scene_story
 
-    retriever = story_retriever(story.chapter, story.scene, retriever)
     the_narrator = None
     if narrator:
         canon, why = load_canon(lineup.novel)
@@ -158,6 +157,8 @@ def room_cmd(
         seed=seed,
         narrator=the_narrator,
         narrate_banter=narrate_banter,
+        chapter=story.chapter,
+        setting=scene_story(story.scene),
     )
     opening = open_scene(room, story)
     if opening is not None:

@@ -22,6 +22,7 @@ from typing import Literal
 
 from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
+from xiyou.prompts import mode_of
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.member import Member
@@ -85,6 +86,8 @@ class Room:
         characters: Iterable[Character] | None = None,
         narrator: Member | None = None,
         narrate_banter: bool = False,
+        chapter: int | None = None,
+        setting: str | None = None,
     ) -> None:
         self.members: list[Member] = []
         self.entries: list[Entry] = []
@@ -103,6 +106,10 @@ class Room:
         #: `narrate_banter`, between two auto-banter turns. Hears every line.
         self.narrator = narrator
         self.narrate_banter = narrate_banter
+        #: The point in the story (after chapter N; None: the whole journey) and a scene's setting: every
+        #: speaker's system prompt carries them (xiyou.prompts), and canon examples stop at the chapter.
+        self.chapter = chapter
+        self.setting = setting
         self.set_members(members)
 
     # ----- members -----------------------------------------------------------------------------------------
@@ -163,6 +170,10 @@ class Room:
         """Wait until no turn is in progress (a page rerun may start while the interrupted run still cleans up);
         True when idle."""
         return self._idle.wait(timeout)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for `stop()` (a page's pause between turns); True when stopped."""
+        return self._cancel.wait(timeout)
 
     @property
     def stopping(self) -> bool:
@@ -281,7 +292,9 @@ class Room:
     def _turn_inner(self, member: Member) -> Iterator[Event]:
         character = member.character
         present = [m.character for m in self.members]
-        messages = build_view(character, self.entries, present, self.person, self.token_budget)
+        mode = mode_of(member.backend)
+        story = {"chapter": self.chapter, "story": self.setting}
+        messages = build_view(character, self.entries, present, self.person, self.token_budget, mode, **story)
         if member.retriever is not None:
             try:
                 messages = member.retriever(character, messages)
@@ -289,7 +302,8 @@ class Room:
                 log.warning("canon retrieval for %s failed, answering without it: %s", member.id, e)
         settings = member.generation_settings()
         settings = settings.replace(
-            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person))))
+            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person)))),
+            person=self.person,
         )
         guard = ReplyGuard(character, [*self._known.values(), *present], self.person)
         self.status[member.id] = MemberStatus("speaking")

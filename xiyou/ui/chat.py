@@ -27,6 +27,7 @@ import streamlit as st
 from xiyou import env
 from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message
 from xiyou.character import Character, get_character
+from xiyou.prompts import PromptMode, build_messages, describe, mode_of
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
 from xiyou.ui import conversations, messages, render
 from xiyou.ui.options import apply_page_options, public_error
@@ -113,16 +114,17 @@ def _live_key(conv: Conversation) -> str:
     return f"chat_live_{conv.id}"
 
 
-def backend_messages(character: Character, history: list[StoredMessage]) -> list[Message]:
-    """System prompt, then the chat; consecutive lines of one side are merged so the roles alternate."""
-    out: list[Message] = [{"role": "system", "content": character.meta_instruction}]
+def backend_messages(character: Character, history: list[StoredMessage], mode: PromptMode = "meta") -> list[Message]:
+    """System prompt (xiyou.prompts, in the backend's mode), then the chat; consecutive lines of one side are merged
+    so the roles alternate."""
+    out: list[Message] = []
     for m in history:
         role = "user" if m.speaker == PERSON else "assistant"
-        if out[-1]["role"] == role:
+        if out and out[-1]["role"] == role:
             out[-1] = {"role": role, "content": f"{out[-1]['content']}\n\n{m.text}"}
         else:
             out.append({"role": role, "content": m.text})
-    return out
+    return build_messages(character, out, mode)
 
 
 def _finish_live(store: Store, conv: Conversation, character: Character, live: Live, interrupted: bool) -> None:
@@ -181,7 +183,7 @@ def _start_live(
     history = store.messages(conv.id)
     if mode == "regenerate" and target is not None:
         history = history[: next(i for i, m in enumerate(history) if m.id == target.id)]
-    sent = backend_messages(character, history)
+    sent = backend_messages(character, history, mode_of(backend))
     if mode == "continue":
         sent.append({"role": "user", "content": "（请接着说。）"})
     live = Live(threading.Event(), mode, target.id if target else None)
@@ -284,6 +286,8 @@ def private_chat(
 ) -> None:
     """The chat itself (title, history, live reply, input) for `conv`, a private chat with `character`."""
     st.title(f"{character.emoji} {title or character.title}")
+    if backend is not None:  # which mode and model he is on
+        st.sidebar.caption(render.safe_markdown(public_error(describe(backend))))
     notice = getattr(backend, "notice", None)  # what the mode is, e.g. the offline canon backend's
     if isinstance(notice, str) and notice:
         st.caption(notice)

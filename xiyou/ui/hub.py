@@ -29,6 +29,7 @@ from xiyou import env
 from xiyou.backends.base import Citation
 from xiyou.character import load_characters
 from xiyou.names import check_person_name
+from xiyou.prompts import describe
 from xiyou.room import (
     POLICIES,
     POLICY_HELP,
@@ -248,11 +249,8 @@ def _on_stop(conv_id: str) -> None:
     found = _current(conv_id)
     if found is None:
         return
-    store, conv, rs = found
-    rs.room.stop()  # first: the run streaming now ends its turn at once and lets go
-    with _hold(rs) as ok:
-        if ok:
-            _stop(store, conv, rs)
+    # the run streaming now ends its turn at its next piece and lets go; the page this click draws ends the plan
+    found[2].room.stop()
 
 
 def _stop(store: Store, conv: Conversation, rs: RoomSession) -> None:
@@ -337,7 +335,7 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             who = characters[member_id]
             left.markdown(f"{STATUS_LIGHTS.get(state, '⚪')} {who.emoji} **{who.name}**")
             message = status.message if status and status.failing else None
-            label = str(getattr(seat.backend, "label", "")) if seat.backend else (seat.why_not or "no backend")
+            label = describe(seat.backend) if seat.backend else (seat.why_not or "no backend")  # mode and model
             left.caption(render.safe_markdown(public_error(message or label)))
         hints = False
         model_seats = [lineup_.seats[i] for i in ids if lineup_.seats[i].backend is not None]
@@ -491,7 +489,8 @@ def _drive(store: Store, conv: Conversation, rs: RoomSession, delay: float) -> N
             pace = st.empty()
             while (left := rs.next_turn_at - time.time()) > 0:
                 pace.caption(f"⏳ 下一位 {left:.1f} s 后开口 · next turn in {left:.1f} s (⏹️ Stop ends it)")
-                time.sleep(min(left, 0.1))
+                if rs.room.wait_stopped(min(left, 0.1)):
+                    return  # Stop was pressed: let go of the room at once (its callback ends the plan)
             pace.empty()
         rs.live = rs.room.step(rs.plan)
     _stream_turn(rs)
@@ -531,11 +530,12 @@ def _apply_message_action(store: Store, conv: Conversation, rs: RoomSession, act
         rs.next_turn_at = 0.0
 
 
-def _controls(conv: Conversation, rs: RoomSession) -> None:
-    """One compact row: Continue, Stop, who speaks now, Speak (fits a phone's width)."""
+def _controls(conv: Conversation, rs: RoomSession, starts: bool) -> None:
+    """One compact row: Continue, Stop, who speaks now, Speak (fits a phone's width). `starts`: this run starts
+    something (a message sent, a reply regenerated)."""
     room = rs.room
     cid = conv.id
-    running = rs.running
+    running = starts or (rs.running and not room.stopping)
     active = [m for m in room.members if m.active]
     with st.container(horizontal=True, gap="small", vertical_alignment="center", key="hub_controls"):
         st.button(
@@ -555,10 +555,10 @@ def _controls(conv: Conversation, rs: RoomSession) -> None:
             format_func=lambda i: f"{room.member(i).emoji} {room.member(i).name}",
             key=pick_key,
             label_visibility="collapsed",
-            width=140,
+            width=116,
         )
         st.button(
-            "🎤 说", key="hub_speak", on_click=_on_speak, args=(cid, pick_key), disabled=not active,
+            "🎤", key="hub_speak", on_click=_on_speak, args=(cid, pick_key), disabled=not active,
             help="请他现在说 · make him speak now (any policy)",
         )  # fmt: skip
 
@@ -582,38 +582,51 @@ def room_page(store: Store, conv: Conversation) -> None:
     settings = sidebar(conv, rs.room, lineup_, saved)
     if settings != saved:
         store.save_settings(conv.id, {**conv.settings, **settings.to_json()})
+    _apply(rs.room, lineup_, settings)
+    action = messages.take_action()
+    no_members = not rs.room.members
+    prompt = st.chat_input(
+        "先在侧栏选人 · pick members in the sidebar first" if no_members
+        else f"对师徒说点什么… 点名即可叫人，如“悟空”（{MAX_INPUT_CHARS} 字以内）",
+        key=f"hub_input_{conv.id}",
+        disabled=no_members,
+    )  # fmt: skip
+    prompt = prompt.strip() if prompt else ""
+    starts = bool(prompt and len(prompt) <= MAX_INPUT_CHARS) or (
+        action is not None and action.kind in ("regenerate", "continue")
+    )
+    # the controls first, before waiting for the run this one interrupted: after Stop they show the real state
+    # at once (the interrupted turn winds down meanwhile)
+    with st.bottom:
+        _controls(conv, rs, starts)
     with _hold(rs) as ok:
         if not ok:
             st.info("上一轮还在收尾，请稍候 · the previous turn is still winding down", icon="⏳")
             time.sleep(0.5)
             st.rerun()
-        _page_body(store, conv, rs, lineup_, settings)
+        _page_body(store, conv, rs, settings, action, prompt)
 
 
-def _page_body(store: Store, conv: Conversation, rs: RoomSession, lineup_: Lineup, settings: RoomSettings) -> None:
-    _apply(rs.room, lineup_, settings)
-    _sync(store, conv, rs)  # what a callback's stop kept
-
-    action = messages.take_action()
+def _page_body(
+    store: Store,
+    conv: Conversation,
+    rs: RoomSession,
+    settings: RoomSettings,
+    action: messages.MessageAction | None,
+    prompt: str,
+) -> None:
+    if rs.room.stopping and rs.running:
+        _stop(store, conv, rs)  # Stop was pressed: end the turn (keeping what was said) and the plan
+    _sync(store, conv, rs)
     if action is not None:
         _apply_message_action(store, conv, rs, action)
-
-    input_key = f"hub_input_{conv.id}"
-    no_members = not rs.room.members
-    prompt = st.chat_input(
-        "先在侧栏选人 · pick members in the sidebar first" if no_members
-        else f"对师徒说点什么… 点名即可叫人，如“悟空”（{MAX_INPUT_CHARS} 字以内）",
-        key=input_key,
-        disabled=no_members,
-    )  # fmt: skip
-    if prompt and prompt.strip():
+    if prompt:
         if len(prompt) > MAX_INPUT_CHARS:
             st.session_state[f"hub_draft_{conv.id}"] = prompt
         else:
             _say(store, conv, rs, prompt)
     log = st.container()
     with st.bottom:
-        _controls(conv, rs)
         _draft(store, conv, rs)
     with log:
         _transcript(store, conv, rs)

@@ -146,15 +146,18 @@ def test_xiyou_room_refuses_a_member_the_story_has_not_brought_in(novel_path: Pa
 
 
 @pytest.mark.slow
-def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(canon, novel_path: Path, tmp_path: Path) -> None:
+def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(
+    canon, novel_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline import eval as evaluation
 
     out = tmp_path / "run"
     code = evaluation.main(
-        ["--backend", "canon", "--chapter", "20", "--characters", "wukong,bajie", "--no-sample-questions",
+        ["--backend", "canon", "--chapter", "20", "--characters", "wukong,bajie,wujing", "--no-sample-questions",
          "--questions", str(STORY_QUESTIONS), "--novel", str(novel_path), "--out", str(out)]
     )  # fmt: skip
     assert code == 0
+    assert "note: wujing skipped" in capsys.readouterr().err  # not in the story before chapter 22
     run = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["run"]
     assert run["chapter"] == 20
     assert {cid: (row["replies"], row["leaking"]) for cid, row in run["leaks"].items()} == {

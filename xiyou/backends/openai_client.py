@@ -31,12 +31,11 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 
 from xiyou.backends.reply import ReplyGuard, ReplyStream
+from xiyou.backends.stops import MAX_STOP_STRINGS
 from xiyou.redact import public_url, redact, register_secret
 
 #: Sent as the key when none is configured: local servers (LMDeploy, vLLM, transformers serve) ignore it.
 NO_KEY = "not-needed"
-#: The most stop strings the OpenAI API accepts; all of them are applied on our side anyway.
-MAX_STOP_STRINGS = 4
 _STOP_FIELD = re.compile(r"\bstop\b", re.IGNORECASE)
 
 

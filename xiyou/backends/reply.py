@@ -27,7 +27,8 @@ REPLACEMENT = "\ufffd"
 CHARS_PER_TOKEN = 8
 #: No reply grows past this many characters, whatever max_new_tokens says (about 70,000 froze the pages).
 MAX_REPLY_CHARS = 24_000
-MIN_REPLY_CHARS = 1_000
+#: Even a short max_new_tokens allows this many characters: the cap stops floods, it never trims an answer.
+MIN_REPLY_CHARS = 8_000
 
 
 def _is_high_surrogate(ch: str) -> bool:

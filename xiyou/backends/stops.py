@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+#: The most stop strings the OpenAI API accepts in `stop`; a backend applies all of its stop strings anyway.
+MAX_STOP_STRINGS = 4
+
 #: The chat formats' end-of-turn and role markers (ChatML, InternLM2): text after any of them is never part of
 #: the reply, whatever the server does with `stop` (a server that decodes them as text, or that stops at EOS only).
 END_OF_TURN: tuple[str, ...] = (

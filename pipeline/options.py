@@ -20,8 +20,7 @@ from pipeline.llm import (
     EngineConfig,
     load_api_key,
 )
-from xiyou.backends.openai_client import MAX_STOP_STRINGS
-from xiyou.backends.stops import END_OF_TURN
+from xiyou.backends.stops import END_OF_TURN, MAX_STOP_STRINGS
 
 log = logging.getLogger("pipeline")
 

@@ -101,6 +101,7 @@ def test_knowledge_limits_say_what_he_cannot_know(canon) -> None:
     assert "第二十回以后" in text and "不知" in text
     assert "以到这一回为止的故事为准" in knowledge_limits("wukong", 5)  # before he joins: his earlier self
     assert "以到这一回为止的故事为准" not in text
+    assert knowledge_limits("narrator", 20) == text  # anyone in the room, not only the four
     for cid in IDS:
         for chapter in (1, 5, 13, 20, 60):
             assert leaks(knowledge_limits(cid, chapter), chapter, table=first_mentions(canon)) == []

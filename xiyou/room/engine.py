@@ -86,6 +86,8 @@ class Room:
         characters: Iterable[Character] | None = None,
         narrator: Member | None = None,
         narrate_banter: bool = False,
+        chapter: int | None = None,
+        setting: str | None = None,
     ) -> None:
         self.members: list[Member] = []
         self.entries: list[Entry] = []
@@ -104,6 +106,10 @@ class Room:
         #: `narrate_banter`, between two auto-banter turns. Hears every line.
         self.narrator = narrator
         self.narrate_banter = narrate_banter
+        #: The point in the story (after chapter N; None: the whole journey) and a scene's setting: every
+        #: speaker's system prompt carries them (xiyou.prompts), and canon examples stop at the chapter.
+        self.chapter = chapter
+        self.setting = setting
         self.set_members(members)
 
     # ----- members -----------------------------------------------------------------------------------------
@@ -287,7 +293,8 @@ class Room:
         character = member.character
         present = [m.character for m in self.members]
         mode = mode_of(member.backend)
-        messages = build_view(character, self.entries, present, self.person, self.token_budget, mode)
+        story = {"chapter": self.chapter, "story": self.setting}
+        messages = build_view(character, self.entries, present, self.person, self.token_budget, mode, **story)
         if member.retriever is not None:
             try:
                 messages = member.retriever(character, messages)

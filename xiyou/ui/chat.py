@@ -286,6 +286,8 @@ def private_chat(
 ) -> None:
     """The chat itself (title, history, live reply, input) for `conv`, a private chat with `character`."""
     st.title(f"{character.emoji} {title or character.title}")
+    if backend is not None:  # which mode and model he is on
+        st.sidebar.caption(render.safe_markdown(public_error(describe(backend))))
     notice = getattr(backend, "notice", None)  # what the mode is, e.g. the offline canon backend's
     if isinstance(notice, str) and notice:
         st.caption(notice)
@@ -367,7 +369,6 @@ def chat_page(character_id: str) -> None:
     backend: Backend | None = None
     try:
         backend = _backend(character.id, env.backend_kind())
-        st.sidebar.caption(render.safe_markdown(public_error(describe(backend))))  # which mode and model he is on
     except (BackendError, ValueError) as e:
         st.error(f"{character.name} 暂时无法说话：{public_error(str(e))}")
     private_chat(store, conv, character, backend, settings, clear)

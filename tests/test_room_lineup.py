@@ -27,7 +27,7 @@ def test_canon_mode_seats_everyone_on_the_novel(novel_path: Path) -> None:
 
     for cid, seat in lineup.seats.items():
         assert seat.kind == "canon" and isinstance(seat.backend, CanonBackend) and seat.timeout == CANON_TIMEOUT_S
-        assert seat.backend.character.id == cid and seat.why_not is None
+        assert seat.backend.character.id == cid and seat.unavailable is None
     assert "canon mode" in lineup.describe()
 
 
@@ -49,10 +49,12 @@ def test_endpoints_and_canon_mix_and_a_missing_novel_makes_members_unavailable(t
         7.0,
     )
     assert wukong.timeout == 7.0 + TIMEOUT_MARGIN_S  # the room waits a little longer than the client
+    assert wukong.on_model and lineup.member("wukong", retriever=len).retriever is len  # canon hints for models
     bajie = lineup.seats["bajie"]
-    assert bajie.backend is None and "no table for bajie" in (bajie.why_not or "") and "no-novel.txt" in bajie.why_not
+    assert bajie.backend is None and bajie.kind == "none"
+    assert "no table for bajie" in (bajie.unavailable or "") and "no-novel.txt" in bajie.unavailable
     member = lineup.member("bajie")
-    assert not member.active and member.unavailable == bajie.why_not
+    assert not member.active and member.unavailable == bajie.unavailable
 
 
 def test_bad_ids_and_bad_files_raise_lineup_errors(tmp_path: Path, novel_path: Path) -> None:

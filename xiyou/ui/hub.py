@@ -587,7 +587,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     no_members = not rs.room.members
     prompt = st.chat_input(
         "先在侧栏选人 · pick members in the sidebar first" if no_members
-        else f"对师徒说点什么… 点名即可叫人，如“悟空”（{MAX_INPUT_CHARS} 字以内）",
+        else "对师徒说点什么… 点名即可叫人，如“悟空”",
         key=f"hub_input_{conv.id}",
         disabled=no_members,
     )  # fmt: skip

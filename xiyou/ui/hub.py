@@ -52,7 +52,7 @@ from xiyou.room.lineup import OFFLINE_HELP, Lineup, LineupError, build_lineup, c
 from xiyou.room.mentions import mentioned
 from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
-from xiyou.ui import messages, render
+from xiyou.ui import messages, render, story
 from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING
 from xiyou.ui.options import public_error
 
@@ -429,7 +429,7 @@ def _transcript(store: Store, conv: Conversation, rs: RoomSession) -> None:
         if m.speaker == PERSON:
             avatar, label = PERSON_AVATAR, m.name
         else:
-            character = characters.get(m.speaker)
+            character = characters.get(m.speaker) or story.speaker_character(m.speaker)
             avatar, label = (character.emoji, character.name) if character else ("🙂", m.name)
         messages.bubble(m, avatar=avatar, role=label, label=label, last_reply=mid == last_reply, busy=rs.running)
     for notice in notices[ni:]:
@@ -566,7 +566,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     """The whole room page for the stored room `conv`."""
     st.title(f"🏯 {conv.title}")
     try:
-        lineup_ = lineup()
+        lineup_ = story.room_lineup(conv.settings)  # at the room's chapter and scene (issue 16)
     except LineupError as e:
         st.error(f"The endpoints file is broken: {public_error(str(e))}", icon="🔴")
         st.stop()
@@ -576,12 +576,14 @@ def room_page(store: Store, conv: Conversation) -> None:
             st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.unavailable or '')}")
         st.stop()
     st.caption(public_error(lineup_.describe()))
+    plan = story.story_sidebar(store, conv)  # 📖 scene, chapter, narrator; drops who cannot join by the chapter
     saved = RoomSettings.load(conv.settings, list(lineup_.seats))
     rs = _session(store, conv, saved)
     settings = sidebar(conv, rs.room, lineup_, saved)
     if settings != saved:
         store.save_settings(conv.id, {**conv.settings, **settings.to_json()})
     _apply(rs.room, lineup_, settings)
+    story.apply(rs.room, conv, lineup_, plan, settings.hints)
     action = messages.take_action()
     no_members = not rs.room.members
     prompt = st.chat_input(

@@ -17,7 +17,8 @@ skipped. Then, in order:
 7. a seeded hash of each id puts it in train or validation (stable: adding records never moves others).
 
 Writes `train.jsonl`, `validation.jsonl` and `stats.json` (records per source, dropped per reason, length
-distribution) into `--out-dir`, atomically.
+distribution) into `--out-dir`, as a whole: the set is written into a temporary folder and swapped in, so a run
+killed at any moment leaves the old set or the new one, never a mix (the next run removes its leftovers).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.llm import short_hash
 from pipeline.store import StoreError, read_jsonl
 from xiyou.character import Character, CharacterError, character_ids, get_character
-from xiyou.io import write_text_atomic
+from xiyou.io import write_dir_atomic, write_error, write_json_atomic, write_jsonl_atomic
 from xiyou.persona import broken_persona
 
 CJK = r"\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff00-\uffef"
@@ -215,7 +217,7 @@ def build(
             continue
         record_id = record.get("id") if isinstance(record.get("id"), str) and record.get("id") else None
         if record_id is None:
-            record_id = f"{source}-" + hashlib.sha256(json.dumps(turns, ensure_ascii=False).encode()).hexdigest()[:16]
+            record_id = f"{source}-" + short_hash(json.dumps(turns, ensure_ascii=False), 16)
         if record_id in seen_ids:
             drop("duplicate_id", record_id)
             continue
@@ -239,9 +241,6 @@ def build(
         (val if is_validation(record_id, seed, val_ratio) else train).append(out)
         kept_per_source[source] += 1
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, records in (("train.jsonl", train), ("validation.jsonl", val)):
-        write_text_atomic(out_dir / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     kept = train + val
     stats = {
         "character": character.id,
@@ -265,7 +264,13 @@ def build(
             "near_dup": near_dup,
         },
     }
-    write_text_atomic(out_dir / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+
+    def write(folder: Path) -> None:
+        write_jsonl_atomic(folder / "train.jsonl", train)
+        write_jsonl_atomic(folder / "validation.jsonl", val)
+        write_json_atomic(folder / "stats.json", stats)
+
+    write_dir_atomic(out_dir, write)  # the three files are swapped in together: never a new train with old stats
     return stats
 
 
@@ -309,17 +314,24 @@ def main(argv: list[str] | None = None) -> int:
             canon_records = get_canon(args.novel).records(character.id)
         except NovelError as e:
             parser.error(f"--canon: {e}")
-    stats = build(
-        character,
-        args.inputs,
-        args.out_dir,
-        canon_records=canon_records,
-        val_ratio=args.val_ratio,
-        seed=args.seed,
-        min_chars=args.min_chars,
-        max_chars=args.max_chars,
-        near_dup=args.near_dup,
-    )
+    try:
+        stats = build(
+            character,
+            args.inputs,
+            args.out_dir,
+            canon_records=canon_records,
+            val_ratio=args.val_ratio,
+            seed=args.seed,
+            min_chars=args.min_chars,
+            max_chars=args.max_chars,
+            near_dup=args.near_dup,
+        )
+    except OSError as e:
+        print(
+            f"error: {write_error(args.out_dir, e)}; the previous set in {args.out_dir} is kept",
+            file=sys.stderr,
+        )
+        return 1
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped"].items())) or "none"
     print(
         f"{character.id}: {stats['train']} train + {stats['validation']} validation records in {args.out_dir} "

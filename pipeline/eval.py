@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime as dt
-import hashlib
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +23,8 @@ from tqdm import tqdm
 from pipeline.evaluation.classifier import train_from_canon
 from pipeline.evaluation.metrics import compute_metrics
 from pipeline.evaluation.report import write_report
+from pipeline.llm import short_hash
+from pipeline.questions import read_questions
 from pipeline.store import JsonlStore
 from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
 from xiyou.character import Character, CharacterError, get_character, load_characters
@@ -32,17 +33,8 @@ from xiyou.env import endpoints_path
 HELD_OUT_QUESTIONS = Path(__file__).with_name("data") / "eval_questions.txt"
 
 
-def read_questions(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise SystemExit(f"error: cannot read questions file {path}: {e.strerror}") from None
-    return [q.strip() for q in lines if q.strip() and not q.lstrip().startswith("#")]
-
-
 def reply_id(character_id: str, question: str, sample: int) -> str:
-    digest = hashlib.sha1(question.encode("utf-8")).hexdigest()[:12]
-    return f"{character_id}:{digest}:{sample}"
+    return f"{character_id}:{short_hash(question)}:{sample}"
 
 
 def make_backends(args: argparse.Namespace, characters: list[Character], canon) -> dict[str, Backend]:

@@ -27,14 +27,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from pipeline.llm import Request, RunStats, estimate_tokens, short_hash
-from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
-from pipeline.passages import Passage, load_novel_or_exit, novel_passages, parse_chapters
+from pipeline.llm import Request, short_hash
+from pipeline.passages import Passage, novel_and_passages, passage_parser, run_passage_step
 from pipeline.roles import UNKNOWN, conversation, resolve_role
-from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
+from pipeline.step import Rejected, add_step_args, parse_args, records_report
+from pipeline.store import read_jsonl
 from xiyou.canon import CHARACTER_IDS, Novel, build_canon
 from xiyou.character import load_characters
-from xiyou.io import write_text_atomic
+from xiyou.io import write_jsonl_atomic
 
 STEP = "extract"
 CONTEXT_GAP = 150  # characters of narration between two lines that still makes them one exchange
@@ -57,7 +57,7 @@ class Line(BaseModel):
 LINES = TypeAdapter(list[Line])
 
 
-class MalformedAnswer(ValueError):
+class MalformedAnswer(Rejected):
     """The LLM's answer is not the JSON asked for."""
 
 
@@ -201,142 +201,56 @@ def to_records(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
-def finish(out: Path, raw_path: Path, novel: Novel, stats: RunStats | None = None) -> dict[str, Any]:
+def finish(out: Path, raw_path: Path, novel: Novel) -> dict[str, Any]:
+    """Rebuild the records from every passage answered so far; the manifest's report."""
     raw = read_jsonl(raw_path) if raw_path.exists() else []
     lines = merge_lines(raw, novel)
     records = to_records(lines)
-    write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    canon = build_canon(novel)
-    report = {
-        "passages_done": len(raw),
-        "lines_extracted": sum(len(r["lines"]) for r in raw),
-        "lines_after_dedup": len(lines),
-        "speakers": dict(Counter(line["speaker"] for line in lines).most_common(12)),
-        "records": dict(Counter(r["character"] for r in records)),
-        "records_total": len(records),
-        "canon_agreement": agreement(lines, canon.utterances),
-    }
-    if not records:
-        report["no_records_hint"] = (
-            f"{len(raw)} passages answered with {report['lines_after_dedup']} lines, none a line of the four "
-            "answering another speaker"
-        )
-    return report
+    write_jsonl_atomic(out, records)
+    return records_report(
+        records,
+        f"{len(raw)} passages answered with {len(lines)} lines, none a line of the four answering another speaker",
+        passages_done=len(raw),
+        lines_extracted=sum(len(r["lines"]) for r in raw),
+        lines_after_dedup=len(lines),
+        speakers=dict(Counter(line["speaker"] for line in lines).most_common(12)),
+        canon_agreement=agreement(lines, build_canon(novel).utterances),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.extract",
-        description="Extract attributed dialogue from the novel with an LLM; compare with the rule-based canon.",
-    )
-    p.add_argument("--novel", type=Path, default=None, help="the novel's text (default: $XIYOU_NOVEL)")
-    p.add_argument("--out", type=Path, required=True, help="XTuner records of the four (JSONL); rerunning resumes")
-    p.add_argument("--chapters", default=None, help="e.g. 1-10,27 (default: all)")
+    p = passage_parser(STEP, "Extract attributed dialogue from the novel with an LLM; compare with the canon's.")
     p.add_argument("--chunk-tokens", type=int, default=500, help="passage size in tokens ≈ characters (default 500)")
     p.add_argument("--overlap", type=int, default=100, help="overlap between passages (default 100)")
-    p.add_argument("--retry-rejects", action="store_true", help="ask again the passages whose answers were rejected")
-    p.add_argument("--dry-run", action="store_true", help="print the request count and a token estimate, ask nothing")
-    add_engine_args(p, temperature=0.0, max_tokens=2048)
+    add_step_args(p, temperature=0.0, max_tokens=2048)
     return p
-
-
-def side_paths(out: Path) -> tuple[Path, Path]:
-    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    return out.with_name(stem + ".raw.jsonl"), out.with_name(stem + ".rejects.jsonl")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    novel = load_novel_or_exit(args.novel)
-    try:
-        passages = novel_passages(novel, args.chunk_tokens, args.overlap, parse_chapters(args.chapters))
-    except ValueError as e:
-        parser.error(str(e))
-    if not passages:
-        parser.error(f"--chapters {args.chapters}: no such chapters in {args.novel or 'the novel'}")
-    requests = plan(passages)
-    raw_path, rejects_path = side_paths(args.out)
-    if args.dry_run:
-        done = existing_ids(raw_path) | (set() if args.retry_rejects else _rejected(rejects_path))
-        todo = [r for r in requests if r.id not in done]
-        tokens = sum(estimate_tokens(r.messages[0]["content"]) for r in todo)
-        print(f"{len(requests)} passages; {len(todo)} to ask; ≈{tokens:,} prompt tokens (one per CJK character)")
-        return 0
-    config = engine_config(args, parser)
-    try:
-        raw = JsonlStore(raw_path).open()
-        rejects = JsonlStore(rejects_path).open()
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with raw, rejects:
-        rejected = set() if args.retry_rejects else {r.get("passage") for r in rejects.records()}
-        todo = [r for r in requests if r.id not in raw and r.id not in rejected]
-        counts = Counter()
+    args = parse_args(parser, argv)
+    novel, passages = novel_and_passages(parser, args, args.chunk_tokens, args.overlap)
 
-        def handle(request: Request, answer: str) -> None:
-            p: Passage = request.meta["passage"]
-            try:
-                lines = parse_answer(answer)
-            except MalformedAnswer as e:
-                counts["rejected"] += 1
-                rejects.append(
-                    {"id": f"{p.id}#{short_hash(answer, 8)}", "passage": p.id, "error": str(e), "raw": answer}
-                )
-                return
-            raw.append(
-                {
-                    "id": p.id,
-                    "chapter": p.chapter,
-                    "start": p.start,
-                    "end": p.end,
-                    "lines": [line.model_dump() for line in lines],
-                }
-            )
+    def answer(request: Request, text: str) -> dict[str, Any]:
+        lines = parse_answer(text)
+        return request.meta["passage"].record(lines=[line.model_dump() for line in lines])
 
-        def report(stats: RunStats) -> dict[str, Any]:
-            result = finish(args.out, raw_path, novel, stats)
-            result["rejected_this_run"] = counts["rejected"]
-            result["rejects_total"] = len(rejects)
-            if "no_records_hint" in result:
-                result["no_records_hint"] += (
-                    f"; {len(rejects)} answers were not the JSON asked for (see {rejects_path}): try a stronger "
-                    "--model, then rerun with --retry-rejects"
-                )
-            agree = result["canon_agreement"]
-            print(
-                f"extract: {result['lines_after_dedup']} lines from {result['passages_done']} passages, "
-                f"{sum(result['records'].values())} records; {result['rejects_total']} answers rejected "
-                f"(see {rejects_path}); agreement with the canon's speakers: "
-                f"{agree['agreed']}/{agree['compared']}"
-                + (f" = {agree['agreement']:.1%}" if agree["agreement"] is not None else ""),
-                file=sys.stderr,
-            )
-            return result
-
-        return run_and_record(
-            step=STEP,
-            out=args.out,
-            config=config,
-            requests=todo,
-            handle=handle,
-            planned=len(requests),
-            already_done=len(requests) - len(todo),
-            prompts={"extract_prompt": PROMPT},
-            parameters={
-                "novel_sha256": novel.sha256,
-                "chapters": args.chapters or "all",
-                "chunk_tokens": args.chunk_tokens,
-                "overlap": args.overlap,
-            },
-            finish=report,
+    def report(raw_path: Path) -> dict[str, Any]:
+        result = finish(args.out, raw_path, novel)
+        agree = result["canon_agreement"]
+        print(
+            f"extract: {result['lines_after_dedup']} lines from {result['passages_done']} passages, "
+            f"{result['records_total']} records; agreement with the canon's speakers: "
+            f"{agree['agreed']}/{agree['compared']}"
+            + (f" = {agree['agreement']:.1%}" if agree["agreement"] is not None else ""),
+            file=sys.stderr,
         )
+        return result
 
-
-def _rejected(path: Path) -> set[str]:
-    return {r.get("passage") for r in read_jsonl(path)} if path.exists() else set()
+    prompts, sizes = {"extract_prompt": PROMPT}, {"chunk_tokens": args.chunk_tokens, "overlap": args.overlap}
+    return run_passage_step(
+        parser, args, novel, plan(passages), answer=answer, prompts=prompts, sizes=sizes, finish=report
+    )
 
 
 if __name__ == "__main__":

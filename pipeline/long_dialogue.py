@@ -8,26 +8,27 @@ as `某人说：…`), or `无对话内容`. For each of the four, the lines bec
 speakers' lines are the `input` of a turn, the character's following lines its `output`.
 
 Files: `<out>.raw.jsonl` (the answer for each passage, resumable), `<out>` (XTuner records of the four, rebuilt
-from the raw answers at the end of every run, so a better parser needs no new requests), and the manifest.
+from the raw answers at the end of every run, so a better parser needs no new requests), `<out>.rejects.jsonl`
+(answers in neither form, with their raw text; `--retry-rejects` asks those passages again), and the manifest.
+A run that yields no record fails and says why.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.llm import Request, RunStats, estimate_tokens
-from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
-from pipeline.passages import Passage, load_novel_or_exit, novel_passages, parse_chapters
+from pipeline.llm import Request
+from pipeline.passages import Passage, novel_and_passages, passage_parser, run_passage_step
 from pipeline.roles import UNKNOWN, conversation, resolve_role, turns_for
-from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
+from pipeline.step import Rejected, add_step_args, parse_args, records_report
+from pipeline.store import read_jsonl
 from xiyou.character import load_characters
-from xiyou.io import write_text_atomic
+from xiyou.io import write_jsonl_atomic
 
 STEP = "long_dialogue"
 
@@ -82,22 +83,15 @@ def plan(passages: list[Passage]) -> list[Request]:
     ]
 
 
-def to_records(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str], list[dict[str, Any]]]:
-    """The records of the four, the passages counted by outcome, and the answers that could not be read."""
+def to_records(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The records of the four, and the passages counted by outcome."""
     characters = load_characters()
     records: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
-    rejects: list[dict[str, Any]] = []
     for rec in sorted(raw, key=lambda r: (r["chapter"], r["start"])):
         lines = parse_dialogue(rec["answer"])
         if not lines:
-            if NO_DIALOGUE in rec["answer"]:
-                counts["no_dialogue"] += 1
-            else:
-                counts["unparsed"] += 1
-                rejects.append(
-                    {"id": rec["id"], "passage": rec["id"], "error": "no `角色：内容` lines", "raw": rec["answer"]}
-                )
+            counts["no_dialogue" if NO_DIALOGUE in rec["answer"] else "unparsed"] += 1  # unparsed: older runs
             continue
         counts["with_dialogue"] += 1
         for cid, character in characters.items():
@@ -112,108 +106,62 @@ def to_records(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter
                     "conversation": conversation(character.meta_instruction, turns),
                 }
             )
-    return records, counts, rejects
+    return records, counts
 
 
-def finish(out: Path, raw_path: Path, rejects_path: Path) -> dict[str, Any]:
-    """Rebuild the records and the rejects (answers without `角色：内容` lines) from the raw answers."""
+def check_answer(text: str) -> str:
+    """The answer, kept raw (records are rebuilt from it by each run); Rejected when it has no `角色：内容` line."""
+    if not parse_dialogue(text) and NO_DIALOGUE not in text:
+        raise Rejected(f"no `角色：内容` lines and not “{NO_DIALOGUE}”")
+    return text
+
+
+def finish(out: Path, raw_path: Path) -> dict[str, Any]:
+    """Rebuild the records from every answer kept so far; the manifest's report."""
     raw = read_jsonl(raw_path) if raw_path.exists() else []
-    records, counts, rejects = to_records(raw)
-    write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    write_text_atomic(rejects_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    records, counts = to_records(raw)
+    write_jsonl_atomic(out, records)
     turns: Counter[str] = Counter()
     for r in records:
         turns[r["character"]] += len(r["conversation"])
-    report: dict[str, Any] = {
-        "passages_done": len(raw),
-        "passages": dict(counts),
-        "records": dict(Counter(r["character"] for r in records)),
-        "records_total": len(records),
-        "turns": dict(turns),
-        "rejects_total": len(rejects),
-    }
-    if not records:
-        report["no_records_hint"] = (
-            f"{len(raw)} passages answered: {counts['no_dialogue']} without dialogue, {counts['with_dialogue']} "
-            f"without a turn of the four, {len(rejects)} not in the asked `角色：内容` format (see {rejects_path}; "
-            "try a stronger --model)"
-        )
-    return report
+    return records_report(
+        records,
+        f"{len(raw)} passages answered in the asked format: {counts['no_dialogue']} without dialogue, "
+        f"{counts['with_dialogue']} without a turn of the four",
+        passages_done=len(raw),
+        passages=dict(counts),
+        turns=dict(turns),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.long_dialogue",
-        description="Sort the novel's passages into the four's multi-turn dialogues with an LLM (resumable).",
-    )
-    p.add_argument("--novel", type=Path, default=None, help="the novel's text (default: $XIYOU_NOVEL)")
-    p.add_argument("--out", type=Path, required=True, help="XTuner records of the four (JSONL); rerunning resumes")
-    p.add_argument("--chapters", default=None, help="e.g. 1-10,27 (default: all)")
+    p = passage_parser(STEP, "Sort the novel's passages into the four's multi-turn dialogues with an LLM (resumable).")
     p.add_argument("--passage-tokens", type=int, default=1500, help="passage size ≈ characters (default 1500)")
-    p.add_argument("--dry-run", action="store_true", help="print the request count and a token estimate, ask nothing")
-    add_engine_args(p, temperature=0.2, max_tokens=2048)
+    add_step_args(p, temperature=0.2, max_tokens=2048)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    novel = load_novel_or_exit(args.novel)
-    try:
-        passages = novel_passages(novel, args.passage_tokens, 0, parse_chapters(args.chapters))
-    except ValueError as e:
-        parser.error(str(e))
-    if not passages:
-        parser.error(f"--chapters {args.chapters}: no such chapters in the novel")
-    requests = plan(passages)
-    stem = args.out.name[: -len(".jsonl")] if args.out.name.endswith(".jsonl") else args.out.name
-    raw_path = args.out.with_name(stem + ".raw.jsonl")
-    rejects_path = args.out.with_name(stem + ".rejects.jsonl")
-    if args.dry_run:
-        done = existing_ids(raw_path)
-        todo = [r for r in requests if r.id not in done]
-        tokens = sum(estimate_tokens(r.messages[0]["content"]) for r in todo)
-        print(f"{len(requests)} passages; {len(todo)} to ask; ≈{tokens:,} prompt tokens (one per CJK character)")
-        return 0
-    config = engine_config(args, parser)
-    try:
-        raw = JsonlStore(raw_path).open()
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with raw:
-        todo = [r for r in requests if r.id not in raw]
+    args = parse_args(parser, argv)
+    novel, passages = novel_and_passages(parser, args, args.passage_tokens)
 
-        def handle(request: Request, answer: str) -> None:
-            p: Passage = request.meta["passage"]
-            raw.append({"id": p.id, "chapter": p.chapter, "start": p.start, "end": p.end, "answer": answer})
+    def report(raw_path: Path) -> dict[str, Any]:
+        result = finish(args.out, raw_path)
+        done, per = result["passages_done"], result["records"]
+        print(f"long_dialogue: {done} passages answered; records per character: {per}", file=sys.stderr)
+        return result
 
-        def report(stats: RunStats) -> dict[str, Any]:
-            result = finish(args.out, raw_path, rejects_path)
-            print(
-                f"long_dialogue: {result['passages_done']} passages answered; records per character: "
-                f"{result['records']}; {result['rejects_total']} answers unreadable (see {rejects_path})",
-                file=sys.stderr,
-            )
-            return result
-
-        return run_and_record(
-            step=STEP,
-            out=args.out,
-            config=config,
-            requests=todo,
-            handle=handle,
-            planned=len(requests),
-            already_done=len(requests) - len(todo),
-            prompts={"long_dialogue_prompt": PROMPT},
-            parameters={
-                "novel_sha256": novel.sha256,
-                "chapters": args.chapters or "all",
-                "passage_tokens": args.passage_tokens,
-            },
-            finish=report,
-        )
+    return run_passage_step(
+        parser,
+        args,
+        novel,
+        plan(passages),
+        answer=lambda request, text: request.meta["passage"].record(answer=check_answer(text)),
+        prompts={"long_dialogue_prompt": PROMPT},
+        sizes={"passage_tokens": args.passage_tokens},
+        finish=report,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Command-line options shared by the steps that call an LLM, and the run wrapper that records each run.
+"""Command-line options shared by the steps that call an LLM (the run itself: pipeline/step.py).
 
 Every such step takes the same engine options (`--base-url`, `--model`, `--concurrency`, `--rpm`, `--timeout`,
-`--max-retries`, sampling settings), writes through a `JsonlStore`, and leaves a manifest next to its output.
+`--max-retries`, sampling settings).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from pipeline.llm import (
     DEFAULT_CONCURRENCY,
@@ -20,15 +18,7 @@ from pipeline.llm import (
     NO_KEY,
     REDACTOR,
     EngineConfig,
-    FatalAPIError,
-    Handler,
-    Request,
-    RunStats,
     load_api_key,
-    now_iso,
-    prompt_hashes,
-    run_requests,
-    write_manifest,
 )
 
 log = logging.getLogger("pipeline")
@@ -104,93 +94,3 @@ def engine_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         )
     except ValueError as e:
         parser.error(str(e))
-
-
-def run_and_record(
-    *,
-    step: str,
-    out: Path,
-    config: EngineConfig,
-    requests: Sequence[Request],
-    handle: Handler,
-    planned: int,
-    already_done: int,
-    prompts: dict[str, str],
-    parameters: dict[str, Any],
-    finish: Callable[[RunStats], dict[str, Any]] | None = None,
-) -> int:
-    """Run the requests, then write the manifest whatever happened; the exit code a step should return.
-
-    0: every planned record is present. 1: some requests failed (rerun the same command to ask them again), or
-    the answers gave no usable record (`finish` reported `records_total` 0; its `no_records_hint` says why).
-    2: the API refused (key, model, URL). 130: interrupted by Ctrl-C (finished records are kept).
-    """
-    stats = RunStats(planned=planned, already_done=already_done)
-    started = now_iso()
-    code = 0
-    report: dict[str, Any] = {}
-    try:
-        if requests:
-            run_requests(config, requests, handle, desc=f"{step}", stats=stats)
-        else:
-            stats.started_at = started
-        code = 1 if stats.failed else 0
-    except KeyboardInterrupt:
-        stats.interrupted = True
-        code = 130
-    except FatalAPIError as e:
-        stats.fatal = str(e)
-        code = 2
-    finally:
-        stats.finished_at = now_iso()
-        stats.started_at = stats.started_at or started
-        if finish is not None and code != 130:
-            report = finish(stats)
-        run = {
-            "step": step,
-            "model": config.model,
-            "prompt_hashes": prompt_hashes(prompts),
-            "parameters": {**config.parameters(), **parameters},
-            "started_at": stats.started_at,
-            "finished_at": stats.finished_at,
-            "stats": stats.as_dict(),
-        }
-        if report:
-            run["report"] = report
-        if code == 0 and report.get("records_total") == 0:
-            code = 1
-            run["stats"]["status"] = "no_records"
-        path = write_manifest(out, run)
-    missing = planned - already_done - stats.succeeded
-    if code == 130:
-        print(
-            f"interrupted: {already_done + stats.succeeded} of {planned} done and kept in {out}; "
-            "run the same command again to continue",
-            file=sys.stderr,
-        )
-    elif code == 2:
-        print(f"error: {stats.fatal}", file=sys.stderr)
-    elif run["stats"]["status"] == "no_records":
-        print(
-            f"{step}: no usable records in {out}: {report.get('no_records_hint', '')}; manifest {path}",
-            file=sys.stderr,
-        )
-    elif code == 1:
-        print(
-            f"{stats.failed} requests failed after retries ({missing} records missing; see {path}); "
-            "run the same command again to ask only those",
-            file=sys.stderr,
-        )
-    elif "records_total" in report:  # records are made from the answers: count them, not the requests
-        print(
-            f"{step}: {report['records_total']} records in {out} from {planned} answers ({stats.succeeded} new, "
-            f"{already_done} already there, {stats.retries} retries); manifest {path}",
-            file=sys.stderr,
-        )
-    else:
-        print(
-            f"{step}: {planned} records in {out} ({stats.succeeded} new, {already_done} already there, "
-            f"{stats.retries} retries); manifest {path}",
-            file=sys.stderr,
-        )
-    return code

@@ -6,10 +6,14 @@ names its chapter and character span (`c027-001200-001730`), so it is stable for
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+from pipeline.llm import Request
+from pipeline.step import Step, run_step, side_path
 from xiyou.canon import Chapter, Novel, NovelError, load_novel
 
 _ENDS = "。！？!?\n"
@@ -26,6 +30,10 @@ class Passage:
     @property
     def id(self) -> str:
         return f"c{self.chapter:03d}-{self.start:06d}-{self.end:06d}"
+
+    def record(self, **fields: object) -> dict[str, object]:
+        """A stored answer about this passage: its id and span, and `fields`."""
+        return {"id": self.id, "chapter": self.chapter, "start": self.start, "end": self.end, **fields}
 
 
 def _snap(text: str, pos: int, limit: int) -> int:
@@ -73,14 +81,69 @@ def parse_chapters(spec: str | None) -> list[int] | None:
     if not spec:
         return None
     out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ValueError(f"--chapters {spec!r}: give chapter numbers and ranges, e.g. 1-10,27") from None
     return out
+
+
+def passage_parser(step: str, description: str) -> argparse.ArgumentParser:
+    """The command line of a step over the novel's passages, with --novel, --out and --chapters."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{step}", description=description)
+    parser.add_argument("--novel", type=Path, default=None, help="the novel's text (default: $XIYOU_NOVEL)")
+    parser.add_argument("--out", type=Path, required=True, help="XTuner records of the four (JSONL); rerunning resumes")
+    parser.add_argument("--chapters", default=None, help="e.g. 1-10,27 (default: all)")
+    return parser
+
+
+def novel_and_passages(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, size: int, overlap: int = 0
+) -> tuple[Novel, list[Passage]]:
+    """The novel (`--novel`) and its passages of the `--chapters` asked for; a problem ends with a clear error."""
+    novel = load_novel_or_exit(args.novel)
+    try:
+        passages = novel_passages(novel, size, overlap, parse_chapters(args.chapters))
+    except ValueError as e:
+        parser.error(str(e))
+    if not passages:
+        parser.error(f"--chapters {args.chapters}: no such chapters in the novel")
+    return novel, passages
+
+
+def run_passage_step(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    novel: Novel,
+    requests: list[Request],
+    *,
+    answer: Callable[[Request, str], dict[str, Any]],
+    prompts: dict[str, str],
+    sizes: dict[str, int],
+    finish: Callable[[Path], dict[str, Any]],
+) -> int:
+    """Run a step over the novel's passages: answers kept in `<out>.raw.jsonl`, from which `finish(raw_path)`
+    rebuilds `<out>` (and returns the report) at the end of every run; the exit code."""
+    raw_path = side_path(args.out, "raw")
+    step = Step(
+        name=parser.prog.rsplit(".", 1)[-1],
+        out=args.out,
+        requests=requests,
+        answer=answer,
+        plan=f"{len(requests)} passages",
+        prompts=prompts,
+        parameters={"novel_sha256": novel.sha256, "chapters": args.chapters or "all", **sizes},
+        store=raw_path,
+        retry_rejects=args.retry_rejects,
+        finish=lambda stats: finish(raw_path),
+    )
+    return run_step(step, args, parser)
 
 
 def load_novel_or_exit(path: Path | None) -> Novel:

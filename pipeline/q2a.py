@@ -20,32 +20,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.llm import Request, estimate_tokens, short_hash
-from pipeline.options import add_engine_args, engine_config, run_and_record, setup_logging
-from pipeline.store import JsonlStore, StoreError, existing_ids
+from pipeline.llm import Request, short_hash
+from pipeline.questions import read_questions
+from pipeline.step import Step, add_step_args, parse_args, run_step
 from xiyou.character import Character, CharacterError, character_ids, get_character
 
+__all__ = ["main", "plan", "read_questions", "record_id", "to_record"]
+
 STEP = "q2a"
-
-
-def read_questions(path: Path) -> list[str]:
-    """One question per line; blank lines and lines starting with '#' are skipped, duplicates kept once."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SystemExit(f"error: --questions {path}: no such file") from None
-    except UnicodeDecodeError:
-        raise SystemExit(
-            f"error: --questions {path}: not UTF-8 text; save it as UTF-8, one question per line"
-        ) from None
-    seen: set[str] = set()
-    out = []
-    for line in text.splitlines():
-        q = line.strip()
-        if q and not q.startswith("#") and q not in seen:
-            seen.add(q)
-            out.append(q)
-    return out
 
 
 def record_id(character_id: str, question: str, repeat: int) -> str:
@@ -86,15 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=5, help="answers per question (default 5)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (for a trial run)")
     p.add_argument("--out", type=Path, required=True, help="output JSONL; rerunning resumes it")
-    p.add_argument("--dry-run", action="store_true", help="print the request count and a token estimate, ask nothing")
-    add_engine_args(p)
+    add_step_args(p, rejects=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = parse_args(parser, argv)
     try:
         character = get_character(args.character)
     except CharacterError as e:
@@ -107,46 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     if not questions:
         parser.error(f"--questions {args.questions}: no questions found (one per line)")
     requests = plan(character, questions, args.repeat)
-
-    if args.dry_run:
-        done = existing_ids(args.out)
-        todo = [r for r in requests if r.id not in done]
-        tokens = sum(estimate_tokens(r.messages[0]["content"]) for r in todo)
-        print(
-            f"{character.id}: {len(questions)} questions × {args.repeat} = {len(requests)} requests; "
-            f"{len(requests) - len(todo)} already in {args.out}, {len(todo)} to ask; "
-            f"≈{tokens:,} prompt tokens (estimate: one per CJK character)"
-        )
-        return 0
-    config = engine_config(args, parser)
-    try:
-        store = JsonlStore(args.out).open()
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with store:
-        todo = [r for r in requests if r.id not in store]
-        already = len(requests) - len(todo)
-
-        def handle(request: Request, answer: str) -> None:
-            store.append(to_record(character, request, answer))
-
-        return run_and_record(
-            step=STEP,
-            out=args.out,
-            config=config,
-            requests=todo,
-            handle=handle,
-            planned=len(requests),
-            already_done=already,
-            prompts={"persona_prompt": character.persona_prompt, "meta_instruction": character.meta_instruction},
-            parameters={
-                "character": character.id,
-                "questions_file": str(args.questions),
-                "questions": len(questions),
-                "repeat": args.repeat,
-            },
-        )
+    step = Step(
+        name=STEP,
+        out=args.out,
+        requests=requests,
+        answer=lambda request, answer: to_record(character, request, answer),
+        plan=f"{character.id}: {len(questions)} questions × {args.repeat} = {len(requests)} requests",
+        prompts={"persona_prompt": character.persona_prompt, "meta_instruction": character.meta_instruction},
+        parameters={
+            "character": character.id,
+            "questions_file": str(args.questions.resolve()),
+            "questions": len(questions),
+            "repeat": args.repeat,
+        },
+        rejects=False,
+    )
+    return run_step(step, args, parser)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 One record per line, each with a stable `id`. A record is appended whole, as one `write` of one line, then
 flushed (and optionally fsynced), so a crash or a SIGKILL can at worst leave a torn last line; opening the store
-repairs that (the torn tail is cut off and its id is simply asked again). On restart a step asks the store which
+repairs that (the torn tail is cut off and its id is simply asked again); a write that fails (a full disk) is
+undone at once and raises its `OSError`. On restart a step asks the store which
 ids exist and requests only the missing ones, and `append` refuses an id that is already there, so running the
 same command twice never duplicates data.
 
@@ -21,6 +22,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from xiyou.io import json_line
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +150,17 @@ class JsonlStore:
             raise ValueError(f"a record needs a non-empty string {self.id_field!r}, got {record_id!r}")
         if record_id in self._ids:
             return False
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        view = memoryview(line)
-        while view:  # one write almost always; loop only if the OS wrote part of it
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fsync(self._fd)
+        view = memoryview(json_line(record).encode("utf-8"))
+        size = os.fstat(self._fd).st_size
+        try:
+            while view:  # one write almost always; loop only if the OS wrote part of it
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, size)  # a full disk: keep the file whole (the record is asked again next run)
+            raise
         self._ids.add(record_id)
         self.appended += 1
         return True

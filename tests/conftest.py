@@ -9,6 +9,9 @@ import pytest
 
 from xiyou.env import SHARED_DATA
 
+# canon replies stream at typing speed for people; the suite reads them at once (tests of the pace set their own)
+os.environ.setdefault("XIYOU_CANON_CPS", "0")
+
 
 def _shared_file(name: str, env: str | None = None) -> Path:
     path = Path(os.environ[env]) if env and os.environ.get(env) else SHARED_DATA / name

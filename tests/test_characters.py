@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from xiyou.character import CHARACTERS_DIR, CharacterError, get_character, load_characters
 
@@ -52,8 +53,10 @@ def test_prompts_equal_the_specification_exactly(personas_path: Path, character_
 
 def test_characters_are_immutable() -> None:
     c = get_character("wukong")
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError for frozen models
+    with pytest.raises(ValidationError, match=r"(?s)1 validation error for Character\nname\n.*Instance is frozen") as e:
         c.name = "六耳猕猴"  # type: ignore[misc]
+    assert e.value.errors()[0]["type"] == "frozen_instance" and e.value.errors()[0]["loc"] == ("name",)
+    assert c.name == "孙悟空"
 
 
 def test_unknown_id_lists_the_valid_ones() -> None:
@@ -137,3 +140,52 @@ def test_unknown_id_in_a_custom_directory(char_dir: Path) -> None:
     chars = load_characters(char_dir)
     with pytest.raises(CharacterError, match=r"valid ids: sanzang, wukong, bajie$"):
         get_character("wujing", chars)
+
+
+# --- names (xiyou.names reads these fields) ---------------------------------------------------------------------
+
+
+def test_an_ambiguous_name_must_be_an_alias(char_dir: Path) -> None:
+    _edit(char_dir / "sanzang.toml", '"师父" = "', '"师傅" = "')
+    with pytest.raises(
+        CharacterError, match=r"sanzang\.toml: field '\(file\)'.*ambiguous_in_narration: '师傅' is not one"
+    ):
+        load_characters(char_dir)
+
+
+def test_a_chapter_rule_must_name_an_alias(char_dir: Path) -> None:
+    _edit(char_dir / "wukong.toml", '[narration_chapters."猴王"]', '[narration_chapters."六耳猕猴"]')
+    with pytest.raises(
+        CharacterError, match=r"wukong\.toml: .*narration_chapters: '六耳猕猴' is not one of the aliases"
+    ):
+        load_characters(char_dir)
+
+
+def test_a_name_belongs_to_one_character(char_dir: Path) -> None:
+    _edit(char_dir / "wujing.toml", 'english_names = ["Sha Wujing"', 'english_names = ["monkey king", "Sha Wujing"')
+    with pytest.raises(CharacterError, match=r"wujing\.toml: the name 'monkey king' is also a name of 'wukong'"):
+        load_characters(char_dir)
+    _edit(char_dir / "wujing.toml", '"monkey king", ', "")
+    _edit(char_dir / "wujing.toml", 'forms_of_address = ["沙师弟"', 'forms_of_address = ["行者", "沙师弟"')
+    with pytest.raises(CharacterError, match=r"wujing\.toml: the name '行者' is also a name of 'wukong'"):
+        load_characters(char_dir)
+
+
+def test_forms_of_address_may_be_shared(char_dir: Path) -> None:
+    # 沙僧 calls both 悟空 and 八戒 师兄: a shared form of address calls nobody in particular
+    _edit(char_dir / "bajie.toml", 'forms_of_address = ["二师兄"', 'forms_of_address = ["师兄", "二师兄"')
+    assert "师兄" in load_characters(char_dir)["bajie"].forms_of_address
+
+
+def test_english_names_are_latin_letters(char_dir: Path) -> None:
+    _edit(char_dir / "bajie.toml", '"Pigsy"', '"Pigsy:"')
+    with pytest.raises(CharacterError, match=r"bajie\.toml: field 'english_names\.2': String should match pattern"):
+        load_characters(char_dir)
+
+
+def test_duplicate_names_in_one_field(char_dir: Path) -> None:
+    _edit(char_dir / "wukong.toml", '"Wukong", ', '"Wukong", "WUKONG", ')
+    with pytest.raises(
+        CharacterError, match=r"wukong\.toml: field 'english_names': Value error, duplicate name 'WUKONG'"
+    ):
+        load_characters(char_dir)

@@ -193,7 +193,7 @@ def _check_names_unique(by_id: dict[str, tuple[Path, Character]]) -> None:
     """A name (alias, narration name, English name) belongs to one character only. A form of address may be shared
     with another character's form of address (then it calls nobody in particular), never with his names."""
     owner: dict[str, tuple[Path, str, bool]] = {}  # casefolded name -> (file, id, only a form of address)
-    for path, c in by_id.values():
+    for path, c in sorted(by_id.values(), key=lambda pc: (pc[1].order, pc[1].id)):  # the later one is blamed
         own = {n.casefold() for n in (*c.names, *c.narration_names, *c.english_names)}
         for name in (*c.names, *c.narration_names, *c.english_names, *c.forms_of_address):
             key = name.casefold()

@@ -1,59 +1,136 @@
 """The offline backend: a character answers with its own line from the novel, citing the chapter.
 
-No model, no server: the reply is the character's canon line whose context (what was said to them in the novel)
-best matches the conversation, falling back to the line that best matches the question itself, then to a line
-picked by a hash of the question. Deterministic: the same conversation always gets the same reply. The line is
-streamed clause by clause, then a `Citation` (chapter, and to whom the line was said in the novel) as the last
-piece: the citation is data, never part of the text.
+No model, no server. The question is the last thing said to the character, in the speaker's own words: the
+room view's `名字：` labels, the person's name and forms of address (施主, 师父, 大圣 …) are stripped
+(`xiyou.names.strip_addressing`), so the person's name never changes a reply. The reply is the character's canon
+line whose context (what was said to him in the novel) best matches the question, or, when the book cannot
+answer it (relevance under `xiyou.canon.answers.DEFLECT_BELOW`), one of his own deflection lines (he does not
+know, waves it off, changes the subject). See `xiyou.canon.answers` for the scoring.
+
+Deterministic: the same conversation always gets the same reply; a line already said in the conversation is
+never said again. With `max_chapter`, only lines from chapters up to it are used. The line streams at
+`chars_per_second` (default `XIYOU_CANON_CPS`, else DEFAULT_CPS; 0: at once, clause by clause), then a
+`Citation` (chapter, and to whom the line was said in the novel) comes as the last piece: data, never text.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
 
 from xiyou.backends.base import BackendError, Citation, GenerationSettings, Message, Piece, validate_messages
-from xiyou.canon.index import top_k
 from xiyou.character import Character
 
-MIN_REPLY_CHARS = 8
+#: Default pace of a canon reply, in characters per second (about typing speed; reads comfortably).
+DEFAULT_CPS = 15.0
+CPS_VAR = "XIYOU_CANON_CPS"
 _CLAUSE_END = re.compile(r"(?<=[，。！？；：、,.!?;…])")
+#: How the room view names the person in the system prompt: "此刻在座的有：小明（来访的人）、…".
+_PERSON_IN_VIEW = re.compile(r"此刻在座的有：([^：:\n、（]{1,20})（来访的人）")
+_LABEL = re.compile(r"^\s*([^：:\n]{1,20})[：:]")
+_FILLER = re.compile(r"^\s*（[^）]*）\s*$")  # the room view's （请接着说。） and the like
 
 
 def citation_of(exchange) -> Citation:
     """The chapter of an exchange and to whom its line was said (the context's speaker, when known)."""
+    from xiyou import names
+    from xiyou.canon import UNKNOWN
+
     said_to = None
     context = exchange.context
     if context is not None:
-        from xiyou.canon import CHARACTER_IDS, UNKNOWN
-
-        if context.speaker in CHARACTER_IDS:
-            from xiyou.character import get_character
-
-            said_to = get_character(context.speaker).name
+        if context.speaker in names.CHARACTER_IDS:
+            said_to = names.display_name(context.speaker)
         elif context.speaker != UNKNOWN:
             said_to = context.name or context.speaker
     return Citation(exchange.chapter, said_to)
 
 
-def _clauses(text: str) -> list[str]:
-    parts = [p for p in _CLAUSE_END.split(text) if p]
-    return parts or [text]
+def default_cps() -> float:
+    """`XIYOU_CANON_CPS` (characters per second; 0 = no pacing), else DEFAULT_CPS."""
+    value = os.environ.get(CPS_VAR, "").strip()
+    if not value:
+        return DEFAULT_CPS
+    try:
+        cps = float(value)
+    except ValueError:
+        raise BackendError(f"{CPS_VAR}={value!r} is not a number; set characters per second, 0 for no pacing") from None
+    if cps < 0:
+        raise BackendError(f"{CPS_VAR}={value!r} is negative; set characters per second, 0 for no pacing")
+    return cps
+
+
+def person_of(messages: Sequence[Message]) -> str | None:
+    """The person's name when the messages are a room view (its system prompt names them), else None."""
+    for m in messages:
+        if m["role"] == "system":
+            found = _PERSON_IN_VIEW.search(m["content"])
+            if found:
+                return found.group(1).strip()
+    return None
+
+
+def question_of(messages: Sequence[Message]) -> str:
+    """The last thing said to the character, in the speaker's own words (labels, names, forms of address gone).
+
+    In a room view the last user message may hold several speakers' lines (`名字：…` blocks): the last block is
+    the question (the person's line, or another member's during banter). Filler lines are skipped."""
+    from xiyou import names
+
+    person = person_of(messages)
+    for m in reversed(messages):
+        if m["role"] != "user" or _FILLER.match(m["content"]):
+            continue
+        blocks: list[str] = []
+        for block in m["content"].split("\n\n"):
+            label = _LABEL.match(block)
+            if not blocks or (label and (label.group(1).strip() == person or names.resolve(label.group(1)))):
+                blocks.append(block)
+            else:
+                blocks[-1] += "\n\n" + block
+        return names.strip_addressing(blocks[-1], person)
+    return ""
+
+
+def _pieces(text: str, paced: bool) -> list[str]:
+    """The clauses of a line; when paced, in pieces of at most 3 characters (smooth at typing speed)."""
+    clauses = [p for p in _CLAUSE_END.split(text) if p] or [text]
+    if not paced:
+        return clauses
+    return [c[i : i + 3] for c in clauses for i in range(0, len(c), 3)]
 
 
 class CanonBackend:
     """Backend whose replies are the character's own lines from the novel (see the module doc)."""
 
-    def __init__(self, character: Character, canon=None) -> None:
+    #: One line for pages to show beside an offline character (what this mode is).
+    notice = (
+        "离线原著模式：角色只用《西游记》原著里自己说过的话作答，不会生成新话 · "
+        "Offline: characters answer with their own lines from the novel."
+    )
+
+    def __init__(
+        self,
+        character: Character,
+        canon=None,
+        *,
+        max_chapter: int | None = None,
+        chars_per_second: float | None = None,
+    ) -> None:
         from xiyou.canon import CHARACTER_IDS
 
         if character.id not in CHARACTER_IDS:
             raise BackendError(f"the canon has no lines for {character.id!r}; it has: {', '.join(CHARACTER_IDS)}")
+        if max_chapter is not None and not 1 <= max_chapter <= 100:
+            raise BackendError(f"max_chapter must be within 1..100, got {max_chapter}")
         self.character = character
         self._canon = canon
-        self.label = f"canon: {character.name}'s lines from 《西游记》"
+        self.max_chapter = max_chapter
+        self.chars_per_second = default_cps() if chars_per_second is None else max(float(chars_per_second), 0.0)
+        upto = f", chapters 1-{max_chapter}" if max_chapter is not None else ""
+        self.label = f"canon: {character.name}'s lines from 《西游记》{upto}"
 
     @property
     def canon(self):
@@ -67,43 +144,34 @@ class CanonBackend:
         return self._canon
 
     def choose(self, messages: Sequence[Message]):
-        """The exchange to answer with (deterministic)."""
+        """The exchange to answer with (deterministic); `last_relevance` says how well it matched (0..1)."""
+        from xiyou.canon import answers
+
         validate_messages(messages)
         canon = self.canon
         cid = self.character.id
-        user_turns = [m["content"] for m in messages if m["role"] == "user"]
-        query = user_turns[-1] if user_turns else messages[-1]["content"]
-        said_lines = {m["content"].strip() for m in messages if m["role"] == "assistant"}
-
-        earlier = " ".join(m["content"] for m in messages[:-1][-2:] if m["role"] != "system")
         exchanges = canon.exchanges(cid)
-
-        def best(field: str, hint_weight: float):
-            scores = canon.index(cid, field).scores(query)
-            if hint_weight and earlier:
-                scores = scores + hint_weight * canon.index(cid, field).scores(earlier)
-            candidates = [i for i in top_k(scores, 16) if exchanges[i].reply.text not in said_lines]
-            # A bare '去来！' says little: prefer, among the close matches, a line of some substance.
-            for i in candidates[:8]:
-                if len(exchanges[i].reply.text) >= MIN_REPLY_CHARS:
-                    return exchanges[i]
-            return exchanges[candidates[0]] if candidates else None
-
-        # 1. the line whose context best matches the conversation (the question; the turn before as a weak hint)
-        # 2. else the line that best matches the question itself
-        for field, hint in (("context", 0.25), ("reply", 0.0)):
-            found = best(field, hint)
-            if found is not None:
-                return found
-        # 3. nothing in common with the novel: a line picked by a stable hash of the question
         if not exchanges:
             raise BackendError(f"the canon has no lines for {self.character.name}; check the novel file")
-        start = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big") % len(exchanges)
-        for i in range(len(exchanges)):
-            ex = exchanges[(start + i) % len(exchanges)]
-            if ex.reply.text not in said_lines:
-                return ex
-        return exchanges[start]
+        query = question_of(messages)
+        said = {m["content"].strip() for m in messages if m["role"] == "assistant"}
+        answerer = answers.answerer(canon, cid)
+        allowed = answerer.mask(self.max_chapter)
+        scored = answerer.score(query)
+        i = answers.best(scored.scores, exchanges, allowed, said)
+        self.last_relevance = float(scored.relevance[i]) if i is not None else 0.0
+        if i is not None and self.last_relevance >= answers.DEFLECT_BELOW:
+            return exchanges[i]
+        found = answers.pick_deflection(answers.deflections(canon, cid), query, said, self.max_chapter)
+        if found is not None:
+            return found
+        if i is not None:  # no deflection left: the best match whatever its relevance
+            return exchanges[i]
+        pool = [ex for ex in exchanges if self.max_chapter is None or ex.chapter <= self.max_chapter]
+        found = answers.pick_deflection(pool, query, said, None)  # any line not yet said, by the query's hash
+        if found is None:
+            raise BackendError(f"{self.character.name} has no line left to say from chapters 1-{self.max_chapter}")
+        return found
 
     def stream(
         self,
@@ -115,14 +183,18 @@ class CanonBackend:
             exchange = self.choose(messages)
         except ValueError as e:
             raise BackendError(f"cannot answer: {e}") from None
+        cancel = cancel or threading.Event()
+        cps = self.chars_per_second
         budget = settings.max_new_tokens  # about one token per Chinese character
-        for delta in _clauses(exchange.reply.text):
-            if cancel is not None and cancel.is_set():
+        for delta in _pieces(exchange.reply.text, paced=cps > 0):
+            if cancel.is_set():
                 return
             yield delta
             budget -= len(delta)
             if budget <= 0:
                 break
-        if cancel is not None and cancel.is_set():
+            if cps > 0 and cancel.wait(len(delta) / cps):
+                return
+        if cancel.is_set():
             return
         yield citation_of(exchange)

@@ -78,12 +78,17 @@ class Index:
         return cls(model, size)
 
 
-def top_k(scores: np.ndarray, k: int) -> list[int]:
-    """Indices of the k best positive scores, best first; ties broken by position (deterministic)."""
+def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
+    """Indices of the k best positive scores, best first; ties broken by position (deterministic).
+
+    `allowed` (a boolean mask, e.g. the exchanges up to a chapter): the others are masked out before the top k is
+    taken, so a masked document is never returned and never pushes an allowed one out."""
     import numpy as np
 
     if k <= 0 or scores.size == 0:
         return []
+    if allowed is not None:
+        scores = np.where(allowed, scores, 0.0)
     order = np.argsort(-scores, kind="stable")[:k]
     return [int(i) for i in order if scores[i] > 0]
 

@@ -4,7 +4,7 @@
 top-k canon exchanges (default 5) that match the conversation, as examples of how the character speaks, capped by
 a token budget (default 1500; estimated as one token per Chinese character, a safe upper bound for InternLM2's
 tokenizer). Switch it on per backend with `RetrievalAugmentedBackend(backend, character, canon)`; off is simply
-not wrapping.
+not wrapping. Each takes `max_chapter`: only exchanges from chapters up to it are ever shown.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
-from xiyou.backends.base import Backend, GenerationSettings, Message
+from xiyou.backends.base import Backend, GenerationSettings, Message, Piece
 from xiyou.character import Character
 from xiyou.names import CHARACTER_IDS, display_name
 
@@ -38,13 +38,14 @@ def canon_examples(
     canon,
     k: int = DEFAULT_K,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
+    max_chapter: int | None = None,
 ) -> str:
     """The examples block for the system prompt ("" when nothing matches or the budget is too small)."""
     user_turns = [m["content"] for m in messages if m["role"] == "user"]
     if not user_turns or k <= 0:
         return ""
     query = user_turns[-1]
-    hits = canon.search(character.id, query, k=k)
+    hits = canon.search(character.id, query, k=k, max_chapter=max_chapter)
     if not hits:
         return ""
     header = HEADER.format(name=character.name)
@@ -73,11 +74,12 @@ def augment_messages(
     canon,
     k: int = DEFAULT_K,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
+    max_chapter: int | None = None,
 ) -> list[Message]:
     """A copy of `messages` with the top-k canon exchanges appended to the system prompt (one is added, holding the
     character's meta_instruction, when there is none). Unchanged copy when nothing matches."""
     out: list[Message] = [{"role": m["role"], "content": m["content"]} for m in messages]
-    examples = canon_examples(character, out, canon, k=k, token_budget=token_budget)
+    examples = canon_examples(character, out, canon, k=k, token_budget=token_budget, max_chapter=max_chapter)
     if not examples:
         return out
     if out and out[0]["role"] == "system":
@@ -97,12 +99,14 @@ class RetrievalAugmentedBackend:
         canon,
         k: int = DEFAULT_K,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        max_chapter: int | None = None,
     ) -> None:
         self.backend = backend
         self.character = character
         self.canon = canon
         self.k = k
         self.token_budget = token_budget
+        self.max_chapter = max_chapter
         self.label = f"{backend.label} + canon examples (k={k})"
 
     def stream(
@@ -110,6 +114,13 @@ class RetrievalAugmentedBackend:
         messages: Sequence[Message],
         settings: GenerationSettings,
         cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
-        augmented = augment_messages(self.character, messages, self.canon, k=self.k, token_budget=self.token_budget)
+    ) -> Iterator[Piece]:
+        augmented = augment_messages(
+            self.character,
+            messages,
+            self.canon,
+            k=self.k,
+            token_budget=self.token_budget,
+            max_chapter=self.max_chapter,
+        )
         return self.backend.stream(augmented, settings, cancel)

@@ -1,0 +1,205 @@
+"""Canon mode that answers: the person's own words, deflections, no repeats, the chapter filter, the pace."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from xiyou.backends.base import BackendError, Citation, GenerationSettings, collect_cited
+from xiyou.backends.canon import CanonBackend, question_of
+from xiyou.canon import Canon, answers
+from xiyou.canon.rag import RetrievalAugmentedBackend, augment_messages
+from xiyou.character import get_character, load_characters
+from xiyou.room import Room, TurnEnded
+from xiyou.room.member import Member
+from xiyou.room.view import build_view
+
+IDS = ("sanzang", "wukong", "bajie", "wujing")
+SETTINGS = GenerationSettings()
+OFF_BOOK = [
+    "你了解Scrum敏捷开发吗？",
+    "你如何看待现在的社会公正？",
+    "你最喜欢的音乐艺术家是谁？",
+    "你用过智能手机吗？",
+    "你支持哪个足球队？",
+    "你觉得人工智能会取代程序员吗？",
+]
+STORY = ["花果山在哪里？", "金箍棒有多重？", "人参果是什么味道？", "你怕不怕妖怪？", "师父被妖怪抓走了，怎么办？"]
+
+
+def ask(backend: CanonBackend, *turns: str) -> tuple[str, Citation | None]:
+    messages = [{"role": "system", "content": backend.character.meta_instruction}]
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return collect_cited(backend, messages, SETTINGS)
+
+
+def test_the_question_is_the_persons_own_words() -> None:
+    c = load_characters()
+    present = [c["wukong"], c["bajie"]]
+    from xiyou.room.transcript import PERSON, Entry
+
+    for person in ("施主", "小明", "Alice"):
+        entries = [
+            Entry(PERSON, person, "你们好"),
+            Entry("bajie", "猪八戒", "俺老猪饿了。"),
+            Entry(PERSON, person, "大圣，花果山在哪里？"),
+        ]
+        view = build_view(c["wukong"], entries, present, person)
+        assert question_of(view) == "花果山在哪里？"  # the `名字：` label and the vocative 大圣 are gone
+    # banter: the last line is another member's; a plain chat message is taken as it is, less the vocative
+    entries = [Entry(PERSON, "施主", "你好"), Entry("bajie", "猪八戒", "悟空，我饿了")]
+    view = build_view(c["wukong"], entries, present, "施主")
+    assert question_of(view) == "我饿了"
+    assert question_of([{"role": "user", "content": "施主：悟空，你几岁了？"}]) == "你几岁了？"
+
+
+def test_the_persons_name_changes_no_reply(canon: Canon) -> None:
+    questions = ["你叫什么名字？", "花果山在哪里？", "你如何看待友谊？", "八戒又偷懒了吗？"]
+    replies = {}
+    for person in ("施主", "小明", "唐老鸭"):
+        members = [Member(get_character(cid), CanonBackend(get_character(cid), canon)) for cid in ("wukong", "bajie")]
+        room = Room(members, person=person, banter_turns=0, policy="all")
+        said = []
+        for q in questions:
+            room.say(q)
+            said += [(e.speaker, e.entry.text, e.entry.citation) for e in room.run() if isinstance(e, TurnEnded)]
+        replies[person] = said
+    assert len(replies["施主"]) == 2 * len(questions)
+    assert replies["施主"] == replies["小明"] == replies["唐老鸭"]
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_off_book_questions_get_his_own_deflection_lines(canon: Canon, cid: str) -> None:
+    backend = CanonBackend(get_character(cid), canon)
+    lines = {ex.reply.text for ex in answers.deflections(canon, cid)}
+    assert lines, f"no deflection lines mined for {cid}"
+    line, citation = ask(backend, OFF_BOOK[0])
+    assert line in lines and citation is not None
+    assert backend.last_relevance < answers.DEFLECT_BELOW
+
+
+def test_story_questions_are_answered_about_their_subject(canon: Canon) -> None:
+    backend = CanonBackend(get_character("wukong"), canon)
+    line, _ = ask(backend, "花果山在哪里？")
+    assert "花果山" in line
+    line, _ = ask(backend, "你怕不怕妖怪？")
+    assert "妖" in line or "怪" in line
+    assert backend.last_relevance >= answers.DEFLECT_BELOW
+
+
+def test_deflection_rules() -> None:
+    assert answers.is_deflection("不知，不知。", [])
+    assert answers.is_deflection("莫管，莫管，我有处治。", [])
+    assert answers.is_deflection("少题闲话，我们赶早儿去来。", [])
+    assert not answers.is_deflection("不知那个是他舅爷？", [])  # a question about someone, not a shrug
+    assert not answers.is_deflection("也罢，我驮着你，若要尿尿把把，须和我说。", [])  # goes on about something
+    assert not answers.is_deflection("莫管他，妖精自有处置。", [])  # a concrete story thing
+    assert not answers.is_deflection("八戒，莫管。", ["八戒"])  # names someone else
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_different_questions_never_get_the_same_line_in_a_conversation(canon: Canon, cid: str) -> None:
+    backend = CanonBackend(get_character(cid), canon)
+    turns: list[str] = []
+    replies = []
+    for q in [*OFF_BOOK, *STORY, *OFF_BOOK[::-1]]:
+        line, _ = ask(backend, *turns, q)
+        replies.append(line)
+        turns += [q, line]
+    assert len(set(replies)) == len(replies), replies
+    # deterministic: the same conversation again gets the same replies
+    assert ask(backend, *turns[:-1]) == ask(backend, *turns[:-1])
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_no_exchange_after_max_chapter_ever_comes_back(canon: Canon, cid: str) -> None:
+    character = get_character(cid)
+    first = min(ex.chapter for ex in canon.exchanges(cid))
+    questions = [*STORY, OFF_BOOK[0], "师父，前面是什么地方？"]
+    for n in (first, first + 1, 8, 13, 19, 22, 27, 40, 61, 99):
+        if n < first:
+            continue
+        backend = CanonBackend(character, canon, max_chapter=n)
+        turns: list[str] = []
+        available = len({ex.reply.text for ex in canon.exchanges(cid) if ex.chapter <= n})
+        for q in questions[:available]:
+            line, citation = ask(backend, *turns, q)
+            assert citation is not None and citation.chapter <= n, (cid, n, q, line, citation)
+            assert any(ex.reply.text == line and ex.chapter <= n for ex in canon.exchanges(cid))
+            turns += [q, line]
+        for q in questions:
+            hits = canon.search(cid, q, k=5, max_chapter=n)
+            assert all(h.chapter <= n for h in hits)
+            messages = [{"role": "user", "content": q}]
+            system = augment_messages(character, messages, canon, max_chapter=n)[0]["content"]
+            later = {h.ref for h in canon.search(cid, q, k=20) if h.chapter > n}
+            assert not any(f"（{ref}）" in system for ref in later)
+
+
+def test_the_chapter_mask_comes_before_the_top_k(canon: Canon) -> None:
+    """Masking after the top k would return fewer hits (or none) where the best ones are later in the book."""
+    target = next(
+        ex for ex in canon.exchanges("wukong") if ex.chapter >= 60 and ex.context and len(ex.context.text) > 20
+    )
+    everything = canon.search("wukong", target.context.text, k=5)
+    assert everything[0].chapter >= 60
+    early = canon.search("wukong", target.context.text, k=5, max_chapter=30)
+    assert len(early) == 5 and all(h.chapter <= 30 for h in early)
+    seen = []
+
+    class Echo:
+        label = "echo"
+
+        def stream(self, messages, settings, cancel=None):
+            seen.append(messages[0]["content"])
+            yield "好"
+
+    wrapped = RetrievalAugmentedBackend(Echo(), get_character("wukong"), canon, max_chapter=30)
+    collect_cited(wrapped, [{"role": "user", "content": target.context.text}], SETTINGS)
+    assert "回）" in seen[0]  # examples from the first 30 chapters were shown
+    assert all(f"（{h.ref}）" not in seen[0] for h in everything if h.chapter > 30)
+
+
+def test_before_he_speaks_in_the_book_there_is_nothing_to_say(canon: Canon) -> None:
+    backend = CanonBackend(get_character("bajie"), canon, max_chapter=1)
+    with pytest.raises(BackendError, match="chapters 1-1"):
+        ask(backend, "你好")
+    with pytest.raises(BackendError, match=r"1\.\.100"):
+        CanonBackend(get_character("bajie"), canon, max_chapter=0)
+
+
+class Recorder(threading.Event):
+    """A cancel event that records how long the stream asked to wait between pieces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_replies_stream_at_the_set_pace(canon: Canon, monkeypatch) -> None:
+    backend = CanonBackend(get_character("wukong"), canon, chars_per_second=10)
+    cancel = Recorder()
+    pieces = list(backend.stream([{"role": "user", "content": "花果山在哪里？"}], SETTINGS, cancel))
+    text = "".join(p for p in pieces if isinstance(p, str))
+    assert isinstance(pieces[-1], Citation)
+    assert all(len(p) <= 3 for p in pieces[:-1])  # small pieces, so it reads like typing
+    assert sum(cancel.waits) == pytest.approx(len(text) / 10)
+    # cancelling during a wait ends the reply there
+    stopping = Recorder()
+    stopping.set()
+    assert len(list(backend.stream([{"role": "user", "content": "花果山在哪里？"}], SETTINGS, stopping))) == 0
+    monkeypatch.setenv("XIYOU_CANON_CPS", "fast")
+    with pytest.raises(BackendError, match="XIYOU_CANON_CPS"):
+        CanonBackend(get_character("wukong"), canon)
+    monkeypatch.setenv("XIYOU_CANON_CPS", "0")
+    instant = CanonBackend(get_character("wukong"), canon)
+    assert instant.chars_per_second == 0
+    monkeypatch.delenv("XIYOU_CANON_CPS")
+    assert CanonBackend(get_character("wukong"), canon).chars_per_second > 0  # people get a readable pace
+    assert CanonBackend.notice and "原著" in CanonBackend.notice

@@ -1,0 +1,438 @@
+"""How the offline canon backend picks a character's line for a question: query terms, scores, deflections.
+
+- The query is the person's own words (speaker labels and forms of address stripped by `xiyou.names`).
+- Query terms: jieba words, with modern words the novel writes differently added in the novel's form (什么 → 甚么,
+  哪里 → 那里 …). Function words weigh nothing; question cues (谁/什么/为什么/怎么/哪里/多少 …) and named
+  entities of the novel (names of speakers, words of the chapter headings, nouns of jieba's dictionary that the
+  novel uses: 妖怪, 金箍棒, 花果山, 人参果 …) weigh more than other words.
+- Scores: word-level BM25 (each query word counted where it occurs in an exchange's context — what was said to
+  the character — and, at half weight, in the reply), plus the character-bigram BM25 of `xiyou.canon.index`
+  (bm25s) at a lower weight. Exchanges from chapters after `max_chapter` are masked before the top-k.
+- Relevance: the best score divided by the most the query's words could score (0..1). Below `DEFLECT_BELOW`
+  (calibrated on `benchmarks/relevance/calibration.tsv`, never on the evaluation questions) the book cannot
+  answer, and the character answers with one of his deflection lines: his own canon lines where he says he does
+  not know, waves the matter off or changes the subject, found in the novel by the rules of `deflection_lines`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import re
+import threading
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from xiyou.canon.core import Canon
+    from xiyou.canon.exchanges import Exchange
+
+#: Below this relevance (0..1) the canon backend deflects instead of quoting a weak match. Calibrated with
+#: `python benchmarks/relevance/calibrate.py` on the calibration questions (see benchmarks/relevance/README.md).
+DEFLECT_BELOW = 0.34
+
+#: Weights of the kinds of query words.
+WEIGHT_CUE = 1.5
+WEIGHT_ENTITY = 2.0
+WEIGHT_WORD = 1.0
+WEIGHT_SINGLE = 0.5  # a one-character content word (吃, 饭, 山): meaningful but often part of other words
+COVERAGE_CUE = 0.3  # in the relevance, a question word found says little about the topic
+WEIGHT_YOU = 0.4  # 你/您: what was said to him asked about him (ranking only; says nothing of the topic)
+SECOND_PERSON = frozenset({"你", "您"})
+REPLY_FIELD = 0.8  # a word found in the reply counts a little less than in what was said to the character
+SHORT_FORM = 0.5  # a one-character novel form of a longer modern word
+GRAM_FIELD = 0.3  # the character-bigram score, relative to the word score
+SHORT_REPLY, SHORT_FACTOR = 8, 0.7  # a bare '去来！' says little: ranked lower, not excluded
+LONG_REPLY = 60  # characters; longer lines (speeches, verse) are less likely to answer a question: down to half
+BM25_K1, BM25_B = 1.2, 0.75
+RELEVANCE_FLOOR = 0.25  # ranking = score x (RELEVANCE_FLOOR + relevance)
+
+#: Question words: how a question asks (the novel writes 甚么, 那里, 怎的, 怎生 …).
+QUESTION_CUES = frozenset(
+    """谁 什么 甚么 为什么 为甚么 为何 何 怎么 怎的 怎生 怎样 怎么样 如何
+    哪里 那里 哪儿 何处 多少 几 几时 几个 何时""".split()
+)
+#: Modern words the novel writes differently: the query also looks for the novel's form.
+NOVEL_FORMS: dict[str, tuple[str, ...]] = {
+    "什么": ("甚么", "甚"),
+    "为什么": ("为甚么", "为何"),
+    "哪里": ("那里", "何处"),
+    "哪儿": ("那里",),
+    "哪": ("那",),
+    "怎么样": ("怎么", "如何"),
+    "怎样": ("怎么", "如何"),
+    "师傅": ("师父",),
+    "名字": ("名", "姓名", "名号"),
+    "叫": ("唤",),
+    "食物": ("斋", "饭"),
+    "吃饭": ("吃斋", "斋饭"),
+    "喜欢": ("爱", "喜"),
+    "家乡": ("家乡", "故乡", "人氏"),
+    "来自": ("那里来", "人氏", "出身"),
+    "老家": ("家",),
+    "年纪": ("年纪", "岁"),
+    "几岁": ("年纪", "岁"),
+    "兄弟姐妹": ("兄弟",),
+    "工作": ("营生", "勾当"),
+    "职业": ("营生", "勾当"),
+    "害怕": ("怕",),
+    "生气": ("恼", "怒"),
+    "睡觉": ("睡",),
+    "武器": ("兵器",),
+    "厉害": ("利害",),
+    "朋友": ("相识", "朋友"),
+    "妖怪": ("妖精", "妖怪", "怪"),
+    "妖精": ("妖精", "妖怪", "怪"),
+}
+#: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
+FUNCTION_WORDS = frozenset(
+    """的 了 吗 呢 吧 啊 呀 哦 嘛 么 是 在 有 和 与 及 跟 就 都 也 还 又 很 太 更 最 这 那 个 一 不 没 没有
+    我 你 他 她 它 们 您 俺 咱 把 被 让 给 对 会 能 要 想 去 来 说 过 着 得 地 之 而 其 以 于 为 所 乎 者 矣 焉 哉
+    吾 汝 尔 此 彼 却 便 只 我们 你们 他们 她们 自己 一个 这个 那个 这些 那些 这样 那样 现在 觉得 认为 看待 看法
+    是否 有没有 可以 应该 能否 可能 一些 一下 时候 东西 事情 问题 如果 因为 所以 但是 而且 或者 还是 然后 比较
+    非常 特别 真的 一直 已经 曾经 平时 通常 怎么看 如何看待 什么样 哪些 哪个 哪种 一种 一样 请问 告诉 知道
+    最近 经常 喜不喜欢 是不是 会不会 能不能 好不好""".split()
+)
+_JIEBA_LOCK = threading.Lock()
+_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z0-9]+")
+
+
+@functools.cache
+def _jieba():
+    import logging
+
+    import jieba
+    import jieba.posseg
+
+    jieba.setLogLevel(logging.WARNING)
+    with _JIEBA_LOCK:
+        jieba.initialize()
+    return jieba, jieba.posseg.dt.word_tag_tab
+
+
+_NOUN_TAGS = ("n", "nr", "ns", "nt", "nz", "nrt", "nrfg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """A word of the query with the forms it takes in the novel (the word itself first)."""
+
+    forms: tuple[str, ...]
+    weight: float
+    kind: str  # "cue", "entity", "word", "single", "you"
+
+    @property
+    def text(self) -> str:
+        return self.forms[0]
+
+    @property
+    def coverage_weight(self) -> float:
+        """How much finding it says the exchange is about the question (a question word alone says little)."""
+        return {"cue": COVERAGE_CUE, "you": 0.0}.get(self.kind, self.weight)
+
+
+def segment(text: str) -> list[str]:
+    """jieba words of `text` (punctuation and blank space dropped; Latin words lower-cased)."""
+    jieba, _ = _jieba()
+    words = []
+    for run in _WORD.findall(text):
+        if run.isascii():
+            words.append(run.lower())
+        else:
+            words.extend(w for w in jieba.lcut(run, HMM=True) if w.strip())
+    return words
+
+
+class Vocabulary:
+    """What the novel knows: how often a word occurs in it, and which words name its people, places and things."""
+
+    def __init__(self, canon: Canon) -> None:
+        from xiyou import names
+
+        self.text = "\n".join(ch.text for ch in canon.novel.chapters)
+        entities: set[str] = set()
+        for cid in names.CHARACTER_IDS:
+            entities.update(n for n in names.aliases(cid) if len(n) >= 2)
+        counts: dict[str, int] = {}
+        for u in canon.utterances:
+            if u.name and len(u.name) >= 2 and u.speaker not in names.CHARACTER_IDS:
+                counts[u.name] = counts.get(u.name, 0) + 1
+        entities.update(n for n, k in counts.items() if k >= 2)
+        _, tags = _jieba()
+        for ch in canon.novel.chapters:
+            for w in segment(ch.title):
+                if len(w) >= 2 and tags.get(w, "n") in _NOUN_TAGS:
+                    entities.add(w)
+        self.entities = frozenset(entities)
+        self._counts: dict[str, int] = {}
+
+    def count(self, word: str) -> int:
+        n = self._counts.get(word)
+        if n is None:
+            n = self.text.count(word)
+            self._counts[word] = n
+        return n
+
+    def is_entity(self, word: str) -> bool:
+        """A name of a person, place or thing of the novel: listed, or a dictionary noun the novel uses often."""
+        if word in self.entities:
+            return True
+        _, tags = _jieba()
+        return len(word) >= 2 and tags.get(word) in _NOUN_TAGS and self.count(word) >= 3
+
+
+def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
+    """The weighted words of a query (see the module doc); the same word once, at its highest weight."""
+    terms: dict[str, Term] = {}
+    for word in segment(text):
+        if word in SECOND_PERSON:
+            terms.setdefault("你", Term(("你",), WEIGHT_YOU, "you"))
+            continue
+        if word in FUNCTION_WORDS:
+            continue
+        if word in QUESTION_CUES:
+            weight, kind = WEIGHT_CUE, "cue"
+        elif vocabulary.is_entity(word):
+            weight, kind = WEIGHT_ENTITY, "entity"
+        elif len(word) == 1 and not word.isascii():
+            weight, kind = WEIGHT_SINGLE, "single"
+        else:
+            weight, kind = WEIGHT_WORD, "word"
+        forms = tuple(dict.fromkeys([word, *(f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS)]))
+        if word not in terms or terms[word].weight < weight:
+            terms[word] = Term(forms, weight, kind)
+    return list(terms.values())
+
+
+class Field:
+    """The texts of one field (contexts or replies) of a character's exchanges, for word-level BM25."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        import numpy as np
+
+        self.size = len(texts)
+        self.joined = "\x00".join(texts)
+        starts = [0]
+        for t in texts[:-1]:
+            starts.append(starts[-1] + len(t) + 1)
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.lengths = np.asarray([max(len(t), 1) for t in texts], dtype=np.float32)
+        self.avg = float(self.lengths.mean()) if self.size else 1.0
+        self._norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / self.avg)
+
+    def idf(self, df: int) -> float:
+        return math.log(1 + (self.size - df + 0.5) / (df + 0.5))
+
+    def scores(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        """(BM25 score of `word` in each text, whether each text holds it)."""
+        import numpy as np
+
+        tf = np.zeros(self.size, dtype=np.float32)
+        if self.size == 0 or not word:
+            return tf, tf > 0
+        positions = [m.start() for m in re.finditer(re.escape(word), self.joined)]
+        if positions:
+            docs = np.searchsorted(self.starts, np.asarray(positions), side="right") - 1
+            np.add.at(tf, docs, 1.0)
+        held = tf > 0
+        idf = self.idf(int(np.count_nonzero(held)))
+        return idf * tf * (BM25_K1 + 1) / (tf + self._norm), held
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """For one query: a ranking score of every exchange of a character, and each exchange's relevance (0..1): the
+    weighted share of the query's words found in what was said to him there (in his reply: half)."""
+
+    scores: np.ndarray
+    relevance: np.ndarray
+    terms: tuple[Term, ...]
+
+
+class Answerer:
+    """Scores one character's exchanges for a question (see the module doc). Built once per canon and character."""
+
+    def __init__(self, canon: Canon, character_id: str, vocabulary: Vocabulary) -> None:
+        import numpy as np
+
+        self.canon = canon
+        self.character_id = character_id
+        self.vocabulary = vocabulary
+        self.exchanges: list[Exchange] = canon.exchanges(character_id)
+        self.context = Field([ex.context.text if ex.context else "" for ex in self.exchanges])
+        self.reply = Field([ex.reply.text for ex in self.exchanges])
+        self.chapters = np.asarray([ex.chapter for ex in self.exchanges], dtype=np.int32)
+        lengths = np.asarray([len(ex.reply.text) for ex in self.exchanges], dtype=np.float32)
+        factor = np.clip(LONG_REPLY / np.maximum(lengths, 1.0), 0.5, 1.0)
+        self.length_factor = np.where(lengths < SHORT_REPLY, SHORT_FACTOR, factor).astype(np.float32)
+
+    def score(self, query: str) -> Scored:
+        import numpy as np
+
+        from xiyou.canon.index import tokenize
+
+        n = len(self.exchanges)
+        terms = tuple(query_terms(query, self.vocabulary))
+        total = np.zeros(n, dtype=np.float32)
+        covered = np.zeros(n, dtype=np.float32)
+        weights = 0.0
+        for term in terms:
+            best_score = np.zeros(n, dtype=np.float32)
+            found = np.zeros(n, dtype=np.float32)
+            for form in term.forms:
+                # a one-character form of a longer word (名 for 名字) is weaker evidence than the word
+                part = SHORT_FORM if len(form) < len(term.text) and len(form) == 1 else 1.0
+                in_context, held_context = self.context.scores(form)
+                in_reply, held_reply = self.reply.scores(form)
+                best_score = np.maximum(best_score, part * (in_context + REPLY_FIELD * in_reply))
+                found = np.maximum(found, part * np.where(held_context, 1.0, np.where(held_reply, REPLY_FIELD, 0.0)))
+            total += term.weight * best_score
+            covered += term.coverage_weight * found
+            weights += term.coverage_weight
+        relevance = covered / weights if weights > 0 else covered
+        word_best = float(total.max()) if n else 0.0
+        # character bigrams of the content words (what jieba cut differently still meets), scaled to GRAM_FIELD of
+        # the best word score
+        content = [t.text for t in terms if t.kind not in ("cue", "you") and not t.text.isascii()]
+        bigrams = sorted({g for w in content for g in tokenize(w) if len(g) == 2})
+        index = self.canon.index(self.character_id, "context") if bigrams and n else None
+        ids = index.model.get_tokens_ids(bigrams) if index is not None and index.model is not None else []
+        if ids:
+            gram = np.asarray(index.model.get_scores_from_ids(ids), dtype=np.float32)
+            top = float(gram.max())
+            if top > 0:
+                total = total + GRAM_FIELD * (gram / top) * (word_best or 1.0)
+        # rank by the scores, favouring exchanges that hold more of the question, and lines short enough to answer
+        ranking = total * (RELEVANCE_FLOOR + relevance) * self.length_factor
+        return Scored(ranking.astype(np.float32), relevance.astype(np.float32), terms)
+
+    def mask(self, max_chapter: int | None) -> np.ndarray | None:
+        """True for the exchanges a reader who has read up to `max_chapter` may hear (None: all)."""
+        return None if max_chapter is None else self.chapters <= max_chapter
+
+
+def best(
+    scores: np.ndarray,
+    exchanges: Sequence[Exchange],
+    allowed: np.ndarray | None,
+    exclude: Collection[str],
+    k: int = 64,
+) -> int | None:
+    """The index of the best-scoring allowed exchange whose reply is not in `exclude` (None: nothing matches)."""
+    from xiyou.canon.index import top_k
+
+    return next((i for i in top_k(scores, k, allowed) if exchanges[i].reply.text.strip() not in exclude), None)
+
+
+# --- deflections --------------------------------------------------------------------------------------------------
+
+#: A clause that says he does not know or has never seen it, or waves the matter off / changes the subject.
+_DEFLECTING_CLAUSE = re.compile(
+    r"^(?:(?:贫僧|老孙|我|老猪|弟子|小弟|俺|我们|这个|实)?(?:也|实|委实|真个|却|一发|倒)?"
+    r"(?:不知|不晓得|不曾见|不曾听见|不曾闻|不认得|不懂|那里晓得|那里知道|晓得甚么)(?:道|得|哩|了|也|甚么)?$"
+    r"|且?莫管|休管|不要管|管他|且休|少题|休题|莫说|不消说|莫胡说|不要胡说|没说甚么|你?说甚么|且住|也罢了?$|罢了$)"
+)
+_WEAK_CLAUSE = re.compile(r"^(?:也罢了?|罢了)$")
+WEAK_LINE_MAX = 10
+_CLAUSES = re.compile(r"[^，。！？；、,.!?;…]+")
+#: Concrete story things make a deflection sound off the point of a question about something else.
+_CONCRETE = re.compile(
+    r"妖|怪|魔|精|菩萨|龙|王|山|洞|城|国|马|棒|钯|杖|宝|经|寺|庙|井|桥|河|水|火|风|死|杀|打|捉|拿|救|金|银|病|药|这里|那里"
+)
+DEFLECTION_MAX_CHARS = 24
+DEFLECTING_CLAUSE_MAX = 9
+
+
+def is_deflection(
+    text: str,
+    other_names: Collection[str],
+    max_chars: int = DEFLECTION_MAX_CHARS,
+    clause_max: int = DEFLECTING_CLAUSE_MAX,
+) -> bool:
+    """A line where the speaker says he does not know, waves the matter off or changes the subject: short, with a
+    short clause that says so (`不知，不知。`, `莫管，莫管，我有处治。`, `少题闲话，我们赶早儿去来。`), and with no
+    concrete story thing or other person's name in it (so it fits a question the book cannot answer)."""
+    t = text.strip()
+    if not 2 <= len(t) <= max_chars or "\n" in t or _CONCRETE.search(t):
+        return False
+    clauses = [c for c in _CLAUSES.findall(t) if len(c) <= clause_max and _DEFLECTING_CLAUSE.match(c)]
+    if not clauses:
+        return False
+    if all(_WEAK_CLAUSE.match(c) for c in clauses) and len(t) > WEAK_LINE_MAX:
+        return False  # '也罢，我驮着你，…' goes on about something: only a bare '也罢了。' waves it off
+    return not any(n in t for n in other_names)
+
+
+#: (line, clause) length limits tried in turn until a character has MIN_DEFLECTIONS lines (悟净 says little).
+DEFLECTION_LIMITS = ((DEFLECTION_MAX_CHARS, DEFLECTING_CLAUSE_MAX), (36, 12), (48, 16))
+MIN_DEFLECTIONS = 8
+
+
+def deflection_lines(canon: Canon, character_id: str) -> list[Exchange]:
+    """The character's deflection exchanges (see `is_deflection`), in novel order, one per distinct line; the
+    length limits are relaxed in steps (DEFLECTION_LIMITS) while he has fewer than MIN_DEFLECTIONS."""
+    from xiyou import names
+
+    others = [n for cid in names.CHARACTER_IDS if cid != character_id for n in names.aliases(cid) if len(n) >= 2]
+    address = ["师父", "师兄", "哥哥", "大哥", "二哥", "兄弟", "贤弟", "老儿", "施主", "长老"]
+    address += [n for cid in names.CHARACTER_IDS if cid != character_id for n in names.forms_of_address(cid)]
+    out: list[Exchange] = []
+    for level, (max_chars, clause_max) in enumerate(DEFLECTION_LIMITS):
+        # first without forms of address either (师父，… sounds odd to a visitor), then with them
+        avoid = others if level else others + address
+        seen: set[str] = set()
+        out = []
+        for ex in canon.exchanges(character_id):
+            text = ex.reply.text.strip()
+            if text not in seen and is_deflection(text, avoid, max_chars, clause_max):
+                seen.add(text)
+                out.append(ex)
+        if len(out) >= MIN_DEFLECTIONS:
+            break
+    return out
+
+
+def pick_deflection(
+    lines: Sequence[Exchange], query: str, exclude: Collection[str], max_chapter: int | None
+) -> Exchange | None:
+    """A deflection line for `query`: picked by a stable hash of the query, skipping lines already said."""
+    pool = [ex for ex in lines if (max_chapter is None or ex.chapter <= max_chapter)]
+    if not pool:
+        return None
+    start = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big") % len(pool)
+    for i in range(len(pool)):
+        ex = pool[(start + i) % len(pool)]
+        if ex.reply.text.strip() not in exclude:
+            return ex
+    return None
+
+
+# --- per canon caches ---------------------------------------------------------------------------------------------
+
+_CACHE_LOCK = threading.Lock()
+
+
+def answerer(canon: Canon, character_id: str) -> Answerer:
+    """The Answerer of a character, built once per canon (held on the canon object)."""
+    store = canon.__dict__.setdefault("_answerers", {})
+    found = store.get(character_id)
+    if found is not None:
+        return found
+    with _CACHE_LOCK:
+        if "_vocabulary" not in canon.__dict__:
+            canon.__dict__["_vocabulary"] = Vocabulary(canon)
+        if character_id not in store:
+            store[character_id] = Answerer(canon, character_id, canon.__dict__["_vocabulary"])
+        return store[character_id]
+
+
+def deflections(canon: Canon, character_id: str) -> list[Exchange]:
+    """`deflection_lines`, computed once per canon."""
+    store = canon.__dict__.setdefault("_deflections", {})
+    if character_id not in store:
+        store[character_id] = deflection_lines(canon, character_id)
+    return store[character_id]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.evaluation.classifier import train_from_canon
 from pipeline.evaluation.metrics import compute_metrics
-from pipeline.evaluation.report import write_report
+from pipeline.evaluation.report import summary_line, write_report
 from pipeline.llm import short_hash
 from pipeline.questions import read_questions
 from pipeline.store import JsonlStore
@@ -33,8 +33,8 @@ from xiyou.env import endpoints_path
 HELD_OUT_QUESTIONS = Path(__file__).with_name("data") / "eval_questions.txt"
 
 
-def reply_id(character_id: str, question: str, sample: int) -> str:
-    return f"{character_id}:{short_hash(question)}:{sample}"
+def reply_id(character_id: str, question: str, sample: int, chapter: int | None = None) -> str:
+    return f"{character_id}:{short_hash(question)}:{sample}" + (f":c{chapter}" if chapter is not None else "")
 
 
 def make_backends(args: argparse.Namespace, characters: list[Character], canon) -> dict[str, Backend]:
@@ -42,7 +42,7 @@ def make_backends(args: argparse.Namespace, characters: list[Character], canon) 
     if args.backend == "canon":
         from xiyou.backends.canon import CanonBackend
 
-        return {c.id: CanonBackend(c, canon) for c in characters}
+        return {c.id: CanonBackend(c, canon, max_chapter=args.chapter) for c in characters}
     from xiyou.backends.factory import make_backend
 
     if args.backend == "transformers":
@@ -64,21 +64,30 @@ def ask_all(
     backends: dict[str, Backend],
     settings: dict[str, GenerationSettings],
     concurrency: int,
+    chapter: int | None = None,
 ) -> int:
-    """Ask every job not yet in the store; returns the number of failures. Ctrl-C keeps what was finished."""
-    todo = [j for j in jobs if reply_id(j[0].id, j[1], j[2]) not in store]
+    """Ask every job not yet in the store; returns the number of failures. Ctrl-C keeps what was finished.
+
+    `chapter`: the conversation is set after that chapter (the system prompt also carries the story so far and
+    what the character cannot know; canon backends are limited to it where they are made)."""
+    todo = [j for j in jobs if reply_id(j[0].id, j[1], j[2], chapter) not in store]
     failures = 0
     lock = threading.Lock()
     stop = threading.Event()
 
     def ask(job: tuple[Character, str, int]) -> dict:
         character, question, sample = job
+        system = character.meta_instruction
+        if chapter is not None:
+            from xiyou.story.rooms import story_context
+
+            system = f"{system}\n\n{story_context(character.id, chapter)}"
         messages: list[Message] = [
-            {"role": "system", "content": character.meta_instruction},
+            {"role": "system", "content": system},
             {"role": "user", "content": question},
         ]
         record = {
-            "id": reply_id(character.id, question, sample),
+            "id": reply_id(character.id, question, sample, chapter),
             "character": character.id,
             "question": question,
             "sample": sample,
@@ -149,7 +158,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=None, help="default: each character's own")
     p.add_argument("--concurrency", type=int, default=None, help="parallel requests (default: 4 for endpoints, else 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--chapter",
+        type=int,
+        default=None,
+        help="set every conversation after chapter N (1-100): canon lines up to it only; reports future-knowledge "
+        "leaks (pipeline/evaluation/leaks.py)",
+    )
     args = p.parse_args(argv)
+    if args.chapter is not None and not 1 <= args.chapter <= 100:
+        p.error(f"--chapter must be within 1..100, got {args.chapter}")
     if args.samples < 1:
         p.error("--samples must be at least 1")
     if args.compare is not None and not args.compare.is_file():
@@ -209,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         with JsonlStore(args.out / "replies.jsonl") as store:
-            failures = ask_all(store, jobs, backends, settings, concurrency)
+            failures = ask_all(store, jobs, backends, settings, concurrency, args.chapter)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: finished replies are kept in {args.out / 'replies.jsonl'}; run again to resume",
@@ -217,11 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
 
-    wanted = {reply_id(c.id, q, s) for c, q, s in jobs}
+    wanted = {reply_id(c.id, q, s, args.chapter) for c, q, s in jobs}
     replies: dict[str, list[str]] = {c.id: [] for c in characters}
+    kept = []
     for record in JsonlStore(args.out / "replies.jsonl").records():
         if record["id"] in wanted:
             replies[record["character"]].append(record["text"])
+            kept.append(record)
     empty = [cid for cid, texts in replies.items() if not texts]
     if empty:
         print(
@@ -242,14 +262,20 @@ def main(argv: list[str] | None = None) -> int:
         "started": started,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if args.chapter is not None:
+        from pipeline.evaluation.leaks import first_mentions, leak_figures
+
+        run["chapter"] = args.chapter
+        run["leaks"] = leak_figures(kept, args.chapter, first_mentions(canon))
     from pipeline.evaluation.report import metrics_json
 
     paths = write_report(metrics_json(metrics, held_out, run), args.out, args.compare)
     for cid, m in metrics.characters.items():
+        print(summary_line(cid, m))
+    for cid, row in run.get("leaks", {}).items():
         print(
-            f"{cid:8s} who-said-it {m.who_said_it:.2f}  self-ref {m.self_ref_rate:.2f}  "
-            f"broken {m.broken_persona_rate:.2f}  distinct {m.distinctness:.2f}  canon-sim {m.canon_similarity:.2f}  "
-            f"len {m.mean_length:.0f}"
+            f"{cid:8s} leaks after chapter {args.chapter}: {row['leaking']}/{row['replies']} replies "
+            f"({row['rate']:.1%}) {' '.join(row['what']) or ''}".rstrip()
         )
     print(f"report: {paths['report']}", file=sys.stderr)
     return 1 if failures else 0

@@ -81,6 +81,8 @@ class EngineConfig:
     top_p: float | None = None
     max_tokens: int | None = 1024
     seed: int | None = None
+    #: sent as `stop` (the chat format's end-of-turn markers), and cut at on our side whatever the server does
+    stop: tuple[str, ...] = ()
     stream: bool = False
     progress: bool = True
 
@@ -301,6 +303,8 @@ class Engine:
             params["max_tokens"] = c.max_tokens
         if c.seed is not None:
             params["seed"] = c.seed
+        if c.stop:
+            params["stop"] = list(c.stop)
         return params
 
     async def complete_once(self, request: Request) -> str:
@@ -325,6 +329,8 @@ class Engine:
                 body = {"messages": list(request.messages), **self._params()}
                 response = await self.client.post("/chat/completions", body=body, cast_to=httpx2.Response)
                 text = _answer_text(json.loads(response.content))
+        for marker in self.config.stop:  # a server that ignores `stop` (or stops only at EOS) ran past it
+            text = text.split(marker, 1)[0]
         if not text.strip():
             raise BadAnswer("the answer is empty")
         return text

@@ -23,6 +23,10 @@ from pipeline.llm import (
 
 log = logging.getLogger("pipeline")
 
+#: Every data request stops at the chat format's end of turn (InternLM2 / ChatML): a server that stops only at EOS
+#: would otherwise put the model's text after `<|im_end|>` into the training data.
+CHAT_FORMAT_STOPS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+
 
 def add_engine_args(parser: argparse.ArgumentParser, *, temperature: float = 0.7, max_tokens: int = 1024) -> None:
     g = parser.add_argument_group("LLM API (any OpenAI-compatible server; the key comes from OPENAI_API_KEY or .env)")
@@ -89,6 +93,7 @@ def engine_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             top_p=args.top_p,
             max_tokens=args.max_tokens,
             seed=args.seed,
+            stop=CHAT_FORMAT_STOPS,
             stream=args.stream,
             progress=not args.no_progress,
         )

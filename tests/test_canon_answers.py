@@ -89,6 +89,15 @@ def test_story_questions_are_answered_about_their_subject(canon: Canon) -> None:
     assert backend.last_relevance >= answers.DEFLECT_BELOW
 
 
+def test_plain_deflections_come_first(canon: Canon) -> None:
+    assert answers.purity("不知，不知。") == 1.0
+    assert answers.purity("且莫管他，进去进去，或者这道士有些德行，未可知也。") < answers.PURE
+    for cid in ("sanzang", "wukong", "bajie"):
+        backend = CanonBackend(get_character(cid), canon)
+        line, _ = ask(backend, OFF_BOOK[1])
+        assert answers.purity(line) >= answers.PURE, (cid, line)
+
+
 def test_deflection_rules() -> None:
     assert answers.is_deflection("不知，不知。", [])
     assert answers.is_deflection("莫管，莫管，我有处治。", [])

@@ -100,11 +100,18 @@ def test_canon_run_writes_report_charts_json_and_resumes(novel_path: Path, tmp_p
     assert (out / "replies.jsonl").read_text(encoding="utf-8").count("\n") == lines_before
 
     # compare with the first run: the change table appears
+    # (one character alone: distinctness is not defined, shown as "–", never "nan"; the heading names the run)
     out2 = tmp_path / "run2"
-    args2 = [*args[:-1], str(out2), "--compare", str(out / "metrics.json"), "--characters", "wukong,bajie"]
+    args2 = [*args[:-1], str(out2), "--compare", str(out / "metrics.json"), "--characters", "wukong"]
+    capsys.readouterr()
     assert evaluation.main(args2) == 0
+    printed = capsys.readouterr().out
+    assert "distinct –" in printed and "nan" not in printed
     report2 = (out2 / "report.md").read_text(encoding="utf-8")
-    assert "## Change since `metrics.json`" in report2 and "| wukong | who-said-it accuracy |" in report2
+    assert f"## Change since `{out}` (backend canon, started " in report2
+    assert "| wukong | who-said-it accuracy |" in report2
+    assert "| wukong | distinctness | 0." in report2 and "| – | – |" in report2 and "nan" not in report2
+    assert "different backends" not in report2
 
 
 def test_bad_arguments_fail_clearly(tmp_path: Path, capsys) -> None:
@@ -149,3 +156,26 @@ def test_endpoints_run_flags_an_assistant_that_forgot_its_role(novel_path: Path,
     assert bajie["broken_persona_rate"] == 0.0 and bajie["self_ref_rate"] == 1.0
     assert bajie["who_said_it"] == 1.0
     assert data["run"]["replies"] == 2 * 2 * (len(load_characters()["wukong"].sample_questions) + 1)
+
+
+def _metrics_data(backend: str) -> dict:
+    numbers = dict(who_said_it=0.5, self_ref_rate=0.2, broken_persona_rate=0.0, distinctness=0.3,
+                   canon_similarity=0.4, mean_length=30.0, median_length=28.0)  # fmt: skip
+    run = dict(backend=backend, questions=1, samples=1, replies=4, errors=0, started="s", finished="f")
+    return {
+        "run": run,
+        "classifier": {"accuracy": 0.8, "balanced_accuracy": 0.8, "n_test": 10, "n_train": 90},
+        "characters": {"wukong": numbers},
+        "confusion": {"labels": ["wukong"], "matrix": [[1]]},
+    }
+
+
+def test_a_comparison_across_backends_says_their_stop_handling_differs() -> None:
+    from pipeline.evaluation.report import backend_note, render_markdown
+
+    base, tuned = _metrics_data("transformers"), _metrics_data("endpoints")
+    assert backend_note(base, _metrics_data("transformers")) is None
+    note = backend_note(base, tuned)
+    assert "different backends (transformers before, endpoints now)" in note and "ends a reply its own way" in note
+    markdown = render_markdown(tuned, [("wukong", "distinctness", 0.3, float("nan"), float("nan"))], "`base`", note)
+    assert note in markdown and "| wukong | distinctness | 0.300 | – | – |" in markdown

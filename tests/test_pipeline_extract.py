@@ -154,6 +154,7 @@ def test_extract_with_no_dialogue_lines_records_the_passages_and_says_so(tmp_pat
         assert proc2.returncode == 1 and "Traceback" not in proc2.stderr, proc2.stderr
         assert "no usable records" in proc2.stderr
         assert len(s.chat_requests()) == asked  # every passage was recorded: nothing asked again
+        assert "<|im_end|>" in s.chat_requests()[0].json["stop"]  # the chat format's end of turn (finding 4)
     assert out.exists() and out.read_text(encoding="utf-8") == ""
     raw = (tmp_path / "extract.raw.jsonl").read_text(encoding="utf-8").splitlines()
     rejects = (tmp_path / "extract.rejects.jsonl").read_text(encoding="utf-8").splitlines()

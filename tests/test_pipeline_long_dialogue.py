@@ -125,6 +125,7 @@ def test_long_dialogue_that_produced_nothing_fails_and_keeps_the_answers_as_reje
         args[args.index("--base-url") + 1] = s.base_url
         proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
         asked = len(s.chat_requests())
+        assert "<|im_end|>" in s.chat_requests()[0].json["stop"]  # the chat format's end of turn (finding 4)
     assert proc.returncode == 1, proc.stderr
     assert "no usable records" in proc.stderr and f"{asked} new" not in proc.stderr
     assert out.exists() and out.read_text(encoding="utf-8") == ""

@@ -217,3 +217,32 @@ def test_against_a_real_openai_compatible_server(tmp_path, tiny_server, tiny_mod
     for r in records:
         assert r["conversation"][0]["output"].startswith(tiny_model.reply[:4])
         assert r["conversation"][0]["system"] == get_character("wukong").meta_instruction
+
+
+def test_the_manifest_names_the_questions_file_wherever_it_was_run_from(tmp_path):
+    """Issue 17, finding 5: a relative --questions was stored as given, meaningless from anywhere else."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _questions(work, 2)
+    with ScriptedOpenAI(reply="俺老孙来也") as s:
+        args = _args(s.base_url, Path("questions.txt"), Path("out.jsonl"), 1)
+        proc = subprocess.run(args, cwd=work, env=_env(PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((work / "out.manifest.json").read_text(encoding="utf-8"))
+    assert manifest["runs"][0]["parameters"]["questions_file"] == str((work / "questions.txt").resolve())
+
+
+def test_answers_stop_at_the_chat_formats_end_of_turn(tmp_path):
+    """Issue 17, finding 4: a server that stops only at EOS let the text after `<|im_end|>` into the data. The
+    steps send the end-of-turn markers as `stop`, and cut there themselves when a server ignores it."""
+    qfile = _questions(tmp_path, 2)
+    out = tmp_path / "stop.jsonl"
+    with ScriptedOpenAI(reply="俺老孙来也！<|im_end|>\n八戒又偷懒<|endoftext|>") as s:  # ignores `stop`
+        proc = _run(_args(s.base_url, qfile, out, 1))
+        assert proc.returncode == 0, proc.stderr
+        sent = s.chat_requests()
+    assert all("<|im_end|>" in r.json["stop"] and "<|endoftext|>" in r.json["stop"] for r in sent)
+    assert [json.loads(x)["conversation"][0]["output"] for x in out.read_text(encoding="utf-8").splitlines()] == [
+        "俺老孙来也！",
+        "俺老孙来也！",
+    ]

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
 import shutil
@@ -34,7 +33,6 @@ def clean_text(text: str) -> str:
         return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-@functools.cache
 def _umask() -> int:
     try:  # Linux: read it without changing it (os.umask would race with other threads)
         for line in Path("/proc/self/status").read_text().splitlines():

@@ -135,12 +135,16 @@ def first_mentions(canon=None) -> dict[str, int]:
 
 
 def leaks(
-    reply: str, chapter: int | None, citations: Iterable[object] = (), table: dict[str, int] | None = None
+    reply: str,
+    chapter: int | None,
+    citations: Iterable[object] = (),
+    table: dict[str, int] | None = None,
+    ignore: Iterable[str] = (),
 ) -> list[Leak]:
     """The future knowledge in `reply` for a conversation set to after `chapter` ([] when chapter is None).
 
     `citations`: the reply's `Citation`s (anything with a `.chapter`); `table`: a first-mention table
-    (default `first_mentions()`)."""
+    (default `first_mentions()`); `ignore`: names not to count (e.g. the labels a prompt gives its speaker)."""
     if chapter is None:
         return []
     found: list[Leak] = []
@@ -159,7 +163,8 @@ def leaks(
             found.append(Leak("chapter", m.group(0), number))
     table = first_mentions() if table is None else table
     taken = [False] * len(reply)
-    for name in sorted((n for n, ch in table.items() if ch > chapter), key=len, reverse=True):
+    skip = set(ignore)
+    for name in sorted((n for n, ch in table.items() if ch > chapter and n not in skip), key=len, reverse=True):
         start = reply.find(name)
         while start >= 0:
             span = range(start, start + len(name))
@@ -170,3 +175,32 @@ def leaks(
                     found.append(Leak("name", name, table[name]))
             start = reply.find(name, start + 1)
     return found
+
+
+def leak_figures(records: Iterable[dict], chapter: int | None, table: dict[str, int] | None = None) -> dict:
+    """Per character: how many replies leak at `chapter`, the rate, the names and chapters leaked most, and a few
+    examples. `records` are `pipeline.eval` reply records (`character`, `text`, optional `citation`)."""
+    from collections import Counter
+
+    from xiyou.backends.base import Citation
+
+    out: dict[str, dict] = {}
+    if chapter is None:
+        return out
+    table = first_mentions() if table is None else table
+    for r in records:
+        row = out.setdefault(r["character"], {"replies": 0, "leaking": 0, "what": Counter(), "examples": []})
+        cited = [Citation(int(r["citation"]["chapter"]))] if r.get("citation") else []
+        found = leaks(r["text"], chapter, cited, table=table)
+        row["replies"] += 1
+        if found:
+            row["leaking"] += 1
+            row["what"].update(lk.text for lk in found)
+            if len(row["examples"]) < 3:
+                row["examples"].append(
+                    {"question": r.get("question"), "text": r["text"][:200], "leaks": [lk.describe() for lk in found]}
+                )
+    for row in out.values():
+        row["rate"] = row["leaking"] / row["replies"] if row["replies"] else 0.0
+        row["what"] = dict(row["what"].most_common(10))
+    return out

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.evaluation.classifier import HeldOut
-from pipeline.evaluation.metrics import Metrics
-from xiyou.io import write_text_atomic
+from pipeline.evaluation.metrics import CharacterMetrics, Metrics
+from xiyou.io import write_json_atomic, write_text_atomic
 
 #: The per-character numbers, in report order, with how to read them.
 METRICS = {
@@ -34,10 +34,52 @@ def metrics_json(metrics: Metrics, held_out: HeldOut, run: dict[str, Any]) -> di
     }
 
 
-def _fmt(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _fmt(value: float | None) -> str:
+    """A metric for people: "–" where it is not defined (distinctness of one character alone)."""
+    if _missing(value):
         return "–"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+
+
+def _change(value: float | None) -> str:
+    return "–" if _missing(value) else f"{value:+.3f}"
+
+
+def summary_line(cid: str, m: CharacterMetrics) -> str:
+    """One character's numbers on one line (the command's output); "–" where a number is not defined."""
+
+    def two(value: float) -> str:
+        return "–" if _missing(value) else f"{value:.2f}"
+
+    return (
+        f"{cid:8s} who-said-it {two(m.who_said_it)}  self-ref {two(m.self_ref_rate)}  "
+        f"broken {two(m.broken_persona_rate)}  distinct {two(m.distinctness)}  canon-sim {two(m.canon_similarity)}  "
+        f"len {m.mean_length:.0f}"
+    )
+
+
+def run_label(path: Path, data: dict[str, Any]) -> str:
+    """How a report names an earlier run: its folder, backend and start."""
+    where = path.parent if path.name == "metrics.json" else path
+    run = data.get("run", {})
+    return f"`{where}` (backend {run.get('backend', '?')}, started {run.get('started', '?')})"
+
+
+def backend_note(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The warning a comparison across backends needs, or None for the same backend."""
+    a, b = old.get("run", {}).get("backend"), new.get("run", {}).get("backend")
+    if a == b:
+        return None
+    return (
+        f"> The two runs used different backends ({a} before, {b} now). Each backend ends a reply its own way "
+        "(local weights stop at the model's end-of-turn token, a server at the stop strings it honours, the canon "
+        "backend answers with whole canon lines), so part of a change in length and wording comes from that, "
+        "not from the model."
+    )
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, float, float, float]]:
@@ -53,7 +95,9 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, fl
     return rows
 
 
-def render_markdown(data: dict[str, Any], comparison: list | None = None, old_name: str = "") -> str:
+def render_markdown(
+    data: dict[str, Any], comparison: list | None = None, old_name: str = "", note: str | None = None
+) -> str:
     run, clf = data["run"], data["classifier"]
     ids = list(data["characters"])
     lines = [
@@ -87,13 +131,14 @@ def render_markdown(data: dict[str, Any], comparison: list | None = None, old_na
     lines += ["", "![confusion](confusion.png)", "", "![metrics](metrics.png)", ""]
     if comparison:
         lines += [
-            f"## Change since `{old_name}`",
+            f"## Change since {old_name}",
             "",
+            *([note, ""] if note else []),
             "| character | metric | before | now | change |",
             "| --- | --- | ---: | ---: | ---: |",
         ]
         for cid, key, before, now, change in comparison:
-            lines.append(f"| {cid} | {METRICS[key][0]} | {_fmt(before)} | {_fmt(now)} | {change:+.3f} |")
+            lines.append(f"| {cid} | {METRICS[key][0]} | {_fmt(before)} | {_fmt(now)} | {_change(change)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -141,12 +186,13 @@ def draw_charts(data: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def write_report(data: dict[str, Any], out_dir: Path, old: Path | None = None) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    comparison = None
+    comparison, label, note = None, "", None
     if old is not None:
-        comparison = compare(json.loads(old.read_text(encoding="utf-8")), data)
-    paths = {"json": write_text_atomic(out_dir / "metrics.json", json.dumps(data, ensure_ascii=False, indent=2))}
+        before = json.loads(old.read_text(encoding="utf-8"))
+        comparison, label, note = compare(before, data), run_label(old, before), backend_note(before, data)
+    paths = {"json": write_json_atomic(out_dir / "metrics.json", data)}
     charts = draw_charts(data, out_dir)
-    markdown = render_markdown(data, comparison, old.name if old else "")
+    markdown = render_markdown(data, comparison, label, note)
     paths["report"] = write_text_atomic(out_dir / "report.md", markdown)
     paths.update({p.stem: p for p in charts})
     return paths

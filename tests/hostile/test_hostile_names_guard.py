@@ -33,6 +33,8 @@ def test_zero_width_characters_do_not_hide_a_label(zw: str) -> None:
         ["好。\n*", "*猪八", "戒*", "*: 俺也要"],
         ["好。\n__八戒__：俺也要"],
         ["好。\n> 猪八戒：俺也要"],
+        ["好。\n【猪八戒】：俺也要"],
+        ["好。\n[Pigsy]: 俺也要"],
     ],
 )
 def test_markdown_emphasis_does_not_hide_a_label(chunks: list[str]) -> None:
@@ -60,7 +62,7 @@ def test_an_html_line_break_before_a_label_stops_the_reply(br: str) -> None:
 
 
 def test_ordinary_text_passes_unchanged() -> None:
-    text = "师父莫怕。八戒这呆子又睡了！**好**一个妖精，<b>看棍</b>……沙师弟挑担去"
+    text = "师父莫怕。八戒这呆子又睡了！**好**一个妖精，<b>看棍</b>……沙师弟挑担去\n【注意】[1] 前面有妖怪"
     assert guard("wukong", list(text)) == (text, False)
     assert guard("wukong", [text]) == (text, False)
     assert guard("wukong", ["a < b"]) == ("a < b", False)

@@ -25,6 +25,8 @@ from xiyou.character import Character
 
 #: Default pace of a canon reply, in characters per second (about typing speed; reads comfortably).
 DEFAULT_CPS = 15.0
+#: How much more a line from the preferred chapters (a scene's) scores than any other.
+PREFER_BOOST = 2.0
 CPS_VAR = "XIYOU_CANON_CPS"
 _CLAUSE_END = re.compile(r"(?<=[，。！？；：、,.!?;…])")
 #: How the room view names the person in the system prompt: "此刻在座的有：小明（来访的人）、…".
@@ -118,6 +120,7 @@ class CanonBackend:
         *,
         max_chapter: int | None = None,
         chars_per_second: float | None = None,
+        prefer_chapters: range | None = None,
     ) -> None:
         from xiyou.canon import CHARACTER_IDS
 
@@ -128,6 +131,8 @@ class CanonBackend:
         self.character = character
         self._canon = canon
         self.max_chapter = max_chapter
+        #: A scene's chapters: lines from them score PREFER_BOOST times higher (a room set in a scene).
+        self.prefer_chapters = prefer_chapters
         self.chars_per_second = default_cps() if chars_per_second is None else max(float(chars_per_second), 0.0)
         upto = f", chapters 1-{max_chapter}" if max_chapter is not None else ""
         self.label = f"canon: {character.name}'s lines from 《西游记》{upto}"
@@ -158,7 +163,13 @@ class CanonBackend:
         answerer = answers.answerer(canon, cid)
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
-        i = answers.best(scored.scores, exchanges, allowed, said)
+        scores = scored.scores
+        if self.prefer_chapters is not None:
+            import numpy as np
+
+            inside = (answerer.chapters >= self.prefer_chapters.start) & (answerer.chapters < self.prefer_chapters.stop)
+            scores = scores * np.where(inside, PREFER_BOOST, 1.0).astype(scores.dtype)
+        i = answers.best(scores, exchanges, allowed, said)
         self.last_relevance = float(scored.relevance[i]) if i is not None else 0.0
         if i is not None and self.last_relevance >= answers.DEFLECT_BELOW:
             return exchanges[i]

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 #: Below this relevance (0..1) the canon backend deflects instead of quoting a weak match. Calibrated with
 #: `python benchmarks/relevance/calibrate.py` on the calibration questions (see benchmarks/relevance/README.md).
-DEFLECT_BELOW = 0.34
+DEFLECT_BELOW = 0.41
 
 #: Weights of the kinds of query words.
 WEIGHT_CUE = 1.5
@@ -87,6 +87,29 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "朋友": ("相识", "朋友"),
     "妖怪": ("妖精", "妖怪", "怪"),
     "妖精": ("妖精", "妖怪", "怪"),
+    # everyday words of today and how the novel's vernacular says them
+    "美食": ("斋", "饭", "吃"),
+    "早饭": ("斋", "饭"),
+    "午饭": ("斋", "饭"),
+    "晚饭": ("斋", "饭"),
+    "好吃": ("好吃", "香甜", "吃"),
+    "以前": ("当年", "昔日", "当时"),
+    "从前": ("当年", "昔日", "当时"),
+    "过去": ("当年", "昔日"),
+    "生活": ("过活", "日子"),
+    "钱": ("银子", "盘缠", "钱"),
+    "衣服": ("衣裳", "衣服"),
+    "孩子": ("孩儿",),
+    "妻子": ("浑家", "老婆", "妻"),
+    "老婆": ("浑家", "老婆"),
+    "父亲": ("父", "爹", "老子"),
+    "母亲": ("母", "娘"),
+    "弟弟": ("兄弟",),
+    "为何": ("为何", "为甚么"),
+    "本领": ("本事", "手段"),
+    "本事": ("本事", "手段"),
+    "法术": ("法", "神通", "手段"),
+    "厉害的": ("利害",),
 }
 #: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
 FUNCTION_WORDS = frozenset(
@@ -334,10 +357,11 @@ def best(
 _DEFLECTING_CLAUSE = re.compile(
     r"^(?:(?:贫僧|老孙|我|老猪|弟子|小弟|俺|我们|这个|实)?(?:也|实|委实|真个|却|一发|倒)?"
     r"(?:不知|不晓得|不曾见|不曾听见|不曾闻|不认得|不懂|那里晓得|那里知道|晓得甚么)(?:道|得|哩|了|也|甚么)?$"
-    r"|且?莫管|休管|不要管|管他|且休|少题|休题|莫说|不消说|莫胡说|不要胡说|没说甚么|你?说甚么|且住|也罢了?$|罢了$)"
+    r"|且?莫管|休管|不要管|管他|且休|少题|休题|莫说|不消说|莫胡说|不要胡说|没说甚么|你?说甚么"
+    r"|也罢了?$|罢了$)"
 )
 _WEAK_CLAUSE = re.compile(r"^(?:也罢了?|罢了)$")
-WEAK_LINE_MAX = 10
+WEAK_LINE_MAX = 6
 _CLAUSES = re.compile(r"[^，。！？；、,.!?;…]+")
 #: Concrete story things make a deflection sound off the point of a question about something else.
 _CONCRETE = re.compile(
@@ -396,18 +420,36 @@ def deflection_lines(canon: Canon, character_id: str) -> list[Exchange]:
     return out
 
 
+_SELF_AND_PARTICLES = re.compile(
+    r"贫僧|老孙|老猪|老沙|弟子|小弟|我|俺|这个|却|实|也|哩|了|啊|呀|阿|[，。！？；、,.!?;…\s]"
+)
+PURE = 0.5  # share of a line that is the deflection itself for it to be a plain one
+
+
+def purity(text: str) -> float:
+    """How much of a deflection line is the deflection itself (its deflecting clauses, self-reference, particles,
+    punctuation): 1.0 for '不知，不知。', low for '且莫管他，进去进去，或者这道士有些德行，未可知也。'."""
+    t = text.strip()
+    if not t:
+        return 0.0
+    kept = "".join(c for c in _CLAUSES.findall(t) if not _DEFLECTING_CLAUSE.match(c))
+    rest = _SELF_AND_PARTICLES.sub("", kept)
+    return 1.0 - len(rest) / len(t)
+
+
 def pick_deflection(
     lines: Sequence[Exchange], query: str, exclude: Collection[str], max_chapter: int | None
 ) -> Exchange | None:
-    """A deflection line for `query`: picked by a stable hash of the query, skipping lines already said."""
+    """A deflection line for `query`: the plain ones first (purity >= PURE: '贫僧不知。'), then the others; within
+    each, picked by a stable hash of the query, skipping lines already said in the conversation."""
     pool = [ex for ex in lines if (max_chapter is None or ex.chapter <= max_chapter)]
-    if not pool:
-        return None
-    start = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big") % len(pool)
-    for i in range(len(pool)):
-        ex = pool[(start + i) % len(pool)]
-        if ex.reply.text.strip() not in exclude:
-            return ex
+    start = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big")
+    plain = [ex for ex in pool if purity(ex.reply.text) >= PURE]
+    for tier in (plain, [ex for ex in pool if purity(ex.reply.text) < PURE]):
+        for i in range(len(tier)):
+            ex = tier[(start + i) % len(tier)]
+            if ex.reply.text.strip() not in exclude:
+                return ex
     return None
 
 

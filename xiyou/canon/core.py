@@ -18,8 +18,9 @@ from pathlib import Path
 
 from xiyou.canon.dialogue import UNKNOWN, Utterance, extract_utterances
 from xiyou.canon.exchanges import Exchange, assign_scenes, build_exchanges, xtuner_records
-from xiyou.canon.index import Index, save_dir_atomic, top_k
+from xiyou.canon.index import Index, top_k
 from xiyou.canon.loader import Novel, NovelError, chapter_ref, load_novel
+from xiyou.io import write_bytes_atomic, write_dir_atomic
 from xiyou.names import CHARACTER_IDS
 
 #: Bump when the cache layout changes. The disk cache is also keyed by `extractor_fingerprint()`, so editing the
@@ -140,9 +141,8 @@ class Canon:
                 index = Index.load(target)
                 if index.size == len(exchanges):
                     return index
-            except Exception:  # a damaged cache is rebuilt, never fatal
+            except Exception:  # a damaged cache is rebuilt (and replaced below), never fatal
                 pass
-            _discard(target)  # else the new one could never take its place (os.replace onto a full directory)
         if field == "context":
             texts = [ex.context.text if ex.context else "" for ex in exchanges]
         else:
@@ -150,7 +150,7 @@ class Canon:
         index = Index.build(texts)
         if target is not None:
             try:
-                save_dir_atomic(target, index.save)
+                write_dir_atomic(target, index.save)  # replaces a damaged directory as a whole
             except OSError:
                 pass  # a read-only cache only costs speed
         return index
@@ -228,8 +228,6 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
             return cached
     utterances = extract_utterances(novel)
     if path is not None:
-        from xiyou.io import write_bytes_atomic
-
         _prune_stale(cache_dir)
         body = json.dumps([dataclasses.astuple(u) for u in utterances], ensure_ascii=False, separators=(",", ":"))
         body_bytes = body.encode("utf-8")
@@ -247,24 +245,11 @@ def _utterances_cached(novel: Novel, cache_dir: Path | None) -> list[Utterance]:
     return utterances
 
 
-def _discard(path: Path) -> None:
-    """Remove a file or directory, first renaming it aside so no reader sees it half-deleted (best effort)."""
-    import shutil
-
-    aside = path.with_name(f".{path.name}.discarded-{os.getpid()}-{threading.get_ident()}")
-    try:
-        os.replace(path, aside)
-    except OSError:
-        aside = path
-    if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        aside.unlink(missing_ok=True)
-
-
 def _clean_stale_temps(cache_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> None:
     """Remove what interrupted writes left in `cache_dir` (hidden `.name.*` temp files and directories) once they
-    are older than `max_age` seconds, so a write in progress in another process is left alone."""
+    are older than `max_age` seconds: several processes (apps, hub, CLI) share the cache, and a write in progress in
+    another one is left alone. (`xiyou.io.write_dir_atomic` also clears its own target's temps before writing.)"""
+    import shutil
     import time
 
     try:
@@ -275,7 +260,10 @@ def _clean_stale_temps(cache_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> 
     for p in entries:
         try:
             if now - p.lstat().st_mtime > max_age:
-                _discard(p)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
         except OSError:
             continue
 

@@ -7,10 +7,7 @@ one over the contexts (what was said to the character), one over the replies (wh
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,19 +88,3 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list
         scores = np.where(allowed, scores, 0.0)
     order = np.argsort(-scores, kind="stable")[:k]
     return [int(i) for i in order if scores[i] > 0]
-
-
-def save_dir_atomic(target: Path, write) -> None:
-    """Write a directory via `write(tmpdir)` and move it into place in one rename (readers never see half)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.exists():  # another process won the race: theirs is as good as ours
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,9 @@ from xiyou.room.lineup import OFFLINE_HELP, LineupError, build_lineup, canon_ret
 from xiyou.room.policies import POLICIES
 from xiyou.room.transcript import Entry
 
+#: MESSAGE that only asks the narrator to speak (with --narrator).
+NARRATE = "/narrate"
+
 
 def _echo_json(data: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
@@ -40,9 +43,8 @@ def _line(entry: Entry) -> dict[str, object]:
 @click.option(
     "-m",
     "--members",
-    default=",".join(CHARACTER_IDS),
-    show_default=True,
-    help="Comma-separated character ids in the room.",
+    default=None,
+    help=f"Comma-separated character ids in the room [default: the scene's pilgrims, else {','.join(CHARACTER_IDS)}].",
 )
 @click.option(
     "--endpoints",
@@ -72,24 +74,46 @@ def _line(entry: Entry) -> dict[str, object]:
 )
 @click.option("--seed", type=int, default=None, help="Seed of the random draws (natural policy, banter).")
 @click.option("--canon-hints/--no-canon-hints", default=False, help="Add canon passages to model members' prompts.")
+@click.option(
+    "--chapter",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Set the room after chapter N: nothing later is retrieved, cited or known [default: the whole journey].",
+)
+@click.option(
+    "--scene", default=None, help="Start in a scene (id or name, see `xiyou scenes`): members, chapter, setting."
+)
+@click.option(
+    "--narrator/--no-narrator", default=False, help="Add the narrator (旁白); it speaks first, before MESSAGE."
+)
+@click.option("--narrate-banter", is_flag=True, help="With --narrator: a line of narration between banter turns.")
 def room_cmd(
     message: str,
-    members: str,
+    members: str | None,
     endpoints: str | None,
     policy: str,
     turns: int,
     person: str,
     seed: int | None,
     canon_hints: bool,
+    chapter: int | None,
+    scene: str | None,
+    narrator: bool,
+    narrate_banter: bool,
 ) -> None:
-    """Say MESSAGE to the room; print the transcript as JSON lines.
+    """Say MESSAGE to the room; print the transcript as JSON lines (MESSAGE `/narrate` with --narrator: only
+    the narrator speaks).
 
     Each line is {"speaker": name, "id": id, "text": ...}, plus "citation" ("第二十七回 · 对唐三藏说") and
-    "chapter" (27) for a canon reply; a member that fails prints
+    "chapter" (27) for a canon reply; the narrator's lines have the id "narrator"; a member that fails prints
     {"speaker": name, "id": id, "error": ...} and the others go on. Exit status 1 when nobody could speak.
     """
-    ids = [i.strip() for i in members.split(",") if i.strip()]
-    if not ids:
+    from xiyou.story.rooms import plan_story_room
+
+    if message.strip() == NARRATE and not narrator:
+        raise click.UsageError(f"{NARRATE} asks the narrator to speak: add --narrator")
+    ids = [i.strip() for i in (members or "").split(",") if i.strip()]
+    if members is not None and not ids:
         raise click.BadParameter("name at least one character id", param_hint="--members")
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
@@ -98,7 +122,13 @@ def room_cmd(
             param_hint="--members",
         )
     try:
-        lineup = build_lineup(ids, endpoints)
+        story = plan_story_room(ids or None, chapter, scene)
+    except ValueError as e:  # StoryError, MembershipError: what to change is in the message
+        raise click.UsageError(str(e)) from None
+    ids = list(story.ids)
+    try:
+        prefer = story.scene.chapters if story.scene is not None else None
+        lineup = build_lineup(ids, endpoints, max_chapter=story.chapter, prefer_chapters=prefer)
     except LineupError as e:
         raise click.ClickException(str(e)) from None
     if not lineup.available:
@@ -107,11 +137,37 @@ def room_cmd(
     retriever = None
     if canon_hints:
         canon, why = load_canon(lineup.novel)
-        retriever = canon_retriever(canon) if canon is not None else None
+        retriever = canon_retriever(canon, max_chapter=story.chapter) if canon is not None else None
         if retriever is None:
             click.echo(f"canon hints are off: {why or 'no canon retrieval available'}", err=True)
-    click.echo(f"room: {lineup.describe()}", err=True)
-    room = Room(lineup.members(ids, retriever), person=person, policy=policy, banter_turns=turns, seed=seed)
+    from xiyou.story.rooms import narrator_member, open_scene, story_retriever
+
+    retriever = story_retriever(story.chapter, story.scene, retriever)
+    the_narrator = None
+    if narrator:
+        canon, why = load_canon(lineup.novel)
+        the_narrator = narrator_member(story, canon)
+        if the_narrator is None:
+            raise click.ClickException(f"the narrator tells the novel's narration and needs the novel: {why}")
+    click.echo(f"room: {lineup.describe()}; {story.describe()}", err=True)
+    room = Room(
+        lineup.members(ids, retriever),
+        person=person,
+        policy=policy,
+        banter_turns=turns,
+        seed=seed,
+        narrator=the_narrator,
+        narrate_banter=narrate_banter,
+    )
+    opening = open_scene(room, story)
+    if opening is not None:
+        _echo_json(_line(opening))
+    if the_narrator is not None:
+        for event in room.narrate():
+            if isinstance(event, TurnEnded):
+                _echo_json(_line(event.entry))
+    if message.strip() == NARRATE:  # only the narration: nothing is said to the room
+        return
     _echo_json(_line(room.say(message)))
     spoke = False
     for event in room.run():

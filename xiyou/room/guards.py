@@ -23,12 +23,11 @@ from collections.abc import Iterable
 from xiyou.character import Character
 from xiyou.names import INVISIBLE, all_names
 
-_COLONS = ("：", ":")
 #: Backends that speak the OpenAI API accept at most 4 stop strings; the trim pass catches the rest.
 MAX_STOP_STRINGS = 4
 #: After these a new speaker may start on the same line: '好。猪八戒：…'.
 _SENTENCE_END = frozenset("。！？!?；;…”」』")
-_MARKUP = re.compile(r"[\s*_~`\u3000]+")
+_MARKUP = re.compile(r"[\s*_~`\u3000【】\[\]]+")
 _LEAD = "#>-+•·"
 _BR_FULL = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _BR_PARTIAL = re.compile(r"<(?:b(?:r\s*/?)?)?", re.IGNORECASE)

@@ -114,8 +114,13 @@ def build_lineup(
     ids: Sequence[str] | None = None,
     endpoints: str | Path | None = None,
     novel: str | Path | None = None,
+    max_chapter: int | None = None,
+    prefer_chapters: range | None = None,
 ) -> Lineup:
-    """Seats for `ids` (default: all characters) from `endpoints` (default XIYOU_ENDPOINTS) and the novel."""
+    """Seats for `ids` (default: all characters) from `endpoints` (default XIYOU_ENDPOINTS) and the novel.
+
+    `max_chapter`: the conversation is set after that chapter; canon members answer only with lines up to it.
+    `prefer_chapters`: a scene's chapters, whose lines canon members prefer."""
     characters = load_characters()
     try:
         chosen = [get_character(i, characters) for i in (ids or list(characters))]
@@ -138,12 +143,20 @@ def build_lineup(
             canon_error = "no novel: set XIYOU_NOVEL to the text of 《西游记》"
         else:
             canon, canon_error = load_canon(novel_path)
-    seats = {c.id: _seat(c, configs.get(c.id), canon, canon_error, endpoints_file) for c in chosen}
+    story = {"max_chapter": max_chapter, "prefer_chapters": prefer_chapters}
+    seats = {c.id: _seat(c, configs.get(c.id), canon, canon_error, endpoints_file, story) for c in chosen}
     mode: Mode = "endpoints" if endpoints_file is not None else ("canon" if canon is not None else "offline")
     return Lineup(mode, seats, endpoints_file, novel_path, canon_error)
 
 
-def _seat(character: Character, config: Any, canon: Any, canon_error: str | None, file: Path | None) -> Seat:
+def _seat(
+    character: Character,
+    config: Any,
+    canon: Any,
+    canon_error: str | None,
+    file: Path | None,
+    story: dict[str, Any] | None = None,
+) -> Seat:
     if config is not None and getattr(config, "backend", "openai") != "canon":
         from xiyou.backends.factory import make_backend
 
@@ -159,17 +172,22 @@ def _seat(character: Character, config: Any, canon: Any, canon_error: str | None
         return Seat(character, None, "none", CANON_TIMEOUT_S, f"{where}no canon: {canon_error}")
     from xiyou.backends.canon import CanonBackend
 
-    return Seat(character, CanonBackend(character, canon), "canon", CANON_TIMEOUT_S)
+    return Seat(character, CanonBackend(character, canon, **(story or {})), "canon", CANON_TIMEOUT_S)
 
 
-def canon_retriever(canon: Any, k: int = 3, token_budget: int = 600) -> Retriever | None:
-    """Per-speaker canon retrieval for members on models: the top-k canon exchanges in the system prompt."""
+def canon_retriever(
+    canon: Any, k: int = 3, token_budget: int = 600, max_chapter: int | None = None
+) -> Retriever | None:
+    """Per-speaker canon retrieval for members on models: the top-k canon exchanges in the system prompt (only
+    from chapters up to `max_chapter`)."""
     try:
         from xiyou.canon.rag import augment_messages
     except ImportError:
         return None
 
     def retrieve(character: Character, messages: Sequence[Any]) -> list[Any]:
-        return augment_messages(character, list(messages), canon, k=k, token_budget=token_budget)
+        return augment_messages(
+            character, list(messages), canon, k=k, token_budget=token_budget, max_chapter=max_chapter
+        )
 
     return retrieve

@@ -1,0 +1,58 @@
+"""Calibrate the canon backend's deflection threshold on the calibration questions (never the evaluation set).
+
+    XIYOU_NOVEL=../shared/data/xiyouji.txt python benchmarks/relevance/calibrate.py
+
+Each question of `calibration.tsv` is labelled `book` (the novel can answer it) or `off` (a modern topic). For
+every question and character it computes the relevance of the best canon match (`xiyou.canon.answers`) and
+prints, for candidate thresholds, how many `book` questions would be answered and how many `off` questions
+deflected; the threshold with the best balanced accuracy is the one to put in `answers.DEFLECT_BELOW`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--novel", default=None, help="the novel (default: XIYOU_NOVEL)")
+    args = p.parse_args()
+
+    from xiyou.backends.canon import CanonBackend
+    from xiyou.canon import CHARACTER_IDS, get_canon
+    from xiyou.canon.answers import DEFLECT_BELOW
+    from xiyou.character import get_character
+
+    canon = get_canon(args.novel)
+    with open(HERE / "calibration.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    points: list[tuple[str, float]] = []
+    for cid in CHARACTER_IDS:
+        backend = CanonBackend(get_character(cid), canon, chars_per_second=0)
+        for row in rows:
+            backend.choose([{"role": "user", "content": row["question"]}])
+            points.append((row["label"], backend.last_relevance))
+    book = sorted(r for label, r in points if label == "book")
+    off = sorted(r for label, r in points if label == "off")
+    print(f"{len(rows)} questions x {len(CHARACTER_IDS)} characters: {len(book)} book, {len(off)} off")
+    print("threshold  book answered  off deflected  balanced accuracy")
+    best = (0.0, 0.0)
+    for i in range(5, 80):
+        t = i / 100
+        answered = sum(r >= t for r in book) / len(book)
+        deflected = sum(r < t for r in off) / len(off)
+        balanced = (answered + deflected) / 2
+        if balanced > best[0] + 1e-9:
+            best = (balanced, t)
+        if i % 5 == 0 or abs(t - DEFLECT_BELOW) < 1e-9:
+            mark = "  <- DEFLECT_BELOW now" if abs(t - DEFLECT_BELOW) < 1e-9 else ""
+            print(f"  {t:.2f}      {answered:6.1%}        {deflected:6.1%}         {balanced:6.1%}{mark}")
+    print(f"best balanced accuracy {best[0]:.1%} at threshold {best[1]:.2f} (DEFLECT_BELOW is {DEFLECT_BELOW:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -507,7 +507,7 @@ def parse_losses(log_text: str) -> list[tuple[int, float]]:
 
 
 #: Tokens a tokenizer may already have for the start of a text, in the order they are suggested as BOS.
-BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|im_start|>", "<|endoftext|>")
+BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|endoftext|>")
 
 
 def check_tokenizer(base_model: str) -> None:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,9 @@ from xiyou.process import WILDCARD_HOSTS, Process, free_port, http_ok, loopback_
 
 DEFAULT_PORT = 23333
 DEFAULT_PROXY_PORT = 8000  # LMDeploy's own default for `lmdeploy serve proxy`
+#: How often LMDeploy's proxy checks its servers' /health and drops the dead ones (its default: 90 s). Until then
+#: it still routes to a dead server, and answers HTTP 200 with {"error_code": 10402, …}.
+PROXY_HEARTBEAT_S = 15
 ROUTING_STRATEGIES = ("min_expected_latency", "min_observed_latency", "random")
 LOCAL = "local"
 #: Options of `lmdeploy serve api_server` this command sets itself; after `--` they would silently override it.
@@ -318,8 +322,11 @@ def make_plan(
         p_host = cluster[0].address if nodes else proxy_host
         p_port = free_port(p_host) if proxy_port == 0 else proxy_port
         argv = [*lmdeploy, "serve", "proxy", "--server-name", p_host, "--server-port", str(p_port)]
-        argv += ["--routing-strategy", routing_strategy]
-        proxy = ServerSpec("proxy", tuple(argv), p_host, p_port, tuple(ids), (), cluster[0].name, "/v1/models")
+        # --disable-cache-status: a fresh proxy knows only this run's servers (it otherwise reloads the nodes it saw
+        # last time from its own package folder, and routes requests to servers long gone).
+        argv += ["--routing-strategy", routing_strategy, "--disable-cache-status"]
+        env = (("LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION", str(PROXY_HEARTBEAT_S)),)
+        proxy = ServerSpec("proxy", tuple(argv), p_host, p_port, tuple(ids), env, cluster[0].name, "/v1/models")
     to_proxy = ["--proxy-url", proxy.root_url] if proxy else []
 
     next_port: dict[str, int] = {}
@@ -430,6 +437,28 @@ class RunningServer:
 
     def alive(self) -> bool:
         return self.proc.alive()
+
+
+def _proxy_request(proxy: ServerSpec, path: str, body: dict | None = None, timeout: float = 5.0) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(proxy.root_url + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.load(r)
+
+
+def forget_earlier_servers(proxy: ServerSpec) -> list[str]:
+    """Remove every server a fresh proxy lists: LMDeploy's proxy reloads the servers of its last run from a file in
+    its own package folder (even with --disable-cache-status) and would route requests to them. Returns them."""
+    try:
+        nodes = _proxy_request(proxy, "/nodes/status")
+    except (OSError, ValueError):
+        return []
+    urls = list(nodes) if isinstance(nodes, dict) else []
+    for url in urls:  # LMDeploy 0.18 reads the JSON body; older versions the node_url query parameter
+        query = urllib.parse.urlencode({"node_url": url})
+        with contextlib.suppress(OSError, ValueError):
+            _proxy_request(proxy, f"/nodes/remove?{query}", {"url": url})
+    return urls
 
 
 def proxy_models(proxy: ServerSpec, timeout: float = 5.0) -> list[str]:
@@ -705,6 +734,8 @@ def serve(plan: Plan, endpoints_out: Path, log_dir: Path, *, health_timeout_s: f
         with ServerGroup(plan.servers, log_dir, health_timeout_s=health_timeout_s, stop=stop) as group:
             if plan.proxy is not None:  # first: each api_server registers with it as it starts
                 group.start([plan.proxy])
+                if stale := forget_earlier_servers(plan.proxy):
+                    print(f"[serve] the proxy remembered {len(stale)} server(s) of an earlier run; removed", flush=True)
             group.start(plan.servers, sequential=len(devices) < len(plan.servers))
             if plan.proxy is not None:
                 group.wait_registered(plan.proxy, list(plan.endpoints))

@@ -122,6 +122,34 @@ def train_tokenizer(novel_path: Path, vocab_size: int = 3000, *, bos: bool = Tru
     )
 
 
+def scripted_chain(tokenizer: Any, hidden_size: int) -> list[int]:
+    """The token ids the model is scripted to follow: last prompt token -> REPLY -> <|im_end|> -> AFTER -> EOS."""
+    im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
+    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True)
+    reply_ids = tokenizer.encode(REPLY, add_special_tokens=False)
+    after_ids = tokenizer.encode(AFTER, add_special_tokens=False)
+    chain = [prompt_ids[-1], *reply_ids, im_end_id, *after_ids, tokenizer.eos_token_id]
+    if len(set(chain)) != len(chain):
+        raise ValueError(f"tiny model: a token repeats in the scripted chain {chain}; change REPLY or AFTER")
+    if len(chain) - 1 > hidden_size:
+        raise ValueError(f"tiny model: hidden_size {hidden_size} is too small for a chain of {len(chain)} tokens")
+    if tokenizer.decode(reply_ids) != REPLY:
+        raise ValueError("tiny model: REPLY does not survive an encode/decode round trip")
+    return chain
+
+
+def script_weights(embed: Any, head: Any, chain: Sequence[int]) -> None:
+    """Set the input embeddings and output rows so that each token of `chain` is followed by the next (the margin
+    is tens of logits, whatever the random layers in between add)."""
+    import torch
+
+    with torch.no_grad():
+        for dim, (token, successor) in enumerate(itertools.pairwise(chain)):
+            embed[token].zero_()
+            embed[token, dim] = 4.0
+            head[successor, dim] = 5.0
+
+
 def build_tiny_model(
     out_dir: str | Path,
     novel_path: str | Path,
@@ -146,19 +174,9 @@ def build_tiny_model(
     if tokenizer is None:
         tokenizer = train_tokenizer(Path(novel_path), vocab_size=vocab_size, bos=bos)
 
-    im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
-    eos_id = tokenizer.eos_token_id
-    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True)
+    chain = scripted_chain(tokenizer, hidden_size)
+    im_end_id, eos_id = tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id
     reply_ids = tokenizer.encode(REPLY, add_special_tokens=False)
-    after_ids = tokenizer.encode(AFTER, add_special_tokens=False)
-    # The chain the model follows: last prompt token -> REPLY -> <|im_end|> -> AFTER -> EOS.
-    chain = [prompt_ids[-1], *reply_ids, im_end_id, *after_ids, eos_id]
-    if len(set(chain)) != len(chain):
-        raise ValueError(f"tiny model: a token repeats in the scripted chain {chain}; change REPLY or AFTER")
-    if len(chain) - 1 > hidden_size:
-        raise ValueError(f"tiny model: hidden_size {hidden_size} is too small for a chain of {len(chain)} tokens")
-    if tokenizer.decode(reply_ids) != REPLY:
-        raise ValueError("tiny model: REPLY does not survive an encode/decode round trip")
 
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -176,13 +194,7 @@ def build_tiny_model(
         torch_dtype="float32",
     )
     model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        embed = model.model.embed_tokens.weight
-        head = model.lm_head.weight
-        for dim, (token, successor) in enumerate(itertools.pairwise(chain)):
-            embed[token].zero_()
-            embed[token, dim] = 4.0
-            head[successor, dim] = 5.0
+    script_weights(model.model.embed_tokens.weight, model.lm_head.weight, chain)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_id, pad_token_id=tokenizer.pad_token_id
     )

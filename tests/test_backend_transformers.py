@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from xiyou.backends.base import BackendError, GenerationSettings
 from xiyou.backends.factory import make_backend
 from xiyou.backends.transformers_backend import CHAT_FORMAT_TOKENS, TransformersBackend
 from xiyou.character import get_character
+from xiyou.env import REPO_ROOT
 
 WUKONG = get_character("wukong")
 
@@ -397,3 +399,86 @@ def test_a_slow_sentencepiece_tokenizer_never_shows_the_end_of_turn_marker(
         streamer.put(torch.tensor([i]))
     streamer.end()
     assert "".join(streamer) == sentencepiece_model.reply
+
+
+# --- a tiny InternLM2-architecture model, on InternLM2's own modeling code (from XTuner, in .venv-train) ---------
+
+
+def internlm2_code() -> Path:
+    """XTuner's copy of InternLM2's remote modeling code in the training environment; skips when it is absent."""
+    import subprocess
+
+    value = os.environ.get("XIYOU_TRAIN_PYTHON", "").strip()
+    python = Path(value) if value else REPO_ROOT / ".venv-train" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"the training environment (XTuner's InternLM2 code) is absent at {python}")
+    find = "import importlib.util as u; s = u.find_spec('xtuner'); print(s.submodule_search_locations[0] if s else '')"
+    out = subprocess.run([str(python), "-c", find], capture_output=True, text=True, timeout=60).stdout.strip()
+    code = Path(out) / "_lite" / "modelings" / "internlm2" if out else Path("/nonexistent")
+    if not (code / "modeling_internlm2.py").is_file():
+        pytest.skip(f"XTuner's InternLM2 modeling code is not at {code}")
+    return code
+
+
+@pytest.fixture(scope="module")
+def internlm2_model(sentencepiece_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """InternLM2's architecture (its own remote code, copied into the folder at test time, never vendored), tiny
+    and scripted like the tiny model, with the slow SentencePiece tokenizer whose chat tokens are not special."""
+    import importlib.util
+    import shutil
+    import sys
+
+    from tiny_model import script_weights, scripted_chain
+    from transformers import AutoTokenizer
+
+    code = internlm2_code()
+    out, src = tmp_path_factory.mktemp("internlm2"), tmp_path_factory.mktemp("internlm2_code")
+    for name in ("configuration_internlm2.py", "modeling_internlm2.py"):
+        shutil.copy(code / name, src / name)  # save_pretrained copies them into the model folder
+    for f in sentencepiece_model.path.iterdir():  # the tokenizer: files, remote code, config
+        if f.name.startswith("tokeni") or f.name == "special_tokens_map.json":
+            shutil.copy(f, out / f.name)
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    # The two files as the package `internlm2_tiny` (the model file imports its config relatively).
+    package = type(sys)("internlm2_tiny")
+    package.__path__ = [str(src)]
+    sys.modules["internlm2_tiny"] = package
+    modules = {}
+    for name in ("configuration_internlm2", "modeling_internlm2"):
+        spec = importlib.util.spec_from_file_location(f"internlm2_tiny.{name}", src / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        modules[name] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    config_module, module = modules["configuration_internlm2"], modules["modeling_internlm2"]
+    import torch
+
+    torch.manual_seed(0)
+    config = config_module.InternLM2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id, attn_implementation="eager",
+        auto_map={"AutoConfig": "configuration_internlm2.InternLM2Config",
+                  "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
+    )  # fmt: skip
+    model = module.InternLM2ForCausalLM(config)
+    script_weights(model.model.tok_embeddings.weight, model.output.weight, scripted_chain(tokenizer, 64))
+    model.save_pretrained(out, safe_serialization=True)
+    for name in ("configuration_internlm2.py", "modeling_internlm2.py"):  # save_pretrained may not copy them
+        if not (out / name).is_file():
+            shutil.copy(src / name, out / name)
+    raw = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    raw["auto_map"] = config.auto_map
+    (out / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    return out
+
+
+@pytest.mark.slow
+def test_a_tiny_internlm2_model_loads_through_the_backend_and_replies_without_markers(
+    internlm2_model: Path, sentencepiece_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XIYOU_MODEL_WUKONG", str(internlm2_model))
+    backend = TransformersBackend(WUKONG, device="cpu", min_delta_interval_s=0)
+    assert type(backend.loaded.model).__name__ == "InternLM2ForCausalLM"  # the remote code, not Llama
+    assert sentencepiece_model.im_end_id in backend.loaded.stop_ids
+    deltas = list(backend.stream(chat(), GenerationSettings(temperature=0)))
+    assert "".join(deltas) == sentencepiece_model.reply and len(deltas) >= 5

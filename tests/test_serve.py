@@ -21,7 +21,7 @@ import servers
 
 from pipeline import serve
 from pipeline.serve import ServeError
-from xiyou.backends.base import GenerationSettings, collect
+from xiyou.backends.base import BackendError, GenerationSettings, collect
 from xiyou.backends.factory import make_backend
 from xiyou.character import character_ids, get_character
 from xiyou.endpoints import load_endpoints
@@ -154,11 +154,12 @@ def test_proxy_plan_starts_the_proxy_first_and_points_every_character_at_it(
     assert serve.main(["--dry-run", "--lmdeploy", "lmdeploy", "--proxy", "--characters", "wukong,bajie"]) == 0
     out = capsys.readouterr().out
     head, _, toml = out.partition("# endpoints file")
-    lines = [shlex.split(x) for x in head.splitlines() if x.startswith("lmdeploy ")]
-    proxy, servers = lines[0], lines[1:]
+    lines = [shlex.split(x) for x in head.splitlines() if "lmdeploy serve" in x and not x.startswith("#")]
+    assert lines[0][0] == "LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION=15"  # dead servers dropped within 15 s
+    proxy, servers = lines[0][1:], lines[1:]
     assert proxy[:3] == ["lmdeploy", "serve", "proxy"]
     assert option(proxy, "--server-name") == "127.0.0.1" and option(proxy, "--server-port") == "8000"
-    assert option(proxy, "--routing-strategy") == "min_expected_latency"
+    assert option(proxy, "--routing-strategy") == "min_expected_latency" and "--disable-cache-status" in proxy
     assert [option(a, "--model-name") for a in servers] == ["wukong", "bajie"]
     assert all(option(a, "--proxy-url") == "http://127.0.0.1:8000" for a in servers)
     assert all(option(a, "--server-name") == "127.0.0.1" for a in servers)
@@ -170,7 +171,8 @@ def test_proxy_plan_starts_the_proxy_first_and_points_every_character_at_it(
         "bajie": ("http://127.0.0.1:8000/v1", "bajie"),
     }
     plan = serve.make_plan(characters=["wukong"], proxy_port=9100, routing_strategy="random", devices=["0", "1"])
-    assert plan.proxy is not None and plan.proxy.argv[-1] == "random" and plan.proxy.port == 9100
+    assert plan.proxy is not None and option(list(plan.proxy.argv), "--routing-strategy") == "random"
+    assert plan.proxy.port == 9100
     # Behind a proxy every GPU serves: two replicas of 悟空, one per GPU, both registering with it.
     assert [(s.name, dict(s.env)["CUDA_VISIBLE_DEVICES"]) for s in plan.servers] == [
         ("wukong-1", "0"),
@@ -372,6 +374,54 @@ def test_the_command_serves_until_ctrl_c_then_stops_everything(tiny_model_dir: P
         assert not _pid_alive(s["pid"])
     for config in endpoints.values():
         assert not http_ok(config.base_url.removesuffix("/v1") + "/health", timeout=1)
+
+
+def real_proxy() -> str:
+    """An `lmdeploy` executable whose `serve proxy` runs here (XIYOU_LMDEPLOY_PROXY); skips when there is none."""
+    value = os.environ.get("XIYOU_LMDEPLOY_PROXY", "").strip()
+    if not value or not os.access(value, os.X_OK):
+        pytest.skip(
+            "LMDeploy's proxy is not installed: set XIYOU_LMDEPLOY_PROXY to an lmdeploy executable "
+            "(pip install --no-deps lmdeploy plus what its proxy imports, see docs/serving.md)"
+        )
+    return value
+
+
+@pytest.mark.slow
+def test_the_real_proxy_routes_two_characters_and_drops_a_dead_server(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XIYOU_LMDEPLOY_PROXY", real_proxy())
+    plan = serve.make_plan(
+        models={"wukong": str(tiny_model_dir), "bajie": str(tiny_model_dir)},
+        port=0,
+        proxy_port=0,
+        lmdeploy=standin_command(),
+    )
+    assert plan.proxy is not None and {e.base_url for e in plan.endpoints.values()} == {plan.proxy.base_url}
+    with serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240) as group:
+        group.start([plan.proxy])
+        serve.forget_earlier_servers(plan.proxy)  # what serve() does: LMDeploy's proxy remembers its last run
+        group.start(plan.servers)
+        group.wait_registered(plan.proxy, ["wukong", "bajie"])  # each server registered itself by model name
+        backends = {}
+        for cid in ("wukong", "bajie"):
+            endpoint = plan.endpoints[cid].model_copy(update={"send_repetition_penalty": False, "max_retries": 0})
+            backends[cid] = make_backend(get_character(cid), endpoint=endpoint)
+            reply = collect(backends[cid], [{"role": "user", "content": "你好"}], GenerationSettings(max_new_tokens=24))
+            assert reply.startswith("俺老孙来也")  # the tiny model, through the proxy, by model name
+        wukong_server = next(s for s in group.running if s.spec.models == ("wukong",))
+        wukong_server.proc.kill()  # 悟空's server dies
+        # The proxy drops it at its next health check (pipeline.serve sets it to every 15 s); from then on a request
+        # for wukong is an error the client reports (until then the proxy answers 200 with {"error_code": 10402}).
+        deadline = time.monotonic() + 120
+        while "wukong" in serve.proxy_models(plan.proxy) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert serve.proxy_models(plan.proxy) == ["bajie"]
+        with pytest.raises(BackendError, match="wukong"):
+            collect(backends["wukong"], [{"role": "user", "content": "你好"}], GenerationSettings(max_new_tokens=24))
+        reply = collect(backends["bajie"], [{"role": "user", "content": "你好"}], GenerationSettings(max_new_tokens=24))
+        assert reply.startswith("俺老孙来也")  # the other character is unaffected
 
 
 def _pid_alive(pid: int) -> bool:

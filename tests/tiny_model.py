@@ -19,6 +19,8 @@ from pipeline.tiny_model import (  # noqa: F401  (re-exported for the tests)
     TinyModel,
     build_tiny_model,
     novel_chunks,
+    script_weights,
+    scripted_chain,
     train_tokenizer,
 )
 

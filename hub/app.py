@@ -1,5 +1,6 @@
-"""The hub: 师徒四人 in one room. Run with `make run` (or `streamlit run hub/app.py`)."""
+"""The app for every conversation: group rooms and private chats with the four. Run with `make run`
+(or `streamlit run hub/app.py`)."""
 
-from xiyou.ui.hub import main
+from xiyou.ui.app import main
 
 main()

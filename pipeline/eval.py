@@ -26,9 +26,10 @@ from pipeline.evaluation.report import summary_line, write_report
 from pipeline.llm import short_hash
 from pipeline.questions import read_questions
 from pipeline.store import JsonlStore
-from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, text_only
 from xiyou.character import Character, CharacterError, get_character, load_characters
 from xiyou.env import endpoints_path
+from xiyou.prompts import build_messages, mode_of
 
 HELD_OUT_QUESTIONS = Path(__file__).with_name("data") / "eval_questions.txt"
 
@@ -47,14 +48,18 @@ def make_backends(args: argparse.Namespace, characters: list[Character], canon) 
 
     if args.backend == "transformers":
         return {c.id: make_backend(c, "transformers") for c in characters}
-    from xiyou.endpoints import load_endpoints
+    from xiyou.endpoints import configured_endpoints
 
-    if not args.endpoints:
-        raise SystemExit("error: --backend endpoints needs --endpoints FILE (or XIYOU_ENDPOINTS)")
-    endpoints = load_endpoints(args.endpoints)
+    endpoints = configured_endpoints(args.endpoints)  # the file, its [default], the XIYOU_API_* persona shortcut
+    if not args.endpoints and not endpoints:
+        raise SystemExit(
+            "error: --backend endpoints needs --endpoints FILE (or XIYOU_ENDPOINTS), or XIYOU_API_BASE_URL and "
+            "XIYOU_API_MODEL (persona mode on one model)"
+        )
     missing = [c.id for c in characters if c.id not in endpoints]
     if missing:
-        raise SystemExit(f"error: {args.endpoints} has no table for {', '.join(missing)}; add one or pass --characters")
+        where = args.endpoints or "XIYOU_API_BASE_URL"
+        raise SystemExit(f"error: {where} has no table for {', '.join(missing)}; add one or pass --characters")
     return {c.id: make_backend(c, endpoint=endpoints[c.id]) for c in characters}
 
 
@@ -77,15 +82,8 @@ def ask_all(
 
     def ask(job: tuple[Character, str, int]) -> dict:
         character, question, sample = job
-        system = character.meta_instruction
-        if chapter is not None:
-            from xiyou.story.rooms import story_context
-
-            system = f"{system}\n\n{story_context(character.id, chapter)}"
-        messages: list[Message] = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": question},
-        ]
+        ask = [{"role": "user", "content": question}]
+        messages = build_messages(character, ask, mode_of(backends[character.id]), chapter=chapter)
         record = {
             "id": reply_id(character.id, question, sample, chapter),
             "character": character.id,
@@ -191,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     except NovelError as e:
         print(f"error: the who-said-it classifier is trained on the novel: {e}", file=sys.stderr)
         return 2
+    if args.chapter is not None:  # who the story has not brought in by then has nothing to say: skipped
+        from xiyou.story import membership
+
+        absent = [m for m in (membership(c.id, args.chapter, canon) for c in characters) if not m.can_join]
+        for m in absent:
+            print(f"note: {m.character} skipped: {m.reason}", file=sys.stderr)
+        characters = [c for c in characters if c.id not in {m.character for m in absent}]
+        if not characters:
+            print(f"error: none of the characters is in the story by chapter {args.chapter}", file=sys.stderr)
+            return 2
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     classifier, held_out = train_from_canon(canon, list(all_characters), seed=args.seed)

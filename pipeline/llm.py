@@ -1,8 +1,10 @@
 """The shared request engine: many chat requests to any OpenAI-compatible API, fast, politely and safely.
 
-- the OpenAI SDK's async client (`AsyncOpenAI`) against `--base-url` / `--model`;
-- the key from `OPENAI_API_KEY` or a `.env` file (python-dotenv), never logged or written out (log records and
-  failure messages are scrubbed of it as a second line of defence);
+- the shared OpenAI-compatible client (xiyou/backends/openai_client.py: the SDK's async client, the request
+  body, chunk parsing, end-of-turn and stop cuts, the length cap, failure classification and messages) against
+  `--base-url` / `--model`;
+- the key from `OPENAI_API_KEY` or a `.env` file (python-dotenv), never logged or written out (log records,
+  failure messages and manifests pass through `xiyou.redact` as a second line of defence);
 - bounded concurrency (a fixed pool of workers, `--concurrency`, default 16) and an optional
   requests-per-minute limit (`--rpm`);
 - retries with exponential backoff and jitter on 429, 5xx, timeouts, dropped connections and unreadable answers,
@@ -25,35 +27,38 @@ import json
 import logging
 import os
 import random
-import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx2
-import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tqdm import tqdm
 
+from xiyou.backends.openai_client import (
+    NO_KEY,
+    BadAnswer,
+    ChatClient,
+    failure_reason,
+    is_fatal,
+    is_transient,
+)
 from xiyou.io import write_text_atomic
+from xiyou.redact import LOG_FILTER, public_url, redact
+from xiyou.redact import register_secret as _register_secret
 
 log = logging.getLogger("pipeline")
 
 DEFAULT_CONCURRENCY = 16
 KEY_ENV = "OPENAI_API_KEY"
-NO_KEY = "EMPTY"  # what local servers (LMDeploy, transformers serve, vLLM) accept when no key is configured
+#: Scrubs log records (the handlers `register_secret` / `pipeline.options.setup_logging` attach it to).
+REDACTOR = LOG_FILTER
 
 
 class FatalAPIError(RuntimeError):
     """Every further request would fail the same way (bad key, unknown model, wrong URL): the run stops."""
-
-
-class BadAnswer(Exception):
-    """The server answered 200 but the answer is unusable (unreadable JSON, no choices, no text). Retried."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +86,7 @@ class EngineConfig:
     top_p: float | None = None
     max_tokens: int | None = 1024
     seed: int | None = None
-    #: sent as `stop` (the chat format's end-of-turn markers), and cut at on our side whatever the server does
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()  # sent where the server accepts it; cut client-side (and at end-of-turn) anyway
     stream: bool = False
     progress: bool = True
 
@@ -150,78 +154,16 @@ def load_api_key(env_file: str | os.PathLike[str] | None = None) -> str | None:
     return value or None
 
 
-class _Redactor(logging.Filter):
-    """Scrubs secrets from every log record that passes (defence in depth: nothing should log them anyway)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret and len(secret) >= 6:
-                text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.scrub(record.getMessage())
-            record.args = None
-        return True
-
-
-REDACTOR = _Redactor()
-
-
 def register_secret(secret: str | None) -> None:
-    """Make sure `secret` is scrubbed from log records and failure messages."""
+    """Make sure `secret` is scrubbed from log records, failure messages and manifests."""
     if secret and secret != NO_KEY:
-        REDACTOR.secrets.add(secret)
+        _register_secret(secret)
         for handler in logging.getLogger().handlers:
             if REDACTOR not in handler.filters:
                 handler.addFilter(REDACTOR)
 
 
-def public_url(url: str) -> str:
-    """`url` without user:password and query (where keys sometimes hide), for manifests and messages."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 # --- retries ---------------------------------------------------------------------------------------------------
-def failure_reason(exc: BaseException) -> str:
-    """A short, key-free name for what went wrong: 'http_429', 'timeout', 'connection', 'bad_answer', …"""
-    if isinstance(exc, openai.APIStatusError):
-        return f"http_{exc.status_code}"
-    if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError, TimeoutError)):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection"
-    if isinstance(exc, (BadAnswer, json.JSONDecodeError, openai.APIResponseValidationError)):
-        return "bad_answer"
-    return type(exc).__name__
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
-    return isinstance(
-        exc,
-        (
-            openai.APITimeoutError,
-            openai.APIConnectionError,
-            asyncio.TimeoutError,
-            TimeoutError,
-            BadAnswer,
-            json.JSONDecodeError,
-            openai.APIResponseValidationError,
-        ),
-    )
-
-
 def retry_after_seconds(exc: BaseException | None) -> float | None:
     """The server's `Retry-After` (or `retry-after-ms`) in seconds, when it sent one."""
     response = getattr(exc, "response", None)
@@ -261,20 +203,27 @@ class _Wait:
 class _RateLimiter:
     """At most `rpm` request starts per minute, evenly spaced (retries count too)."""
 
-    def __init__(self, rpm: float | None) -> None:
+    def __init__(
+        self,
+        rpm: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.interval = 60.0 / rpm if rpm else 0.0
         self.next_at = 0.0
         self.lock = asyncio.Lock()
+        self.clock = clock
+        self.sleep = sleep
 
     async def wait(self) -> None:
         if not self.interval:
             return
         async with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             delay = self.next_at - now
             self.next_at = max(now, self.next_at) + self.interval
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
 
 
 # --- the engine ------------------------------------------------------------------------------------------------
@@ -282,55 +231,50 @@ Handler = Callable[[Request, str], Awaitable[None] | None]
 
 
 class Engine:
-    def __init__(self, config: EngineConfig) -> None:
+    """Runs requests through the shared client. `clock` and `sleep` (the rate limit's and the retries' waits)
+    default to the real ones; tests pass their own to check the waits without measuring time."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.config = config
         register_secret(config.api_key)
-        self.client = openai.AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=config.api_key or NO_KEY,
+        self.client = ChatClient(
+            config.base_url,
+            config.model,
+            api_key=config.api_key if config.api_key != NO_KEY else None,
+            key_env=KEY_ENV,
             timeout=config.timeout,
             max_retries=0,  # tenacity retries, so every retry is seen and counted
         )
-        self.limiter = _RateLimiter(config.rpm)
+        self.client.async_client()  # built now, not in the first request's time
+        self.sleep = sleep
+        self.limiter = _RateLimiter(config.rpm, clock, sleep)
         self.stats = RunStats()
 
-    def _params(self) -> dict[str, Any]:
+    def body(self, request: Request) -> dict[str, Any]:
         c = self.config
-        params: dict[str, Any] = {"model": c.model, "temperature": c.temperature}
-        if c.top_p is not None:
-            params["top_p"] = c.top_p
-        if c.max_tokens is not None:
-            params["max_tokens"] = c.max_tokens
-        if c.seed is not None:
-            params["seed"] = c.seed
-        if c.stop:
-            params["stop"] = list(c.stop)
-        return params
+        return self.client.body(
+            request.messages,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            stop=c.stop,
+            seed=c.seed,
+            stream=c.stream,
+        )
 
     async def complete_once(self, request: Request) -> str:
         """One attempt: the reply text, or an exception (BadAnswer when the answer is unusable)."""
         await self.limiter.wait()
         async with asyncio.timeout(self.config.timeout):
-            if self.config.stream:
-                parts: list[str] = []
-                stream = await self.client.chat.completions.create(
-                    messages=list(request.messages), stream=True, **self._params()
-                )
-                async with stream:  # closes the connection on a timeout or a cancel, too
-                    async for chunk in stream:
-                        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                            parts.append(chunk.choices[0].delta.content)
-                text = "".join(parts)
-            else:
-                # The SDK's generic POST, answer read as plain JSON: `create()` would first walk our (already plain
-                # JSON) parameters through its type-driven transform and then build typed models of the answer,
-                # ~1 ms of CPU per request together, which is what limits throughput at high concurrency on a small
-                # machine. Errors (status codes, timeouts, connections) are the SDK's as usual.
-                body = {"messages": list(request.messages), **self._params()}
-                response = await self.client.post("/chat/completions", body=body, cast_to=httpx2.Response)
-                text = _answer_text(json.loads(response.content))
-        for marker in self.config.stop:  # a server that ignores `stop` (or stops only at EOS) ran past it
-            text = text.split(marker, 1)[0]
+            text = await self.client.complete(
+                self.body(request), stops=self.config.stop, max_new_tokens=self.config.max_tokens
+            )
         if not text.strip():
             raise BadAnswer("the answer is empty")
         return text
@@ -348,6 +292,7 @@ class Engine:
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=_Wait(self.config),
+            sleep=self.sleep,
             before_sleep=self._count_retry,
             reraise=True,
         )
@@ -386,11 +331,11 @@ class Engine:
                 try:
                     text = await self.complete(request)
                 except Exception as exc:
-                    if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404):
-                        raise FatalAPIError(_fatal_message(exc, self.config)) from None
+                    if is_fatal(exc):
+                        raise FatalAPIError(self.client.explain(exc)) from None
                     stats.failed += 1
                     stats.failures.append(
-                        {"id": request.id, "reason": failure_reason(exc), "error": REDACTOR.scrub(_short(exc))}
+                        {"id": request.id, "reason": failure_reason(exc), "error": _short(self.client.explain(exc))}
                     )
                 else:
                     result = handle(request, text)
@@ -420,37 +365,11 @@ class Engine:
         return stats
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.client.aclose()
 
 
-def _answer_text(data: Any) -> str:
-    """The assistant's text of a chat.completion JSON object; BadAnswer when it has none."""
-    try:
-        message = data["choices"][0]["message"]
-    except (KeyError, IndexError, TypeError):
-        raise BadAnswer("the answer has no choices[0].message") from None
-    content = message.get("content") if isinstance(message, dict) else None
-    if content is not None and not isinstance(content, str):
-        raise BadAnswer(f"the answer's content is not text: {type(content).__name__}")
-    return content or ""
-
-
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+def _short(text: str) -> str:
     return text if len(text) <= 300 else text[:297] + "…"
-
-
-def _fatal_message(exc: openai.APIStatusError, config: EngineConfig) -> str:
-    url = public_url(config.base_url)
-    if exc.status_code in (401, 403):
-        return (
-            f"{url} refused the API key (HTTP {exc.status_code}). Check {KEY_ENV} in your environment or .env file "
-            "(it is never printed)."
-        )
-    return (
-        f"{url} answered 404 for model {config.model!r}: check --base-url (it usually ends in /v1) and --model "
-        "(list the served models with GET <base-url>/models)."
-    )
 
 
 # --- the manifest ----------------------------------------------------------------------------------------------
@@ -492,7 +411,7 @@ def write_manifest(out: str | os.PathLike[str], run: dict[str, Any]) -> Path:
         },
     }
     text = json.dumps(manifest, ensure_ascii=False, indent=2)
-    text = REDACTOR.scrub(text)
+    text = redact(text)
     write_text_atomic(path, text + "\n")
     return path
 
@@ -554,15 +473,6 @@ def _merge(into: RunStats, s: RunStats) -> None:
 
 def prompt_hashes(prompts: dict[str, str]) -> dict[str, str]:
     return {name: text_hash(text) for name, text in prompts.items()}
-
-
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough prompt-token estimate: one per CJK character, one per four other characters."""
-    cjk = len(_CJK.findall(text))
-    return cjk + (len(text) - cjk + 3) // 4
 
 
 def iter_unique(requests: Iterable[Request]) -> list[Request]:

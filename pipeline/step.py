@@ -30,7 +30,6 @@ from pipeline.llm import (
     FatalAPIError,
     Request,
     RunStats,
-    estimate_tokens,
     now_iso,
     prompt_hashes,
     run_requests,
@@ -40,6 +39,7 @@ from pipeline.llm import (
 from pipeline.options import add_engine_args, engine_config, setup_logging
 from pipeline.store import JsonlStore, StoreError, existing_ids, read_jsonl
 from xiyou.io import write_error
+from xiyou.tokens import estimate_tokens
 
 
 class Rejected(ValueError):
@@ -159,7 +159,7 @@ def run_step(step: Step, args: argparse.Namespace, parser: argparse.ArgumentPars
         except OSError as e:
             print(f"error: {write_error(step.store_path, e)}", file=sys.stderr)
             return 1
-        skip = {r.get("request") or r.get("passage") for r in rejects.records()} if rejects and skip_rejected else set()
+        skip = rejected_ids(step.rejects_path) if skip_rejected else set()
         todo = [r for r in step.requests if r.id not in store and r.id not in skip]
         counts: Counter[str] = Counter()
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-FaultKind = Literal["rate_limit", "server_error", "stall", "drop", "malformed"]
+FaultKind = Literal["rate_limit", "server_error", "stall", "drop", "malformed", "echo_headers"]
 Where = Literal["before_headers", "mid_stream"]
 
 
@@ -72,6 +72,12 @@ class Fault:
     def drop(cls, where: Where = "before_headers") -> Fault:
         """Close the connection without an answer (or after the first chunk of a stream)."""
         return cls("drop", where=where)
+
+    @classmethod
+    def echo_headers(cls, status: int = 401) -> Fault:
+        """An error answer whose body echoes the request's headers, `Authorization` included (as many proxies
+        do): a client must not show it to anyone."""
+        return cls("echo_headers", status=status)
 
     @classmethod
     def malformed(cls) -> Fault:
@@ -156,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def _send_json(self, status: int, obj: Any, extra: dict | None = None) -> None:
-        self._send(status, json.dumps(obj, ensure_ascii=False).encode(), extra=extra)
+        self._send(status, _json_bytes(obj), extra=extra)
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -217,6 +223,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "server_error":
             self._send_json(fault.status, _error("internal error (scripted)", "server_error"))
             return
+        if fault is not None and fault.kind == "echo_headers":
+            headers = "; ".join(f"{k}: {v}" for k, v in req.headers.items())
+            self._send_json(fault.status, _error(f"request refused (scripted); you sent {headers}", "echo"))
+            return
+        refused = sorted(set(s.refuse_fields) & set(req.json))
+        if refused:  # as transformers serve does for LMDeploy's extra fields
+            self._send_json(422, _error(f"unexpected field(s): {', '.join(refused)}", "invalid_request_error"))
+            return
         text = s.reply(req) if callable(s.reply) else str(s.reply)
         model = req.json.get("model") or (s.models[0] if s.models else "scripted")
         if req.stream:
@@ -261,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         def event(delta: dict, finish: str | None = None) -> bytes:
             obj = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
-            return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+            return b"data: " + _json_bytes(obj) + b"\n\n"
 
         pieces = [text[i : i + s.chunk_chars] for i in range(0, len(text), s.chunk_chars)] or [""]
         self._chunk(event({"role": "assistant", "content": ""}))
@@ -283,6 +297,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
+def _json_bytes(obj: Any) -> bytes:
+    """JSON as UTF-8; text UTF-8 cannot hold (a lone surrogate in a hostile reply) goes out as a \\u escape."""
+    try:
+        return json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj).encode()
+
+
 def _error(message: str, kind: str) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
 
@@ -297,6 +319,7 @@ class ScriptedOpenAI:
     reply: the answer text, or a function of the RecordedRequest. latency: seconds before the first byte of every
     chat answer. chunk_chars / chunk_delay: how a streamed answer is cut and paced. send_done: end streams with
     `data: [DONE]` (transformers serve does not). script / transient_rate / seed: see the module docstring.
+    refuse_fields: body fields answered with HTTP 422 (e.g. "stop", "top_k"), as servers that refuse them do.
     """
 
     def __init__(
@@ -312,8 +335,10 @@ class ScriptedOpenAI:
         transient_rate: float = 0.0,
         seed: int = 0,
         record_bodies: bool = True,
+        refuse_fields: Iterable[str] = (),
     ) -> None:
         self.reply = reply
+        self.refuse_fields = tuple(refuse_fields)
         self.latency = latency
         self.models = list(models)
         self.chunk_chars = max(1, chunk_chars)

@@ -40,7 +40,7 @@ def test_chat_in_headless_chromium(tiny_model: TinyModel, tmp_path: Path) -> Non
     chromium = require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
-    env = {"XIYOU_BACKEND": "transformers", "XIYOU_MODEL_WUKONG": str(tiny_model.path)}
+    env = {"XIYOU_BACKEND": "transformers", "XIYOU_MODEL_WUKONG": str(tiny_model.path), "XIYOU_PERSIST": "0"}
     screenshot = ARTIFACTS / "wukong_chat.png"
     with openxlab_app("wukong", env, tmp_path / "app.log") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)

@@ -29,6 +29,9 @@ def test_streams_a_reply_from_transformers_serve(tiny_server, tiny_model: TinyMo
     assert cut == tiny_model.reply.split("莫怕")[0]
     short = "".join(backend.stream(MESSAGES, GenerationSettings(max_new_tokens=3)))
     assert short and tiny_model.reply.startswith(short) and len(short) < len(tiny_model.reply)
+    # the end-of-turn marker as a stop string: the server stops there, and only the reply arrives
+    turn = "".join(backend.stream(MESSAGES, GenerationSettings(stop=("<|im_end|>",), max_new_tokens=64)))
+    assert turn == tiny_model.reply
 
 
 @pytest.mark.slow
@@ -61,6 +64,28 @@ def test_sends_standard_fields_and_lmdeploy_extras_only_when_configured(monkeypa
     assert set(second.json) - STANDARD_FIELDS == {"top_k", "repetition_penalty"}
     assert second.json["top_k"] == 40 and second.json["repetition_penalty"] == 1.1
     assert second.api_key != "sk-secret-wukong"  # a keyless endpoint never borrows another's key
+
+
+def test_the_reply_ends_at_the_end_of_turn_and_at_every_stop_string() -> None:
+    reply = "俺老孙来也！师父莫怕<|im_end|>\n<|im_start|>user\n八戒又偷懒"
+    with ScriptedOpenAI(reply=reply, chunk_chars=3) as server:
+        backend = OpenAIBackend(server.base_url, "wukong")
+        assert "".join(backend.stream(MESSAGES, GenerationSettings())) == "俺老孙来也！师父莫怕"
+        six = ("甲", "乙", "丙", "丁", "戊", "莫怕")
+        assert "".join(backend.stream(MESSAGES, GenerationSettings(stop=six))) == "俺老孙来也！师父"
+        plain, limited = server.chat_requests()
+    assert "stop" not in plain.json  # nothing asked: the end of turn is cut on our side only
+    assert limited.json["stop"] == ["甲", "乙", "丙", "丁"]  # the API takes four; the other two are applied here
+
+
+def test_a_server_that_refuses_stop_gets_the_request_again_without_it() -> None:
+    with ScriptedOpenAI(reply="俺老孙来也<|im_end|>后文", refuse_fields=["stop"]) as server:
+        backend = OpenAIBackend(server.base_url, "wukong", max_retries=0)
+        settings = GenerationSettings(stop=("<|im_end|>",))
+        assert "".join(backend.stream(MESSAGES, settings)) == "俺老孙来也"
+        assert "".join(backend.stream(MESSAGES, settings)) == "俺老孙来也"
+        sent = server.chat_requests()
+    assert ["stop" in r.json for r in sent] == [True, False, False]
 
 
 def test_missing_key_variable_is_named_and_no_key_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,3 +163,21 @@ def test_cancel_stops_the_stream() -> None:
             if len(got) == 2:
                 cancel.set()
     assert len(got) == 2
+
+
+def test_a_whole_answer_is_guarded_exactly_as_a_stream() -> None:
+    """The engine's non-streamed answers go through `whole_reply`, streams through `ReplyGuard`: same result."""
+    import random
+
+    from xiyou.backends.reply import ReplyGuard, ReplyStream, whole_reply
+
+    rng = random.Random(3)
+    pieces = ["俺", "老孙", "<|im_end|>", "<|im_", "end|>", "莫怕", "\ud83d", "\ude00", "\ud800", "x" * 500, "！"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        stops = tuple(rng.sample(["莫怕", "老孙来", "！x"], rng.randint(0, 2)))
+        max_new = rng.choice([None, 1, 2000, 5000])
+        cut = sorted(rng.sample(range(len(text) + 1), min(len(text), rng.randint(0, 8))))
+        chunks = [text[a:b] for a, b in zip([0, *cut], [*cut, len(text)]) if b > a]
+        streamed = "".join(ReplyStream(chunks, ReplyGuard(stops, max_new)))
+        assert whole_reply(text, stops, max_new) == streamed, (text[:80], stops, max_new)

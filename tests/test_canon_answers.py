@@ -47,12 +47,24 @@ def test_the_question_is_the_persons_own_words() -> None:
             Entry(PERSON, person, "大圣，花果山在哪里？"),
         ]
         view = build_view(c["wukong"], entries, present, person)
-        assert question_of(view) == "花果山在哪里？"  # the `名字：` label and the vocative 大圣 are gone
+        assert question_of(view, person) == "花果山在哪里？"  # the `名字：` label and the vocative 大圣 are gone
     # banter: the last line is another member's; a plain chat message is taken as it is, less the vocative
     entries = [Entry(PERSON, "施主", "你好"), Entry("bajie", "猪八戒", "悟空，我饿了")]
     view = build_view(c["wukong"], entries, present, "施主")
-    assert question_of(view) == "我饿了"
+    assert question_of(view, "施主") == "我饿了"
     assert question_of([{"role": "user", "content": "施主：悟空，你几岁了？"}]) == "你几岁了？"
+
+
+def test_the_persons_name_comes_from_the_settings_not_the_prompt_text(canon: Canon) -> None:
+    """The room gives the backend the person's name (GenerationSettings.person); the system prompt's wording is
+    the room view's business and may change without changing a reply."""
+    backend = CanonBackend(get_character("wukong"), canon)
+    system = {"role": "system", "content": "你是孙悟空。"}  # no room preamble naming the person
+    bare = collect_cited(backend, [system, {"role": "user", "content": "花果山在哪里？"}], SETTINGS)
+    for person in ("小明", "唐老鸭", "Alice"):
+        asked = [system, {"role": "user", "content": f"{person}：{person}，花果山在哪里？"}]
+        assert question_of(asked, person) == "花果山在哪里？"
+        assert collect_cited(backend, asked, SETTINGS.replace(person=person)) == bare
 
 
 def test_the_persons_name_changes_no_reply(canon: Canon) -> None:
@@ -80,6 +92,14 @@ def test_off_book_questions_get_his_own_deflection_lines(canon: Canon, cid: str)
     assert backend.last_relevance < answers.DEFLECT_BELOW
 
 
+@pytest.mark.parametrize("cid", IDS)
+def test_different_off_book_questions_get_different_deflections(canon: Canon, cid: str) -> None:
+    """Each asked in a fresh conversation: the deflection rotates with the question (悟净 too, who says little)."""
+    assert len(answers.deflections(canon, cid)) >= 3
+    backend = CanonBackend(get_character(cid), canon)
+    assert len({ask(backend, q)[0] for q in OFF_BOOK}) >= 2
+
+
 def test_story_questions_are_answered_about_their_subject(canon: Canon) -> None:
     backend = CanonBackend(get_character("wukong"), canon)
     line, _ = ask(backend, "花果山在哪里？")
@@ -87,6 +107,18 @@ def test_story_questions_are_answered_about_their_subject(canon: Canon) -> None:
     line, _ = ask(backend, "你怕不怕妖怪？")
     assert "妖" in line or "怪" in line
     assert backend.last_relevance >= answers.DEFLECT_BELOW
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_a_question_is_answered_not_asked_back(canon: Canon, cid: str) -> None:
+    """'你从哪里来？' once got 悟净's '二哥，你从那里来？': the line sharing most words was the question itself."""
+    line, _ = ask(CanonBackend(get_character(cid), canon), "你从哪里来？")
+    assert not line.rstrip().endswith(("？", "?")), line
+
+
+def test_a_named_character_is_found_by_his_other_names(canon: Canon) -> None:
+    terms = {t.text: t for t in answers.query_terms("八戒这个人怎么样？", answers.answerer(canon, "wukong").vocabulary)}
+    assert {"悟能", "呆子"} <= set(terms["八戒"].forms)
 
 
 def test_plain_deflections_come_first(canon: Canon) -> None:
@@ -106,6 +138,14 @@ def test_deflection_rules() -> None:
     assert not answers.is_deflection("也罢，我驮着你，若要尿尿把把，须和我说。", [])  # goes on about something
     assert not answers.is_deflection("莫管他，妖精自有处置。", [])  # a concrete story thing
     assert not answers.is_deflection("八戒，莫管。", ["八戒"])  # names someone else
+    assert answers.is_deflection("不必烦叙，快早去罢。", [])  # waves it off and moves on
+    assert answers.is_deflection("那里认得！", [])  # 那里 of a shrug, not a place
+    assert not answers.is_deflection("我又不曾与他相识，那里认得！", [])  # about someone
+    assert not answers.is_deflection("快早去罢。", [])  # moving on alone is no deflection
+    assert not answers.is_deflection("不知，是甚么木？", [])  # asks about something
+    assert not answers.is_deflection("不消说了！他们定是遭那毒手也！", [])  # goes on about someone
+    assert not answers.is_deflection("你女流家，晓得甚么？", [])  # says whom it is said to
+    assert not answers.is_deflection("莫说老孙无手段，预先神圣早传名。", [])  # a boast, not a wave-off
 
 
 @pytest.mark.parametrize("cid", IDS)

@@ -14,12 +14,6 @@ from xiyou.canon.rag import augment_messages
 from xiyou.character import get_character
 
 
-@pytest.fixture
-def cache_dir(canon_cache_dir: Path) -> Path:
-    """The session canon's disk cache (see conftest)."""
-    return canon_cache_dir
-
-
 def test_tokenize_is_unigrams_and_bigrams() -> None:
     assert tokenize("师父，救我！ok") == ["师", "父", "师父", "救", "我", "救我", "ok"]
 
@@ -72,8 +66,12 @@ def test_xtuner_records(canon: Canon, tmp_path: Path) -> None:
     assert all(r["conversation"][0]["output"] in lines for r in records if len(r["conversation"]) == 1)
 
 
-def test_disk_cache_is_used_by_the_next_build(canon: Canon, novel_path: Path, cache_dir: Path, monkeypatch) -> None:
+def test_disk_cache_is_used_by_the_next_build(novel_path: Path, tmp_path: Path, monkeypatch) -> None:
+    # A build of its own: the session canon may come from the process cache, built before any test set its dir.
+    cache_dir = tmp_path
     monkeypatch.setenv("XIYOU_CACHE_DIR", str(cache_dir))
+    canon = build_canon(load_novel(novel_path))
+    canon.build_indexes()
     entries = list((cache_dir / "canon").iterdir())
     assert len(entries) == 1 and entries[0].name.startswith(canon.novel.sha256[:24])
     assert (entries[0] / "utterances.json").is_file()

@@ -149,7 +149,8 @@ def test_endpoints_run_flags_an_assistant_that_forgot_its_role(novel_path: Path,
         assert code == 0
         sent = server.chat_requests()
     assert {r.json["model"] for r in sent} == {"wukong", "bajie"}
-    assert all(r.messages[0]["role"] == "system" for r in sent)
+    meta = {cid: c.meta_instruction for cid, c in load_characters().items()}
+    assert all(r.messages[0] == {"role": "system", "content": meta[r.json["model"]]} for r in sent)
     data = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     wukong, bajie = data["characters"]["wukong"], data["characters"]["bajie"]
     assert wukong["broken_persona_rate"] == 1.0 and wukong["self_ref_rate"] == 0.0

@@ -47,7 +47,7 @@ def hub_url(novel_path: Path, tmp_path: Path, slow_bajie):
         str(streamlit), "run", "hub/app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
         "--server.port", str(port), "--server.fileWatcherType", "none",
     ]  # fmt: skip
-    env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_ENDPOINTS": str(endpoints)}
+    env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_ENDPOINTS": str(endpoints), "XIYOU_DATA_DIR": str(tmp_path / "data")}
     with streamlit_process(cmd, port, env, tmp_path / "streamlit.log") as url:
         yield url.rstrip("/")
 
@@ -62,7 +62,7 @@ def test_hub_in_chromium_answers_and_renders(hub_url: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(hub_url)
-            expect(page.get_by_role("heading", name="西游群聊")).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("heading", name="师徒群聊")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("孙悟空").first).to_be_visible()
             box = page.get_by_test_id("stChatInputTextArea")
             bubbles = page.get_by_test_id("stChatMessage")

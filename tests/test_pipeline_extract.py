@@ -16,6 +16,7 @@ from pipeline.extract import MalformedAnswer, parse_answer
 from pipeline.passages import chapter_passages
 from pipeline.roles import resolve_role, turns_for
 from xiyou.canon import Chapter, get_canon
+from xiyou.character import get_character
 
 REPO = Path(__file__).resolve().parent.parent
 LABEL = {"wukong": "行者", "sanzang": "三藏", "bajie": "呆子", "wujing": "沙僧"}  # aliases, not ids
@@ -128,7 +129,7 @@ def test_extract_end_to_end_with_faults_rejects_and_resume(tmp_path, novel_path)
     for r in records:
         [turn] = r["conversation"]
         assert (r["character"], turn["output"]) in canon_lines  # 行者 → wukong etc., the line verbatim
-        assert turn["system"].startswith("你是")
+        assert turn["system"] == get_character(r["character"]).meta_instruction
     assert "agreement with the canon" in proc.stderr
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import time
 
 import pytest
 from scripted_openai import Fault, ScriptedOpenAI
 
-from pipeline.llm import EngineConfig, FatalAPIError, Request, load_api_key, run_requests
+from pipeline.llm import Engine, EngineConfig, FatalAPIError, Request, load_api_key, run_requests
 
 MSG = [{"role": "user", "content": "你叫什么名字？"}]
 
@@ -48,13 +49,43 @@ def test_every_transient_fault_is_retried_and_counted(stream):
         assert stats.succeeded == 1 and stats.failed == 0
 
 
+class FrozenClock:
+    """A clock that never moves and a sleep that only records how long it was asked to wait."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def time(self) -> float:
+        return 1000.0
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
+def _run_engine(server, n=1, **kw):
+    clock = FrozenClock()
+    engine = Engine(_config(server, **kw), clock=clock.time, sleep=clock.sleep)
+    got: dict[str, str] = {}
+    reqs = [Request(id=f"r{i}", messages=[{"role": "user", "content": f"问题{i}"}]) for i in range(n)]
+
+    async def main():
+        try:
+            return await engine.run(reqs, lambda r, t: got.__setitem__(r.id, t))
+        finally:
+            await engine.aclose()
+
+    return got, asyncio.run(main()), clock.waits
+
+
 def test_retry_after_is_honoured():
     with ScriptedOpenAI() as s:
-        s.queue_faults(Fault.rate_limit(retry_after=0.5))
-        got, stats = _run(s, backoff=0.001)
-        first, second = s.chat_requests()
-        assert second.received_at - first.received_at >= 0.5  # waited as told, not the 1 ms backoff
-        assert stats.retries == 1 and got
+        s.queue_faults(Fault.rate_limit(retry_after=7), Fault.rate_limit(retry_after=None))
+        got, stats, waits = _run_engine(s, backoff=0.001, backoff_max=0.01)
+    assert got == {"r0": "scripted reply to: 问题0"} and stats.retries == 2
+    first, second = waits
+    assert 7 <= first <= 7.1  # waited as the server said (plus at most 10% of a second), not the 1 ms backoff
+    assert second <= 0.011  # no Retry-After: the configured backoff
 
 
 def test_gives_up_after_max_retries_and_carries_on():
@@ -83,17 +114,26 @@ def test_bad_key_stops_the_run_with_a_clear_message():
 
 
 def test_concurrency_is_bounded_and_used():
-    with ScriptedOpenAI(latency=0.1) as s:
-        got, _ = _run(s, n=40, concurrency=8)
-        assert len(got) == 40
-        assert s.max_in_flight == 8
+    def reply(request) -> str:
+        # the first answers wait until 8 requests are in flight at once (or 20 s pass): an engine that sent them
+        # one by one would never get there; then everything flows, and no more than 8 may ever be in flight
+        deadline = time.monotonic() + 20
+        while s.max_in_flight < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "答：" + request.last_user
+
+    with ScriptedOpenAI(reply=reply) as s:
+        got, _ = _run(s, n=40, concurrency=8, timeout=30)
+    assert len(got) == 40
+    assert s.max_in_flight == 8
 
 
 def test_requests_per_minute_limit():
     with ScriptedOpenAI() as s:
-        _run(s, n=4, rpm=300, concurrency=4)  # one start every 0.2 s
-        times = sorted(r.received_at for r in s.chat_requests())
-        assert all(b - a >= 0.15 for a, b in itertools.pairwise(times))
+        got, _, waits = _run_engine(s, n=4, rpm=300, concurrency=4)  # one start every 0.2 s
+    assert len(got) == 4
+    # the clock stands still: the first request starts at once, each other waits its turn 0.2 s after the last
+    assert sorted(waits) == pytest.approx([0.2, 0.4, 0.6])
 
 
 def test_sends_model_sampling_and_key():
@@ -123,3 +163,38 @@ def test_recorded_parameters_hold_no_secret():
     assert params["base_url"] == "https://api.example.com:8443/v1"
     assert "api_key" not in params and "sk-" not in repr(params)
     assert "sk-x" not in repr(config)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_replies_end_at_the_stop_strings_and_always_at_the_end_of_turn(stream):
+    with ScriptedOpenAI(reply=lambda r: "答：好<|im_end|>八戒又偷懒") as s:
+        with_stop, _ = _run(s, stream=stream, stop=("好",))
+        without, _ = _run(s, stream=stream)
+        first, second = s.chat_requests()
+    assert first.json["stop"] == ["好"] and "stop" not in second.json
+    assert with_stop == {"r0": "答："}  # the stop string, cut on our side whatever the server did
+    assert without == {"r0": "答：好"}  # the chat format's end of turn: nothing after it reaches the data
+
+
+def test_a_server_that_refuses_stop_is_asked_again_without_it():
+    with ScriptedOpenAI(reply=lambda r: "答：好<|im_end|>后文", refuse_fields=["stop"]) as s:
+        got, stats = _run(s, n=3, concurrency=1, stop=("<|im_end|>",))
+        sent = s.chat_requests()
+    assert got == {"r0": "答：好", "r1": "答：好", "r2": "答：好"}
+    assert stats.failed == 0
+    assert "stop" in sent[0].json and all("stop" not in r.json for r in sent[1:])
+    assert len(sent) == 4  # refused once, then never sent again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_real_server_stops_at_the_end_of_turn_when_asked(tiny_server, tiny_model, stream):
+    """`transformers serve` stops at EOS only: without `stop` the tiny model's text after `<|im_end|>` follows."""
+    got: dict[str, str] = {}
+    for stop in ((), ("<|im_end|>",)):
+        config = EngineConfig(
+            base_url=tiny_server.base_url, model=tiny_server.model, max_tokens=64, stop=stop, stream=stream,
+            temperature=0.0, progress=False,
+        )  # fmt: skip
+        run_requests(config, [Request(id=str(bool(stop)), messages=MSG)], lambda r, t: got.__setitem__(r.id, t))
+    assert got == {"False": tiny_model.reply + tiny_model.after, "True": tiny_model.reply}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from xiyou.backends.base import Citation
 from xiyou.character import load_characters
+from xiyou.prompts import room_preamble
 from xiyou.room.guards import ReplyGuard, stop_strings
-from xiyou.room.tokens import estimate_tokens
 from xiyou.room.transcript import PERSON, Entry
 from xiyou.room.view import GO_ON, OPENING, build_view
+from xiyou.tokens import estimate_tokens
 
 C = load_characters()
 PRESENT = [C["wukong"], C["bajie"], C["wujing"]]
@@ -28,7 +29,7 @@ def test_roles_prefixes_and_merging() -> None:
     ]
     view = build_view(C["wukong"], entries, PRESENT, "施主")
     assert view[0]["role"] == "system"
-    assert view[0]["content"].startswith(C["wukong"].meta_instruction)
+    assert view[0]["content"] == f"{C['wukong'].meta_instruction}\n\n{room_preamble(C['wukong'], PRESENT, '施主')}"
     for name in ("施主", "孙悟空", "猪八戒", "沙悟净"):
         assert name in view[0]["content"]
     assert view[1:] == [

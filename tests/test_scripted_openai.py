@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 
 import openai
 import pytest
@@ -146,7 +147,15 @@ def test_script_function_and_transient_rate():
 
 
 def test_many_concurrent_connections_are_served_together():
-    with ScriptedOpenAI(latency=0.3) as s:
+    def reply(request) -> str:
+        # every answer waits until all 40 requests are being handled at once (or 20 s pass): a server that
+        # handled them one by one, or a few at a time, would never get there
+        deadline = time.monotonic() + 20
+        while s.max_in_flight < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return f"scripted reply to: {request.last_user}"
+
+    with ScriptedOpenAI(reply=reply) as s:
         c = _client(s)
         results: list[str] = []
 
@@ -160,4 +169,17 @@ def test_many_concurrent_connections_are_served_together():
         for t in threads:
             t.join(timeout=30)
     assert sorted(results) == sorted(f"scripted reply to: q{i}" for i in range(40))
-    assert s.max_in_flight >= 32
+    assert s.max_in_flight == 40
+
+
+def test_hostile_scripts_echo_headers_refuse_fields_and_send_surrogates():
+    with ScriptedOpenAI(reply="悟空\ud800", refuse_fields=["top_k"]) as s:
+        s.queue_faults(Fault.echo_headers(401))
+        with pytest.raises(openai.AuthenticationError) as err:
+            _client(s).chat.completions.create(model="m", messages=MESSAGES)
+        assert f"authorization: Bearer {KEY}" in str(err.value.body)  # the key comes back, as from some proxies
+        status, _, body = _raw(s, {"model": "m", "messages": MESSAGES, "top_k": 5})
+        assert status == 422 and b"top_k" in body
+        status, _, body = _raw(s, {"model": "m", "messages": MESSAGES})
+    assert status == 200 and b"\\ud800" in body  # a lone surrogate goes out as an escape
+    assert json.loads(body)["choices"][0]["message"]["content"] == "悟空\ud800"

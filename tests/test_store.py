@@ -46,7 +46,7 @@ def test_an_old_database_is_migrated_and_keeps_its_rows(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
-    for name, script in MIGRATIONS[:2]:  # a file written before alternatives existed
+    for name, script in MIGRATIONS[:2]:  # a file written before alternatives and presence existed
         for statement in store_mod._split_statements(script):
             conn.execute(statement)
         conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
@@ -82,7 +82,7 @@ def test_round_trip(any_store):
     room = any_store.create("room", "  师徒  群聊 ", {"members": ["wukong", "bajie"], "policy": "mention"})
     chat = any_store.create("private", "和悟空", {"character": "wukong"})
     assert room.title == "师徒 群聊" and len(room.id) >= 20 and room.id != chat.id
-    person = any_store.add_message(room.id, StoredMessage("person", "小明", "八戒，你又偷懒？"))
+    person = any_store.add_message(room.id, StoredMessage("person", "小明", "八戒，你又偷懒？", present=["bajie"]))
     reply = any_store.add_message(room.id, StoredMessage("bajie", "猪八戒", "哥啊", chapter=27, said_to="唐僧"))
     assert person.id is not None and reply.id is not None and person.id != reply.id
     reply.add_alternative(Alternative("师父，我不曾偷懒", 19, None))
@@ -90,6 +90,7 @@ def test_round_trip(any_store):
     got = any_store.messages(room.id)
     assert [m.text for m in got] == ["八戒，你又偷懒？", "师父，我不曾偷懒"]
     assert [a.text for a in got[1].alternatives] == ["哥啊", "师父，我不曾偷懒"]
+    assert (got[0].present, got[1].present) == (["bajie"], None)
     assert (got[1].selected, got[1].chapter) == (1, 19)
     got[1].select(0)
     any_store.update_message(room.id, got[1])

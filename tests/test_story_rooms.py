@@ -18,9 +18,8 @@ from xiyou.cli import main
 from xiyou.room import NARRATOR, Room, TurnEnded
 from xiyou.room.lineup import build_lineup, canon_retriever
 from xiyou.room.member import Member
-from xiyou.room.view import system_prompt
 from xiyou.story import StoryError, get_scene, membership
-from xiyou.story.rooms import plan_story_room, story_retriever
+from xiyou.story.rooms import plan_story_room
 
 C = load_characters()
 IDS = ("sanzang", "wukong", "bajie", "wujing")
@@ -57,7 +56,8 @@ def test_no_later_line_reaches_a_canon_reply_in_a_room(canon, novel_path: Path, 
 class Recording:
     label = "recording"
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str) -> None:
+        self.prompt_mode = mode  # as the backend factory sets it from the endpoint's `prompt`
         self.seen: list[list[dict]] = []
 
     def stream(self, messages, settings, cancel=None) -> Iterator[str]:
@@ -65,21 +65,22 @@ class Recording:
         yield "嗯。"
 
 
+@pytest.mark.parametrize("mode", ["meta", "persona"])
 @pytest.mark.parametrize("cid", IDS)
-def test_no_later_line_reaches_a_model_members_prompt(canon, cid: str) -> None:
+def test_no_later_line_reaches_a_model_members_prompt(canon, cid: str, mode: str) -> None:
     table = first_mentions(canon)
     for n in CHAPTERS:
         if not membership(cid, n, canon).can_join:
             continue
-        backend = Recording()
-        retriever = story_retriever(n, None, canon_retriever(canon, k=5, token_budget=1500, max_chapter=n))
-        room = Room([Member(C[cid], backend, retriever=retriever)], policy="all", banter_turns=0)
+        backend = Recording(mode)
+        hints = canon_retriever(canon, k=5, token_budget=1500, max_chapter=n) if mode == "meta" else None
+        room = Room([Member(C[cid], backend, retriever=hints)], policy="all", banter_turns=0, chapter=n)
         for q in QUESTIONS:
             room.say(q)
             list(room.run())
             system = backend.seen[-1][0]["content"]
-            added = system[len(system_prompt(C[cid], [C[cid]], room.person)) :]
-            assert "【故事进展】" in added and "你一概不知" in added
+            added = system[system.index("【故事进展】") :]  # the story so far, the room, the canon examples
+            assert "你一概不知" in added and "以下是《西游记》原著中" in added
             assert _refs(added) and max(_refs(added)) <= n, (cid, n)
             # the examples are labelled with his display name (唐三藏 before chapter 14 too): that is no knowledge
             assert leaks(added, n, table=table, ignore=C[cid].names) == [], (cid, n, q)
@@ -145,15 +146,18 @@ def test_xiyou_room_refuses_a_member_the_story_has_not_brought_in(novel_path: Pa
 
 
 @pytest.mark.slow
-def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(canon, novel_path: Path, tmp_path: Path) -> None:
+def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(
+    canon, novel_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline import eval as evaluation
 
     out = tmp_path / "run"
     code = evaluation.main(
-        ["--backend", "canon", "--chapter", "20", "--characters", "wukong,bajie", "--no-sample-questions",
+        ["--backend", "canon", "--chapter", "20", "--characters", "wukong,bajie,wujing", "--no-sample-questions",
          "--questions", str(STORY_QUESTIONS), "--novel", str(novel_path), "--out", str(out)]
     )  # fmt: skip
     assert code == 0
+    assert "note: wujing skipped" in capsys.readouterr().err  # not in the story before chapter 22
     run = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["run"]
     assert run["chapter"] == 20
     assert {cid: (row["replies"], row["leaking"]) for cid, row in run["leaks"].items()} == {
@@ -171,3 +175,19 @@ def test_slash_narrate_lets_only_the_narrator_speak(novel_path: Path) -> None:
     assert 59 <= lines[1]["chapter"] <= 61
     alone = runner.invoke(main, ["room", "--scene", "huoyanshan", "/narrate"])
     assert alone.exit_code == 2 and "add --narrator" in alone.output
+
+
+def test_xiyou_chat_keeps_to_the_chapter_and_refuses_who_is_not_there_yet(novel_path: Path) -> None:
+    runner = CliRunner()
+    env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_ENDPOINTS": "", "XIYOU_API_BASE_URL": ""}
+    chat = runner.invoke(
+        main,
+        ["chat", "wukong", "--backend", "canon", "--chapter", "20"],
+        input="你见过白骨精吗？\n火焰山怎么过？\n",
+        env=env,
+    )
+    assert chat.exit_code == 0, chat.output
+    cited = [parse_number(m) for m in re.findall(r"📖 《西游记》第([零一二三四五六七八九十百]+)回", chat.output)]
+    assert len(cited) == 2 and max(cited) <= 20
+    early = runner.invoke(main, ["chat", "bajie", "--backend", "canon", "--chapter", "10"], input="", env=env)
+    assert early.exit_code == 2 and "第十九回" in early.output

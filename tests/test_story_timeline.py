@@ -8,7 +8,6 @@ import pytest
 
 from pipeline.evaluation.leaks import first_mentions, leaks
 from xiyou.canon.loader import parse_number
-from xiyou.room.tokens import estimate_tokens
 from xiyou.story import (
     MembershipError,
     StoryError,
@@ -20,6 +19,7 @@ from xiyou.story import (
     story_so_far,
 )
 from xiyou.story.timeline import arcs
+from xiyou.tokens import estimate_tokens
 
 IDS = ("sanzang", "wukong", "bajie", "wujing")
 
@@ -101,6 +101,7 @@ def test_knowledge_limits_say_what_he_cannot_know(canon) -> None:
     assert "第二十回以后" in text and "不知" in text
     assert "以到这一回为止的故事为准" in knowledge_limits("wukong", 5)  # before he joins: his earlier self
     assert "以到这一回为止的故事为准" not in text
+    assert knowledge_limits("narrator", 20) == text  # anyone in the room, not only the four
     for cid in IDS:
         for chapter in (1, 5, 13, 20, 60):
             assert leaks(knowledge_limits(cid, chapter), chapter, table=first_mentions(canon)) == []

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from xiyou.validation import describe_validation_error
+
 CHARACTERS_DIR = Path(__file__).with_name("characters")
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -133,21 +135,6 @@ class Character(BaseModel):
         return self.persona_prompt.split("请你扮演")[0].strip()
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    problems = []
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(file)"
-        if e["type"] == "missing":
-            problems.append(f"field '{field}': missing (required)")
-        elif e["type"] == "extra_forbidden":
-            problems.append(f"field '{field}': unknown field (typo?)")
-        else:
-            value = e.get("input")
-            shown = repr(value) if not isinstance(value, (dict, list, tuple)) or len(repr(value)) < 60 else "…"
-            problems.append(f"field '{field}': {e['msg']} (got {shown})")
-    return f"{path}: " + "; ".join(problems)
-
-
 def load_character_file(path: Path) -> Character:
     """Load and validate one character file; errors name the file, the field and the problem."""
     try:
@@ -159,7 +146,7 @@ def load_character_file(path: Path) -> Character:
     try:
         character = Character.model_validate(raw)
     except ValidationError as e:
-        raise CharacterError(_format_validation_error(path, e)) from None
+        raise CharacterError(f"{path}: {describe_validation_error(e)}") from None
     return character
 
 

@@ -1,4 +1,4 @@
-"""The `xiyou` command. Subcommands mirror the package: characters, canon, room."""
+"""The `xiyou` command. Subcommands mirror the package: characters, canon, room, chat, prompt."""
 
 from __future__ import annotations
 
@@ -98,6 +98,16 @@ def _register_canon() -> None:
 
 
 _register_canon()
+
+
+def _register_chat() -> None:
+    from xiyou.chat_cli import chat_cmd, prompt_cmd
+
+    main.add_command(chat_cmd)
+    main.add_command(prompt_cmd)
+
+
+_register_chat()
 main.add_command(__import__("xiyou.story.cli", fromlist=["scenes_cmd"]).scenes_cmd)
 
 

@@ -74,6 +74,8 @@ class StoredMessage:
     alternatives: list[Alternative] = dataclasses.field(default_factory=list)
     selected: int = 0
     id: int | None = None
+    #: Ids of the room's members when it was said (None: not recorded; everyone hears it).
+    present: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.alternatives:
@@ -220,7 +222,8 @@ class MemoryStore:
 
 
 def _copy(message: StoredMessage) -> StoredMessage:
-    return dataclasses.replace(message, alternatives=list(message.alternatives))
+    present = list(message.present) if message.present is not None else None
+    return dataclasses.replace(message, alternatives=list(message.alternatives), present=present)
 
 
 # ----- SQLite ------------------------------------------------------------------------------------------------------
@@ -264,6 +267,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         ALTER TABLE messages ADD COLUMN alternatives TEXT NOT NULL DEFAULT '[]';
         ALTER TABLE messages ADD COLUMN selected INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        "m004_message_presence",
+        """
+        ALTER TABLE messages ADD COLUMN present TEXT;
         """,
     ),
 ]
@@ -419,7 +428,7 @@ class SQLiteStore:
         return StoredMessage(
             row["speaker"], row["name"], row["text"], row["time"], row["chapter"], row["said_to"],
             bool(row["interrupted"]), bool(row["edited"]), bool(row["deleted"]), alternatives, row["selected"],
-            row["id"],
+            row["id"], json.loads(row["present"]) if row["present"] is not None else None,
         )  # fmt: skip
 
     def messages(self, conversation_id: str, include_deleted: bool = False) -> list[StoredMessage]:
@@ -431,15 +440,16 @@ class SQLiteStore:
     @staticmethod
     def _values(m: StoredMessage) -> tuple[Any, ...]:
         alternatives = json.dumps([a.to_json() for a in m.alternatives], ensure_ascii=False)
+        present = json.dumps(list(m.present)) if m.present is not None else None
         return (
             m.speaker, m.name, m.text, m.time, m.chapter, m.said_to,
-            int(m.interrupted), int(m.edited), int(m.deleted), alternatives, m.selected,
+            int(m.interrupted), int(m.edited), int(m.deleted), alternatives, m.selected, present,
         )  # fmt: skip
 
     def _insert(self, conn: sqlite3.Connection, conversation_id: str, message: StoredMessage) -> StoredMessage:
         cur = conn.execute(
             "INSERT INTO messages (conversation, speaker, name, text, time, chapter, said_to, interrupted, edited, "
-            "deleted, alternatives, selected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "deleted, alternatives, selected, present) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (conversation_id, *self._values(message)),
         )
         stored = _copy(message)
@@ -456,7 +466,7 @@ class SQLiteStore:
             self._touch(conn, conversation_id)
             cur = conn.execute(
                 "UPDATE messages SET speaker = ?, name = ?, text = ?, time = ?, chapter = ?, said_to = ?, "
-                "interrupted = ?, edited = ?, deleted = ?, alternatives = ?, selected = ? "
+                "interrupted = ?, edited = ?, deleted = ?, alternatives = ?, selected = ?, present = ? "
                 "WHERE id = ? AND conversation = ?",
                 (*self._values(message), message.id, conversation_id),
             )

@@ -3,7 +3,7 @@
     XIYOU_NOVEL=../shared/data/xiyouji.txt python benchmarks/relevance/calibrate.py
 
 Each question of `calibration.tsv` is labelled `book` (the novel can answer it) or `off` (a modern topic). For
-every question and character it computes the relevance of the best canon match (`xiyou.canon.answers`) and
+every question and character it computes the best relevance among the top canon matches (`xiyou.canon.answers`) and
 prints, for candidate thresholds, how many `book` questions would be answered and how many `off` questions
 deflected; the threshold with the best balanced accuracy is the one to put in `answers.DEFLECT_BELOW`.
 """
@@ -22,20 +22,23 @@ def main() -> None:
     p.add_argument("--novel", default=None, help="the novel (default: XIYOU_NOVEL)")
     args = p.parse_args()
 
-    from xiyou.backends.canon import CanonBackend
+    from xiyou.backends.canon import question_of
     from xiyou.canon import CHARACTER_IDS, get_canon
-    from xiyou.canon.answers import DEFLECT_BELOW
-    from xiyou.character import get_character
+    from xiyou.canon.answers import DEFLECT_BELOW, answerer
+    from xiyou.canon.index import top_k
 
     canon = get_canon(args.novel)
     with open(HERE / "calibration.tsv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     points: list[tuple[str, float]] = []
     for cid in CHARACTER_IDS:
-        backend = CanonBackend(get_character(cid), canon, chars_per_second=0)
+        scorer = answerer(canon, cid)
         for row in rows:
-            backend.choose([{"role": "user", "content": row["question"]}])
-            points.append((row["label"], backend.last_relevance))
+            # what decides: the best relevance among the top candidates (the backend answers with the best-ranked
+            # one at or above the threshold, and deflects when there is none)
+            scored = scorer.score(question_of([{"role": "user", "content": row["question"]}]))
+            best = max((float(scored.relevance[i]) for i in top_k(scored.scores, 64)), default=0.0)
+            points.append((row["label"], best))
     book = sorted(r for label, r in points if label == "book")
     off = sorted(r for label, r in points if label == "off")
     print(f"{len(rows)} questions x {len(CHARACTER_IDS)} characters: {len(book)} book, {len(off)} off")

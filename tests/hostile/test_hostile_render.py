@@ -34,7 +34,7 @@ def hostile_reply(base: str) -> str:
         f"[![linked]({base}/linked.png)]({base}/clicked-only)\n\n"
         f'<img src="{base}/html-img.png"> <picture><source srcset="{base}/srcset.png"></picture>\n\n'
         f"<{base}/autolink.png>\n\n"
-        "`![在代码里](x)` 不算。\n\n" + "> " * DEEP + "深不见底"
+        "`![在代码里](x)` 不算。\n\n" + ">" * DEEP + "深不见底"  # fits the client's reply cap (wukong: 4,096)
     )
 
 
@@ -136,7 +136,7 @@ def test_app_and_hub_and_export_fetch_nothing(novel_path: Path, tmp_path: Path) 
     with logging_server() as (base, paths), ScriptedOpenAI(lambda req: hostile_reply(base)) as llm:
         endpoints = tmp_path / "endpoints.toml"
         endpoints.write_text(f'[wukong]\nbase_url = "{llm.base_url}"\nmodel = "wukong"\n', encoding="utf-8")
-        common = {"XIYOU_NOVEL": str(novel_path), "OPENAI_API_KEY": "sk-test"}
+        common = {"XIYOU_NOVEL": str(novel_path), "OPENAI_API_KEY": "sk-test", "XIYOU_DATA_DIR": str(tmp_path / "data")}
         app_env = {**common, "XIYOU_BACKEND": "openai", "OPENAI_BASE_URL": llm.base_url}
         hub_env = {**common, "XIYOU_ENDPOINTS": str(endpoints)}
         with sync_playwright() as p:

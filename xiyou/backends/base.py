@@ -64,6 +64,9 @@ class GenerationSettings:
     top_k: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: The name the person in the conversation goes by (a room's 施主, 小明 …), when known. Models read it in the
+    #: messages; a backend that matches words (the offline canon one) leaves it out of the question.
+    person: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

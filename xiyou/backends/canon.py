@@ -1,11 +1,12 @@
 """The offline backend: a character answers with its own line from the novel, citing the chapter.
 
 No model, no server. The question is the last thing said to the character, in the speaker's own words: the
-room view's `名字：` labels, the person's name and forms of address (施主, 师父, 大圣 …) are stripped
-(`xiyou.names.strip_addressing`), so the person's name never changes a reply. The reply is the character's canon
-line whose context (what was said to him in the novel) best matches the question, or, when the book cannot
-answer it (relevance under `xiyou.canon.answers.DEFLECT_BELOW`), one of his own deflection lines (he does not
-know, waves it off, changes the subject). See `xiyou.canon.answers` for the scoring.
+room view's `名字：` labels, the person's name (`GenerationSettings.person`, which the room sets) and forms of
+address (施主, 师父, 大圣 …) are stripped (`xiyou.names.strip_addressing`), so the person's name never changes a
+reply. The reply is the character's canon line whose context (what was said to him in the novel) best matches
+the question, or, when the book cannot answer it (relevance under `xiyou.canon.answers.DEFLECT_BELOW`), one of
+his own deflection lines (he does not know, waves it off, changes the subject). See `xiyou.canon.answers` for
+the scoring.
 
 Deterministic: the same conversation always gets the same reply; a line already said in the conversation is
 never said again. With `max_chapter`, only lines from chapters up to it are used. The line streams at
@@ -29,8 +30,6 @@ DEFAULT_CPS = 15.0
 PREFER_BOOST = 2.0
 CPS_VAR = "XIYOU_CANON_CPS"
 _CLAUSE_END = re.compile(r"(?<=[，。！？；：、,.!?;…])")
-#: How the room view names the person in the system prompt: "此刻在座的有：小明（来访的人）、…".
-_PERSON_IN_VIEW = re.compile(r"此刻在座的有：([^：:\n、（]{1,20})（来访的人）")
 _LABEL = re.compile(r"^\s*([^：:\n]{1,20})[：:]")
 _FILLER = re.compile(r"^\s*（[^）]*）\s*$")  # the room view's （请接着说。） and the like
 
@@ -64,24 +63,14 @@ def default_cps() -> float:
     return cps
 
 
-def person_of(messages: Sequence[Message]) -> str | None:
-    """The person's name when the messages are a room view (its system prompt names them), else None."""
-    for m in messages:
-        if m["role"] == "system":
-            found = _PERSON_IN_VIEW.search(m["content"])
-            if found:
-                return found.group(1).strip()
-    return None
-
-
-def question_of(messages: Sequence[Message]) -> str:
+def question_of(messages: Sequence[Message], person: str | None = None) -> str:
     """The last thing said to the character, in the speaker's own words (labels, names, forms of address gone).
 
     In a room view the last user message may hold several speakers' lines (`名字：…` blocks): the last block is
-    the question (the person's line, or another member's during banter). Filler lines are skipped."""
+    the question (the person's line, or another member's during banter). Filler lines are skipped. `person`: the
+    name the person goes by (`GenerationSettings.person`, set by the room), left out like a form of address."""
     from xiyou import names
 
-    person = person_of(messages)
     for m in reversed(messages):
         if m["role"] != "user" or _FILLER.match(m["content"]):
             continue
@@ -148,8 +137,9 @@ class CanonBackend:
                 raise BackendError(f"the offline canon backend needs the novel: {e}") from None
         return self._canon
 
-    def choose(self, messages: Sequence[Message]):
-        """The exchange to answer with (deterministic); `last_relevance` says how well it matched (0..1)."""
+    def choose(self, messages: Sequence[Message], person: str | None = None):
+        """The exchange to answer with (deterministic); `last_relevance` says how well it matched (0..1). `person`:
+        the name the person goes by (never part of the question)."""
         from xiyou.canon import answers
 
         validate_messages(messages)
@@ -158,26 +148,31 @@ class CanonBackend:
         exchanges = canon.exchanges(cid)
         if not exchanges:
             raise BackendError(f"the canon has no lines for {self.character.name}; check the novel file")
-        query = question_of(messages)
+        query = question_of(messages, person)
         said = {m["content"].strip() for m in messages if m["role"] == "assistant"}
         answerer = answers.answerer(canon, cid)
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
-        scores = scored.scores
         if self.prefer_chapters is not None:
+            import dataclasses
+
             import numpy as np
 
-            inside = (answerer.chapters >= self.prefer_chapters.start) & (answerer.chapters < self.prefer_chapters.stop)
-            scores = scores * np.where(inside, PREFER_BOOST, 1.0).astype(scores.dtype)
-        i = answers.best(scores, exchanges, allowed, said)
-        self.last_relevance = float(scored.relevance[i]) if i is not None else 0.0
-        if i is not None and self.last_relevance >= answers.DEFLECT_BELOW:
+            start, stop = self.prefer_chapters.start, self.prefer_chapters.stop
+            inside = (answerer.chapters >= start) & (answerer.chapters < stop)
+            boost = np.where(inside, PREFER_BOOST, 1.0).astype(scored.scores.dtype)
+            scored = dataclasses.replace(scored, scores=scored.scores * boost)
+        i = answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW)
+        if i is not None:
+            self.last_relevance = float(scored.relevance[i])
             return exchanges[i]
+        weak = answers.best(scored, exchanges, allowed, said)
+        self.last_relevance = float(scored.relevance[weak]) if weak is not None else 0.0
         found = answers.pick_deflection(answers.deflections(canon, cid), query, said, self.max_chapter)
         if found is not None:
             return found
-        if i is not None:  # no deflection left: the best match whatever its relevance
-            return exchanges[i]
+        if weak is not None:  # no deflection left: the best match whatever its relevance
+            return exchanges[weak]
         pool = [ex for ex in exchanges if self.max_chapter is None or ex.chapter <= self.max_chapter]
         found = answers.pick_deflection(pool, query, said, None)  # any line not yet said, by the query's hash
         if found is None:
@@ -191,7 +186,7 @@ class CanonBackend:
         cancel: threading.Event | None = None,
     ) -> Iterator[Piece]:
         try:
-            exchange = self.choose(messages)
+            exchange = self.choose(messages, settings.person)
         except ValueError as e:
             raise BackendError(f"cannot answer: {e}") from None
         cancel = cancel or threading.Event()

@@ -3,8 +3,12 @@
 - kind None: the endpoint's `backend` when an endpoint is given, else XIYOU_BACKEND (default "transformers").
 - "transformers": local weights (the endpoint's `model_path`, else XIYOU_MODEL_<ID>, else ModelScope).
 - "canon": the character's lines from the novel (XIYOU_NOVEL), offline.
-- "openai": the endpoint; else the character's table in XIYOU_ENDPOINTS; else OPENAI_BASE_URL (key
-  OPENAI_API_KEY) with the character id as the model name.
+- "openai": the endpoint; else the character's table (or `[default]`) in XIYOU_ENDPOINTS; else the persona-mode
+  shortcut XIYOU_API_BASE_URL + XIYOU_API_MODEL; else OPENAI_BASE_URL (key OPENAI_API_KEY) with the character id
+  as the model name.
+
+The backend carries its endpoint's prompt mode as `prompt_mode` ("meta" or "persona"; xiyou.prompts.mode_of reads
+it): whoever builds its messages builds them with `xiyou.prompts.build_messages(…, mode_of(backend))`.
 
 Implementations are imported lazily: the canon backend does not pull in torch, the transformers one does.
 """
@@ -16,23 +20,26 @@ import os
 from xiyou import env
 from xiyou.backends.base import Backend, BackendError
 from xiyou.character import Character
-from xiyou.endpoints import EndpointConfig, load_endpoints
+from xiyou.endpoints import EndpointConfig, EndpointError, configured_endpoints
 
 
 def openai_endpoint(character: Character) -> EndpointConfig:
-    """The OpenAI-compatible endpoint for `character` from XIYOU_ENDPOINTS, else OPENAI_BASE_URL."""
+    """The OpenAI-compatible endpoint for `character`: XIYOU_ENDPOINTS, the persona shortcut, else OPENAI_BASE_URL."""
     path = env.endpoints_path()
-    if path is not None:
-        config = load_endpoints(path).get(character.id)
-        if config is not None:
-            return config
+    try:
+        config = configured_endpoints(path).get(character.id)
+    except EndpointError as e:
+        raise BackendError(str(e)) from None
+    if config is not None:
+        return config
     base_url = os.environ.get("OPENAI_BASE_URL", "").strip()
     if base_url:
         return EndpointConfig(base_url=base_url, model=character.id, api_key_env="OPENAI_API_KEY")
     where = f"{path} has no [{character.id}] table, and " if path is not None else ""
     raise BackendError(
         f"{where}no OpenAI-compatible server is configured for {character.name}: set XIYOU_ENDPOINTS to an "
-        f"endpoints file with a [{character.id}] table (base_url, model), or OPENAI_BASE_URL; or use "
+        f"endpoints file with a [{character.id}] table (base_url, model), or XIYOU_API_BASE_URL and "
+        "XIYOU_API_MODEL (persona mode on any chat model), or OPENAI_BASE_URL; or use "
         "XIYOU_BACKEND=canon (offline) or XIYOU_BACKEND=transformers (local weights)"
     )
 
@@ -44,6 +51,15 @@ def make_backend(character: Character, kind: str | None = None, endpoint: Endpoi
             kind = endpoint.backend if endpoint is not None else env.backend_kind()
         except ValueError as e:  # a bad XIYOU_BACKEND
             raise BackendError(str(e)) from None
+    if kind == "openai" and endpoint is None:
+        endpoint = openai_endpoint(character)
+    backend = _build(character, kind, endpoint)
+    if kind != "canon" and endpoint is not None and endpoint.prompt != "meta":
+        backend.prompt_mode = endpoint.prompt  # type: ignore[attr-defined]
+    return backend
+
+
+def _build(character: Character, kind: str, endpoint: EndpointConfig | None) -> Backend:
     if kind == "canon":
         from xiyou.backends.canon import CanonBackend
         from xiyou.canon import get_canon
@@ -61,7 +77,7 @@ def make_backend(character: Character, kind: str | None = None, endpoint: Endpoi
     if kind == "openai":
         from xiyou.backends.openai_backend import OpenAIBackend
 
-        config = endpoint if endpoint is not None else openai_endpoint(character)
+        config = endpoint if endpoint is not None else openai_endpoint(character)  # (make_backend resolved it)
         if config.backend != "openai" or not config.base_url:
             raise BackendError(f"{character.id}: the endpoint is a {config.backend!r} endpoint, not an openai one")
         return OpenAIBackend(

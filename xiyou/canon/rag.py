@@ -15,15 +15,11 @@ from collections.abc import Iterator, Sequence
 from xiyou.backends.base import Backend, GenerationSettings, Message, Piece
 from xiyou.character import Character
 from xiyou.names import CHARACTER_IDS, display_name
+from xiyou.tokens import estimate_tokens
 
 HEADER = "以下是《西游记》原著中{name}说过的话，供你模仿其口吻与性格（不要照抄，不要提及这些摘录）："
 DEFAULT_K = 5
 DEFAULT_TOKEN_BUDGET = 1500
-
-
-def estimate_tokens(text: str) -> int:
-    """Upper-bound token estimate: one per character (Chinese text is about 0.7-1 token per character)."""
-    return len(text)
 
 
 def _speaker_label(speaker: str, name: str) -> str:

@@ -22,6 +22,7 @@ from typing import Literal
 
 from xiyou.backends.base import BackendError, Citation
 from xiyou.character import Character, load_characters
+from xiyou.prompts import mode_of
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
 from xiyou.room.guards import ReplyGuard, stop_strings
 from xiyou.room.member import Member
@@ -85,6 +86,8 @@ class Room:
         characters: Iterable[Character] | None = None,
         narrator: Member | None = None,
         narrate_banter: bool = False,
+        chapter: int | None = None,
+        setting: str | None = None,
     ) -> None:
         self.members: list[Member] = []
         self.entries: list[Entry] = []
@@ -103,6 +106,10 @@ class Room:
         #: `narrate_banter`, between two auto-banter turns. Hears every line.
         self.narrator = narrator
         self.narrate_banter = narrate_banter
+        #: The point in the story (after chapter N; None: the whole journey) and a scene's setting: every
+        #: speaker's system prompt carries them (xiyou.prompts), and canon examples stop at the chapter.
+        self.chapter = chapter
+        self.setting = setting
         self.set_members(members)
 
     # ----- members -----------------------------------------------------------------------------------------
@@ -163,6 +170,10 @@ class Room:
         """Wait until no turn is in progress (a page rerun may start while the interrupted run still cleans up);
         True when idle."""
         return self._idle.wait(timeout)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for `stop()` (a page's pause between turns); True when stopped."""
+        return self._cancel.wait(timeout)
 
     @property
     def stopping(self) -> bool:
@@ -281,7 +292,9 @@ class Room:
     def _turn_inner(self, member: Member) -> Iterator[Event]:
         character = member.character
         present = [m.character for m in self.members]
-        messages = build_view(character, self.entries, present, self.person, self.token_budget)
+        mode = mode_of(member.backend)
+        story = {"chapter": self.chapter, "story": self.setting}
+        messages = build_view(character, self.entries, present, self.person, self.token_budget, mode, **story)
         if member.retriever is not None:
             try:
                 messages = member.retriever(character, messages)
@@ -289,7 +302,8 @@ class Room:
                 log.warning("canon retrieval for %s failed, answering without it: %s", member.id, e)
         settings = member.generation_settings()
         settings = settings.replace(
-            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person))))
+            stop=tuple(dict.fromkeys((*settings.stop, *stop_strings(character, present, self.person)))),
+            person=self.person,
         )
         guard = ReplyGuard(character, [*self._known.values(), *present], self.person)
         self.status[member.id] = MemberStatus("speaking")
@@ -361,7 +375,7 @@ class Room:
         While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend
         assert backend is not None
-        q: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
+        q: queue.SimpleQueue[_Piece | _End | _Failed] = queue.SimpleQueue()
 
         def work() -> None:
             stream = None
@@ -371,10 +385,10 @@ class Room:
                     if cancel.is_set():
                         break
                     if delta:
-                        q.put((0, delta))
-                q.put((1, None))
+                        q.put(_Piece(delta))
+                q.put(_End())
             except BaseException as e:
-                q.put((2, e))
+                q.put(_Failed(e))
             finally:
                 close = getattr(stream, "close", None)
                 if close is not None:
@@ -395,21 +409,40 @@ class Room:
             if wait <= 0:
                 raise TimeoutError(f"no reply within {timeout:g} s")
             try:
-                kind, value = q.get(timeout=min(wait, POLL_S))
+                item = q.get(timeout=min(wait, POLL_S))
             except queue.Empty:
                 now = time.monotonic()
                 if now >= beat:
                     beat = now + HEARTBEAT_S
                     yield now - started
                 continue
-            if kind == 0:
+            if isinstance(item, _Piece):
                 deadline = time.monotonic() + timeout
                 beat = deadline - timeout + HEARTBEAT_S
-                yield value  # type: ignore[misc]
-            elif kind == 1:
+                yield item.value
+            elif isinstance(item, _End):
                 return
             else:
-                raise value  # type: ignore[misc]
+                raise item.error
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """From the backend's worker thread: a text delta or the reply's Citation."""
+
+    value: str | Citation
+
+
+@dataclasses.dataclass(frozen=True)
+class _End:
+    """The backend's stream ended."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """The backend raised `error`."""
+
+    error: BaseException
 
 
 def _describe(member: Member, error: BaseException) -> str:

@@ -34,6 +34,8 @@ Nobody can speak yet: there is no endpoints file and no novel to speak from.
 
 - Offline: point `XIYOU_NOVEL` at the text of 《西游记》 (any common encoding), e.g.
   `XIYOU_NOVEL=../shared/data/xiyouji.txt make run`; each character then answers with its own lines from the novel.
+- On any chat model (Ollama, a hosted API): `XIYOU_API_BASE_URL=http://127.0.0.1:11434/v1 XIYOU_API_MODEL=qwen2.5:7b`
+  puts all four in persona mode on it (see docs/personas.md).
 - With models: serve the characters on any OpenAI-compatible server (LMDeploy: one server, one LoRA adapter per
   character; see "Serving with LMDeploy" in the README), then write an endpoints file and set `XIYOU_ENDPOINTS`:
 
@@ -91,6 +93,8 @@ class Lineup:
 
     def describe(self) -> str:
         """One line for a page caption or the CLI's stderr."""
+        if self.mode == "endpoints" and self.endpoints_file is None:
+            return "persona mode on XIYOU_API_BASE_URL / XIYOU_API_MODEL"
         if self.mode == "endpoints":
             return f"endpoints file {self.endpoints_file}"
         if self.mode == "canon":
@@ -127,14 +131,12 @@ def build_lineup(
     except ValueError as e:
         raise LineupError(str(e)) from None
     endpoints_file = Path(endpoints).expanduser() if endpoints else env.endpoints_path()
-    configs: dict[str, Any] = {}
-    if endpoints_file is not None:
-        from xiyou.endpoints import load_endpoints
+    from xiyou.endpoints import configured_endpoints
 
-        try:
-            configs = load_endpoints(endpoints_file)
-        except (OSError, ValueError) as e:
-            raise LineupError(str(e)) from None
+    try:  # the file's tables and [default], then the persona shortcut XIYOU_API_BASE_URL / XIYOU_API_MODEL
+        configs: dict[str, Any] = configured_endpoints(endpoints_file)
+    except (OSError, ValueError) as e:
+        raise LineupError(str(e)) from None
     novel_path = Path(novel).expanduser() if novel else env.novel_path()
     needs_canon = any(c.id not in configs or getattr(configs[c.id], "backend", "openai") == "canon" for c in chosen)
     canon, canon_error = (None, None)
@@ -145,7 +147,7 @@ def build_lineup(
             canon, canon_error = load_canon(novel_path)
     story = {"max_chapter": max_chapter, "prefer_chapters": prefer_chapters}
     seats = {c.id: _seat(c, configs.get(c.id), canon, canon_error, endpoints_file, story) for c in chosen}
-    mode: Mode = "endpoints" if endpoints_file is not None else ("canon" if canon is not None else "offline")
+    mode: Mode = "endpoints" if endpoints_file is not None or configs else ("canon" if canon is not None else "offline")
     return Lineup(mode, seats, endpoints_file, novel_path, canon_error)
 
 

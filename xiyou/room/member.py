@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from xiyou.backends.base import Backend, GenerationSettings, Message
 from xiyou.character import Character
+from xiyou.prompts import describe
 
 #: Adds canon context to a speaker's view (e.g. xiyou.canon.rag.augment_messages bound to a canon).
 Retriever = Callable[[Character, Sequence[Message]], list[Message]]
@@ -51,7 +52,7 @@ class Member:
         """What the member runs on, for the status line."""
         if self.backend is None:
             return self.unavailable or "no backend"
-        return str(getattr(self.backend, "label", type(self.backend).__name__))
+        return describe(self.backend)
 
     def generation_settings(self) -> GenerationSettings:
         return self.settings or GenerationSettings.for_character(self.character)

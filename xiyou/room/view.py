@@ -1,14 +1,15 @@
 """Each speaker's view of the room: the message list its backend answers.
 
-- system: the speaker's `meta_instruction` (the same string it was trained with) plus a short room preamble
-  (who is present, that lines are prefixed with the speaker's name, speak only for yourself);
+- system: the speaker's system prompt in his backend's mode (xiyou.prompts: the `meta_instruction` he was trained
+  with, or the persona prompt for a general model) with the room preamble (who is present, that lines are
+  prefixed with the speaker's name, speak only for yourself);
 - the speaker's own lines as `assistant` (no prefix), everyone else's as `user` prefixed `名字：`; a canon
   reply's chapter citation is left out (the page shows it; a model should not learn to imitate it);
   consecutive lines of the same role are merged, so roles alternate user/assistant, starting and ending with
   `user` (chat templates such as InternLM2's expect that);
 - only the lines said while the speaker was in the room (`Entry.heard_by`): a member who joined later, or left
   for a while, does not see what was said without him;
-- the oldest lines are dropped first to fit a token budget (see xiyou.room.tokens for the estimate); the last
+- the oldest lines are dropped first to fit a token budget (see xiyou.tokens for the estimate); the last
   line is always kept.
 """
 
@@ -18,8 +19,9 @@ from collections.abc import Sequence
 
 from xiyou.backends.base import Message
 from xiyou.character import Character
-from xiyou.room.tokens import estimate_tokens
+from xiyou.prompts import EXAMPLES_TOKEN_BUDGET, PromptMode, system_prompt
 from xiyou.room.transcript import Entry
+from xiyou.tokens import estimate_tokens
 
 #: Default prompt budget (system + history) in estimated tokens; InternLM2-chat-7B has a 32k window, LMDeploy
 #: servers are often started with 4k-8k, so stay well inside while leaving room for the reply.
@@ -28,19 +30,6 @@ DEFAULT_TOKEN_BUDGET = 3000
 #: Filler lines that keep roles alternating when the history starts with, or ends on, the speaker's own line.
 OPENING = "（大家到齐了，请开口。）"
 GO_ON = "（请接着说。）"
-
-
-def preamble(speaker: Character, present: Sequence[Character], person: str) -> str:
-    """The room preamble appended to the speaker's system prompt."""
-    names = "、".join([f"{person}（来访的人）", *(c.name for c in present)])
-    return (
-        f"【群聊】此刻在座的有：{names}。大家一起说话，别人的每段话前都标着说话人的名字，如“{person}：……”。"
-        f"你是{speaker.name}，每次只说{speaker.name}自己的一段话：不替别人说话，开头也不写自己的名字。"
-    )
-
-
-def system_prompt(speaker: Character, present: Sequence[Character], person: str) -> str:
-    return f"{speaker.meta_instruction}\n\n{preamble(speaker, present, person)}"
 
 
 def trim_to_budget(entries: Sequence[Entry], budget: int) -> list[Entry]:
@@ -61,11 +50,16 @@ def build_view(
     present: Sequence[Character],
     person: str,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
+    mode: PromptMode = "meta",
+    **context: object,
 ) -> list[Message]:
-    """The messages `speaker`'s backend answers, from the room transcript `entries`."""
-    system = system_prompt(speaker, present, person)
+    """The messages `speaker`'s backend answers, from the room transcript `entries`. `mode` and `context`
+    (canon, chapter, story) go to `xiyou.prompts.system_prompt`."""
+    prompt = {"present": present, "person": person, **context}
+    system = system_prompt(speaker, mode, **prompt)  # type: ignore[arg-type]
+    reserved = estimate_tokens(system) + (EXAMPLES_TOKEN_BUDGET if mode == "persona" else 0)
     entries = [e for e in entries if e.heard_by(speaker.id)]
-    history = trim_to_budget(entries, max(token_budget - estimate_tokens(system), 1))
+    history = trim_to_budget(entries, max(token_budget - reserved, 1))
     messages: list[Message] = [{"role": "system", "content": system}]
     for entry in history:
         if entry.speaker == speaker.id:
@@ -81,4 +75,6 @@ def build_view(
         messages.insert(1, {"role": "user", "content": OPENING})
     if messages[-1]["role"] == "assistant":
         messages.append({"role": "user", "content": GO_ON})
+    if mode == "persona":  # the canon examples that match what was said
+        messages[0] = {"role": "system", "content": system_prompt(speaker, mode, conversation=messages[1:], **prompt)}  # type: ignore[arg-type]
     return messages

@@ -15,8 +15,13 @@ BEFORE = "此时你还没有走上日后的路：你是谁、身在何处、认�
 
 
 def knowledge_limits(cid: str, chapter: int | None) -> str:
-    """The persona prompt's sentence on what `cid` cannot know at `chapter` ("" when chapter is None)."""
-    m = membership(cid, chapter)  # checks the id and the chapter
+    """The persona prompt's sentence on what `cid` cannot know at `chapter` ("" when chapter is None). Any id
+    works (the narrator's too); one of the four before he joins also hears that he is his earlier self."""
+    from xiyou.canon.exchanges import CHARACTER_IDS
+    from xiyou.story.timeline import check_chapter
+
+    check_chapter(chapter)
+    m = membership(cid, chapter) if cid in CHARACTER_IDS else None  # the narrator, say: no membership
     if chapter is None:
         return ""
     ref = chapter_ref(chapter)
@@ -24,6 +29,6 @@ def knowledge_limits(cid: str, chapter: int | None) -> str:
         f"【你所知道的】故事此刻停在{ref}结束之时。{ref}以后才发生的事、才出现的人物、妖怪、地方和宝物，你一概不知："
         "有人问起，就照你的口吻说没听说过、不知道，不要编造，也不要预言将来。"
     )
-    if m.status == "before":
+    if m is not None and m.status == "before":
         text += BEFORE
     return text

@@ -4,8 +4,8 @@
   turn, each with its chapter as a `Citation`. A passage is a paragraph of the loader's chapter text with no
   quotation mark (no one speaks in it) and no verse (诗曰 …, or lines of even length);
 - persona mode (`NarratorBackend`): any LLM backend prompted as the narrator (the narrator file's
-  `meta_instruction`, plus the story so far and the scene), whose reply is cut at the first quotation mark so
-  it never carries anyone's words.
+  `meta_instruction`; the room adds the story so far and the scene as for every speaker), whose reply is cut at
+  the first quotation mark so it never carries anyone's words.
 
 Guards: the room runs the narrator through the same `ReplyGuard` and stop strings as every speaker
 (`xiyou.room.guards`), which end a reply at a line that starts with a pilgrim's or the person's label

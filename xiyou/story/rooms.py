@@ -2,16 +2,16 @@
 
 `plan_story_room(ids, chapter, scene)` decides the members and the chapter (a scene gives both, and its
 setting) and refuses a member the story has not brought in yet (`MembershipError`, with the reason).
-`story_retriever(chapter, ...)` gives model members the story so far and what they cannot know (and, with a
-canon, canon examples only from chapters up to N); `narrator_member(...)` the narrator; `open_scene(room, plan)`
-posts the narrator's setting as the transcript's first line.
+`story_context(cid, chapter)` is the story so far and what he cannot know (xiyou.prompts puts it in every system
+prompt of a conversation set after chapter N), `scene_story(scene)` what the prompt says of a scene (a room's
+`setting`); `narrator_member(...)` the narrator; `open_scene(room, plan)` posts the narrator's setting as the
+transcript's first line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from xiyou.canon.exchanges import CHARACTER_IDS
 from xiyou.story.membership import Membership, check_members
@@ -77,26 +77,28 @@ def story_context(cid: str, chapter: int | None, budget: int = STORY_BUDGET, nov
     return "\n".join(p for p in (story_so_far(chapter, budget, novel=novel), knowledge_limits(cid, chapter)) if p)
 
 
-Retriever = Callable[[Any, Sequence[Any]], list[Any]]
+def scene_story(scene: Scene | None) -> str | None:
+    """What a speaker's system prompt says of the scene (`xiyou.prompts.system_prompt(story=...)`; a room passes
+    it as its `setting`): the scene, the place and the situation. None without a scene."""
+    if scene is None:
+        return None
+    return f"【此刻的场景】{scene.name} · {scene.place}：{scene.situation}"
 
 
-def story_retriever(chapter: int | None, scene: Scene | None = None, base: Retriever | None = None) -> Retriever | None:
-    """A room retriever for model members: `base` (e.g. canon hints limited to chapter N) and then the story so
-    far, the scene, and what the speaker cannot know, appended to his system prompt. None when there is nothing
-    to add."""
-    if chapter is None and scene is None:
-        return base
+def model_narrator_backend():
+    """The narrator's model in persona mode: the persona shortcut's (`XIYOU_API_BASE_URL` + `XIYOU_API_MODEL`),
+    prompted with the narrator's own instruction (never a pilgrim's persona); None when it is not set. Raises
+    ValueError (EndpointError, BackendError) with what to fix when it is set wrongly."""
+    from xiyou.backends.factory import make_backend
+    from xiyou.endpoints import shortcut_endpoint
+    from xiyou.story.narrator import narrator_character
 
-    def retrieve(character: Any, messages: Sequence[Any]) -> list[Any]:
-        out = base(character, messages) if base is not None else [dict(m) for m in messages]
-        extra = story_context(character.id, chapter)
-        if scene is not None:
-            extra = f"{extra}\n【此刻的场景】{scene.name} · {scene.place}：{scene.situation}".strip()
-        if extra and out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{extra}"}
-        return out
-
-    return retrieve
+    endpoint = shortcut_endpoint()
+    if endpoint is None:
+        return None
+    backend = make_backend(narrator_character(), kind="openai", endpoint=endpoint)
+    backend.prompt_mode = "meta"  # the narrator file's instruction as it is, not a persona built for a pilgrim
+    return backend
 
 
 def narrator_member(plan: StoryRoom, canon=None, backend=None):
@@ -106,11 +108,8 @@ def narrator_member(plan: StoryRoom, canon=None, backend=None):
     from xiyou.story.narrator import CanonNarration, NarratorBackend, narrator_character
 
     character = narrator_character()
-    if backend is not None:
-        from xiyou.story.timeline import story_so_far
-
-        story = story_so_far(plan.chapter, STORY_BUDGET) if plan.chapter is not None else ""
-        return Member(character, NarratorBackend(backend, story, plan.scene), timeout=120.0)
+    if backend is not None:  # the room gives it the story so far and the scene, as it gives every speaker
+        return Member(character, NarratorBackend(backend), timeout=120.0)
     if canon is None:
         return None
     start = None

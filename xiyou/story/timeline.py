@@ -6,7 +6,7 @@ arcs summed up in one line each (`arcs.toml`, our own words). It never mentions 
 arc summary is used only for an arc that ends at or before N; the chapters of the arc that N falls in are shown
 by their headings. When even the summaries exceed the budget, the oldest lines go first ("……" marks the cut).
 
-Tokens are estimated with the room's estimator (`xiyou.room.tokens.estimate_tokens`).
+Tokens are estimated with the one estimator (`xiyou.tokens.estimate_tokens`).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def story_so_far(chapter: int | None, budget_tokens: int = 600, novel=None) -> s
     `novel` (a `Novel`) defaults to the canon's; without any novel the arc summaries alone are used.
     Returns "" when the budget cannot hold even the header and one line.
     """
-    from xiyou.room.tokens import estimate_tokens
+    from xiyou.tokens import estimate_tokens
 
     n = check_chapter(chapter) or LAST_CHAPTER
     headings = _headings(novel)

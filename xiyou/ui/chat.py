@@ -1,28 +1,41 @@
-"""One character's chat page, shared by the four apps: `apps/<id>/app.py` calls `chat_page("<id>")`.
+"""A private chat with one character: the page of the four single-character apps (`chat_page("<id>")`) and of the
+private chats in the multi-page app (`private_chat`).
 
-Reads top to bottom as what the person sees: the sidebar (generation sliders, clear history, suggested
-questions), the title and greeting, the history, the reply streaming in, and the chat input.
+Reads top to bottom as what the person sees: the sidebar (generation sliders, clear, suggested questions, the
+list of chats), the title and greeting, the history with each message's controls, the reply streaming in, and
+the chat input.
 
-- The backend comes from XIYOU_BACKEND (`transformers` by default, as the published demos; `openai`; `canon`)
-  and is held in `st.cache_resource`: one model per process. The transformers backend itself queues
-  concurrent visitors (one generation at a time per model).
-- Backend errors are shown with `st.error`, never as a character's message. Model text is rendered as Markdown,
-  never as raw HTML. Input longer than `MAX_INPUT_CHARS` is refused with a notice.
-- Pressing any button while a reply streams stops it (Streamlit reruns the script; the generator is closed,
-  which cancels the generation); the partial reply is dropped.
+- The conversation is stored (xiyou.store): a reload or a new tab restores the chat named in the URL (`?c=`).
+  A reply is stored when it ends; a reply cut off by Stop or by a new message is kept, marked interrupted.
+- The reply being streamed lives in the session, not in the script run: touching a slider mid-reply redraws
+  the page and the reply goes on where it was.
+- Backend errors are shown with `st.error`, never as a character's message; the unanswered message is taken
+  back so it can simply be sent again. Model text is rendered as Markdown, never as raw HTML.
+- A message longer than `MAX_INPUT_CHARS` is not sent: it comes back in an edit box with a counter, so nothing
+  typed is lost.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+
 import streamlit as st
 
 from xiyou import env
-from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message, text_only
+from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message
 from xiyou.character import Character, get_character
-from xiyou.ui import render
+from xiyou.prompts import PromptMode, build_messages, describe, mode_of
+from xiyou.store import Alternative, Conversation, Store, StoredMessage
+from xiyou.ui import conversations, messages, render
+from xiyou.ui.options import apply_page_options, public_error
 
 MAX_INPUT_CHARS = 1000
 USER_AVATAR = "🙏"
+PERSON = "person"
+WAITING = "⏳ 等候中 · waiting for your turn…"
 
 
 @st.cache_resource(show_spinner="正在请出角色（加载模型）…")
@@ -32,28 +45,212 @@ def _backend(character_id: str, kind: str) -> Backend:
     return make_backend(get_character(character_id), kind=kind)
 
 
-def _history_key(character: Character) -> str:
-    return f"chat_history_{character.id}"
+# ----- the reply in progress (kept in the session across script runs) ----------------------------------------------
+#: How often the page looks at a silent backend (and lets Streamlit interrupt the run), in seconds.
+POLL_S = 0.1
+#: How long a new script run waits for the run it interrupted to let go of the reply in progress.
+HANDOVER_S = 5.0
 
 
-def _citations_key(character: Character) -> str:
-    return f"chat_citations_{character.id}"
+class _End:
+    """The backend's stream ended."""
 
 
-def _clear_history(character: Character) -> None:
-    st.session_state[_history_key(character)] = []
-    st.session_state[_citations_key(character)] = {}
+@dataclasses.dataclass
+class Live:
+    """A reply streaming in: `mode` new (a new message), regenerate (a new version of `target`), continue (more of
+    `target`). A worker thread reads the backend into `pieces`; whichever script run holds `lock` draws them, so a
+    rerun (a slider touched mid-reply) takes over where the interrupted run stopped."""
+
+    cancel: threading.Event
+    mode: str = "new"
+    target: int | None = None
+    pieces: queue.SimpleQueue = dataclasses.field(default_factory=queue.SimpleQueue)
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    text: str = ""
+    chapter: int | None = None
+    said_to: str | None = None
+    error: str | None = None
+    ended: bool = False
+
+    def take(self, timeout: float | None) -> bool:
+        """Take the next piece (waiting up to `timeout`); False when none came. Sets `ended` at the end."""
+        try:
+            piece = self.pieces.get(timeout=timeout) if timeout else self.pieces.get_nowait()
+        except queue.Empty:
+            return False
+        if isinstance(piece, _End):
+            self.ended = True
+        elif isinstance(piece, BaseException):
+            self.error = str(piece) if isinstance(piece, BackendError) else f"{type(piece).__name__}: {piece}"
+            self.ended = True
+        elif isinstance(piece, str):
+            self.text += piece
+        elif isinstance(piece, Citation):  # where in the novel the line comes from
+            self.chapter, self.said_to = piece.chapter, piece.said_to
+        return True
 
 
-def _cite(citation: Citation) -> None:
-    st.caption(f"📖 《西游记》{citation.label()}")
+def _read(stream: Iterator[object], live: Live) -> None:
+    try:
+        for piece in stream:
+            if live.cancel.is_set():
+                break
+            if piece:
+                live.pieces.put(piece)
+        live.pieces.put(_End())
+    except BaseException as e:
+        live.pieces.put(e)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
 
 
+def _live_key(conv: Conversation) -> str:
+    return f"chat_live_{conv.id}"
+
+
+def backend_messages(character: Character, history: list[StoredMessage], mode: PromptMode = "meta") -> list[Message]:
+    """System prompt (xiyou.prompts, in the backend's mode), then the chat; consecutive lines of one side are merged
+    so the roles alternate."""
+    out: list[Message] = []
+    for m in history:
+        role = "user" if m.speaker == PERSON else "assistant"
+        if out and out[-1]["role"] == role:
+            out[-1] = {"role": role, "content": f"{out[-1]['content']}\n\n{m.text}"}
+        else:
+            out.append({"role": role, "content": m.text})
+    return build_messages(character, out, mode)
+
+
+def _finish_live(store: Store, conv: Conversation, character: Character, live: Live, interrupted: bool) -> None:
+    """Store what the live reply got to (nothing when it got nothing)."""
+    text, chapter = live.text.strip(), live.chapter
+    if not text:
+        return
+    if live.mode == "new":
+        store.add_message(
+            conv.id,
+            StoredMessage(character.id, character.name, text, chapter=chapter, said_to=live.said_to,
+                          interrupted=interrupted),
+        )  # fmt: skip
+        return
+    target = next((m for m in store.messages(conv.id) if m.id == live.target), None)
+    if target is None:
+        return
+    if live.mode == "regenerate":
+        target.add_alternative(Alternative(text, chapter, live.said_to))
+    else:  # continue
+        joined = f"{target.text}{text}"
+        target.alternatives[target.selected] = dataclasses.replace(target.alternatives[target.selected], text=joined)
+        target.text = joined
+    target.interrupted = interrupted
+    store.update_message(conv.id, target)
+
+
+def _stop_live(store: Store, conv: Conversation, character: Character) -> None:
+    """End the reply in progress, keeping what came so far (marked interrupted)."""
+    live: Live | None = st.session_state.get(_live_key(conv))
+    if live is None:
+        return
+    live.cancel.set()
+    if not live.lock.acquire(timeout=HANDOVER_S):
+        return
+    try:
+        if st.session_state.get(_live_key(conv)) is not live:
+            return  # the interrupted run finished it meanwhile
+        st.session_state.pop(_live_key(conv), None)
+        while live.take(None):
+            pass
+        _finish_live(store, conv, character, live, interrupted=not live.ended)
+    finally:
+        live.lock.release()
+
+
+def _start_live(
+    store: Store,
+    conv: Conversation,
+    character: Character,
+    backend: Backend,
+    settings: GenerationSettings,
+    mode: str = "new",
+    target: StoredMessage | None = None,
+) -> None:
+    history = store.messages(conv.id)
+    if mode == "regenerate" and target is not None:
+        history = history[: next(i for i, m in enumerate(history) if m.id == target.id)]
+    sent = backend_messages(character, history, mode_of(backend))
+    if mode == "continue":
+        sent.append({"role": "user", "content": "（请接着说。）"})
+    live = Live(threading.Event(), mode, target.id if target else None)
+    stream = backend.stream(sent, settings, live.cancel)
+    threading.Thread(target=_read, args=(stream, live), name=f"chat-{character.id}", daemon=True).start()
+    st.session_state[_live_key(conv)] = live
+
+
+def _draw_live(store: Store, conv: Conversation, character: Character) -> None:
+    live: Live | None = st.session_state.get(_live_key(conv))
+    if live is None:
+        return
+    slot = st.empty()
+    if not live.lock.acquire(timeout=HANDOVER_S):
+        slot.caption(WAITING)
+        return
+    try:
+        with slot.container(), st.chat_message("assistant", avatar=character.emoji):
+            body = st.empty()
+            while not live.ended:
+                # drawn after every piece and every POLL_S of silence: a rerun can interrupt the run at each
+                if live.text:
+                    body.markdown(render.safe_markdown(live.text) + " ▌")
+                else:
+                    body.caption(WAITING)  # the model may be busy with another visitor
+                live.take(POLL_S)
+        st.session_state.pop(_live_key(conv), None)
+        if live.text.strip():
+            _finish_live(store, conv, character, live, interrupted=False)
+    finally:
+        live.lock.release()
+    if live.text.strip():
+        st.rerun()  # draw it as a stored message, with its controls
+    slot.empty()  # no bubble for a reply that did not come
+    if live.mode == "new":  # unanswered: take the message back, so the person can simply send it again
+        history = store.messages(conv.id)
+        if history and history[-1].speaker == PERSON:
+            history[-1].deleted = True
+            store.update_message(conv.id, history[-1])
+    if live.error:
+        st.error(
+            render.safe_markdown(f"{character.name} 没能回答（消息未保存，可以重新发送）：{public_error(live.error)}")
+        )
+    else:
+        st.warning(f"{character.name} 这次什么也没说（消息未保存，可以重新发送）。")
+
+
+# ----- the page -----------------------------------------------------------------------------------------------------
 def _ask(question: str) -> None:
     st.session_state["chat_suggested"] = question
 
 
-def _sidebar(character: Character) -> GenerationSettings:
+def _check_length(key: str, draft_key: str) -> None:
+    text = st.session_state.get(key) or ""
+    if len(text) > MAX_INPUT_CHARS:
+        st.session_state[draft_key] = text  # nothing typed is lost: it comes back in the edit box
+
+
+def _send_draft(draft_key: str) -> None:
+    text = st.session_state.get(draft_key, "")
+    if 0 < len(text.strip()) <= MAX_INPUT_CHARS:
+        st.session_state["chat_suggested"] = text
+        st.session_state.pop(draft_key, None)
+
+
+def settings_sidebar(character: Character) -> tuple[GenerationSettings, bool]:
+    """The generation sliders, clear, suggested questions. Returns (settings, clear clicked)."""
     g = character.generation
     with st.sidebar:
         st.header(f"{character.emoji} {character.name}")
@@ -61,82 +258,117 @@ def _sidebar(character: Character) -> GenerationSettings:
         temperature = st.slider("温度 temperature", 0.0, 2.0, g.temperature, 0.05, key="temperature")
         top_p = st.slider("top_p", 0.05, 1.0, g.top_p, 0.05, key="top_p")
         repetition_penalty = st.slider(
-            "重复惩罚 repetition penalty",
-            1.0,
-            2.0,
-            g.repetition_penalty,
-            0.005,
-            format="%.3f",
+            "重复惩罚 repetition penalty", 1.0, 2.0, g.repetition_penalty, 0.005, format="%.3f",
             key="repetition_penalty",
-        )
-        st.button("清空对话 clear history", on_click=_clear_history, args=(character,), width="stretch")
+        )  # fmt: skip
+        clear = st.button("清空对话 clear history", key="chat_clear", width="stretch")
         st.subheader("试试问")
         for i, question in enumerate(character.sample_questions):
             st.button(question, key=f"suggest_{i}", on_click=_ask, args=(question,), width="stretch")
-    return GenerationSettings.for_character(
+    settings = GenerationSettings.for_character(
         character,
         max_new_tokens=int(max_new_tokens),
         temperature=float(temperature),
         top_p=float(top_p),
         repetition_penalty=float(repetition_penalty),
     )
+    return settings, clear
+
+
+def private_chat(
+    store: Store,
+    conv: Conversation,
+    character: Character,
+    backend: Backend | None,
+    settings: GenerationSettings,
+    clear: bool = False,
+    title: str | None = None,
+) -> None:
+    """The chat itself (title, history, live reply, input) for `conv`, a private chat with `character`."""
+    st.title(f"{character.emoji} {title or character.title}")
+    if backend is not None:  # which mode and model he is on
+        st.sidebar.caption(render.safe_markdown(public_error(describe(backend))))
+    notice = getattr(backend, "notice", None)  # what the mode is, e.g. the offline canon backend's
+    if isinstance(notice, str) and notice:
+        st.caption(notice)
+    action = messages.take_action()
+    if clear:
+        _stop_live(store, conv, character)
+        store.replace_messages(conv.id, [])
+    elif action is not None:
+        _stop_live(store, conv, character)
+        history = store.messages(conv.id)
+        target = messages.apply_to(history, action)
+        if target is not None and action.kind in ("edit", "delete", "swipe"):
+            store.update_message(conv.id, target)
+        elif target is not None and backend is not None and target.speaker != PERSON:
+            _start_live(store, conv, character, backend, settings, action.kind, target)
+
+    input_key = f"chat_input_{conv.id}"
+    draft_key = f"chat_draft_{conv.id}"
+    with st.chat_message("assistant", avatar=character.emoji):
+        st.markdown(character.greeting)
+    history = store.messages(conv.id)
+    live_running = _live_key(conv) in st.session_state
+    last_reply = next((m.id for m in reversed(history) if m.speaker != PERSON), None)
+    if history and history[-1].speaker == PERSON:
+        last_reply = None  # the controls of the last reply only while it is the last message
+    for m in history:
+        is_person = m.speaker == PERSON
+        messages.bubble(
+            m,
+            avatar=USER_AVATAR if is_person else character.emoji,
+            role="user" if is_person else "assistant",
+            last_reply=m.id == last_reply,
+            busy=live_running,
+        )
+
+    if draft_key in st.session_state:
+        draft = st.session_state[draft_key]
+        st.warning(
+            f"消息太长了（{len(draft)} / {MAX_INPUT_CHARS} 字），没有发送；请在下面删短后再发送。"
+            " Too long: shorten it below, nothing was lost."
+        )
+        st.text_area("待发送 · Draft", key=draft_key, height=160)
+        st.caption(f"{len(st.session_state[draft_key])} / {MAX_INPUT_CHARS}")
+        st.button("发送 · Send", key=f"chat_send_draft_{conv.id}", on_click=_send_draft, args=(draft_key,))
+
+    typed = st.chat_input(
+        f"和{character.name}说点什么…（{MAX_INPUT_CHARS} 字以内）",
+        key=input_key,
+        disabled=backend is None,
+        on_submit=_check_length,
+        args=(input_key, draft_key),
+    )
+    prompt = typed or st.session_state.pop("chat_suggested", None)
+    if prompt and backend is not None and len(prompt) <= MAX_INPUT_CHARS:
+        _stop_live(store, conv, character)  # a new message ends the reply in progress (kept as far as it got)
+        person = StoredMessage(PERSON, "你", prompt)
+        store.add_message(conv.id, person)
+        with st.chat_message("user", avatar=USER_AVATAR):
+            render.markdown(prompt)
+        _start_live(store, conv, character, backend, settings)
+    _draw_live(store, conv, character)
 
 
 def chat_page(character_id: str) -> None:
-    """Draw `character_id`'s chat app (the whole page)."""
+    """Draw `character_id`'s chat app (the whole page): the entry of `apps/<id>/app.py` and OpenXLab."""
     character = get_character(character_id)
     st.set_page_config(page_title=character.title, page_icon=character.emoji, layout="centered")
-    settings = _sidebar(character)
-    st.title(f"{character.emoji} {character.title}")
-    history: list[Message] = st.session_state.setdefault(_history_key(character), [])
-    #: index in `history` -> the Citation of that (canon) reply
-    citations: dict[int, Citation] = st.session_state.setdefault(_citations_key(character), {})
-
+    apply_page_options()
+    settings, clear = settings_sidebar(character)
+    store = conversations.session_store()
+    conv = conversations.resolve(
+        store,
+        lambda c: c.kind == "private" and c.settings.get("character") == character.id,
+        lambda: conversations.new_private(store, character),
+    )
+    action = conversations.conversation_list(store, conv, kinds=("private",), characters=[character.id])
+    if action is not None:
+        conversations.apply_list_action(store, action, lambda: conversations.new_private(store, character))
     backend: Backend | None = None
     try:
         backend = _backend(character.id, env.backend_kind())
     except (BackendError, ValueError) as e:
-        st.error(f"{character.name} 暂时无法说话：{e}")
-
-    with st.chat_message("assistant", avatar=character.emoji):
-        st.markdown(character.greeting)
-    for i, message in enumerate(history):
-        avatar = character.emoji if message["role"] == "assistant" else USER_AVATAR
-        with st.chat_message(message["role"], avatar=avatar):
-            render.markdown(message["content"])
-            if i in citations:
-                _cite(citations[i])
-
-    typed = st.chat_input(f"和{character.name}说点什么…", disabled=backend is None)
-    prompt = typed or st.session_state.pop("chat_suggested", None)
-    if not prompt or backend is None:
-        return
-    if len(prompt) > MAX_INPUT_CHARS:
-        st.warning(f"消息太长了（{len(prompt)} 字），请控制在 {MAX_INPUT_CHARS} 字以内。这条消息没有发送。")
-        return
-    with st.chat_message("user", avatar=USER_AVATAR):
-        render.markdown(prompt)
-    history.append({"role": "user", "content": prompt})
-    messages: list[Message] = [{"role": "system", "content": character.meta_instruction}, *history]
-    slot = st.empty()
-    reply: object = None
-    error: str | None = None
-    cited: list[Citation] = []
-    with slot.container(), st.chat_message("assistant", avatar=character.emoji):
-        try:
-            reply = render.write_stream(text_only(backend.stream(messages, settings), cited.append))
-        except BackendError as e:
-            error = str(e)
-        if cited and isinstance(reply, str) and reply.strip():
-            _cite(cited[-1])
-    if isinstance(reply, str) and reply.strip():
-        if cited:
-            citations[len(history)] = cited[-1]
-        history.append({"role": "assistant", "content": reply})
-        return
-    slot.empty()  # no bubble for a reply that did not come
-    history.pop()  # unanswered: leave the history as it was, so the person can simply send again
-    if error:
-        st.error(render.safe_markdown(f"{character.name} 没能回答（消息未保存，可以重新发送）：{error}"))
-    else:
-        st.warning(f"{character.name} 这次什么也没说（消息未保存，可以重新发送）。")
+        st.error(f"{character.name} 暂时无法说话：{public_error(str(e))}")
+    private_chat(store, conv, character, backend, settings, clear)

@@ -1,4 +1,5 @@
-"""A cheap token estimate for trimming a speaker's view to a budget.
+"""A cheap token estimate, the one used everywhere a text must fit a budget: a speaker's view in the room, the
+canon examples and the story so far in a system prompt, the pipeline's cost estimates.
 
 No tokenizer is loaded (the room may talk to remote servers with unknown vocabularies, and it must stay
 fast): every CJK character (and other wide character) counts as one token, every other run of text counts

@@ -348,3 +348,15 @@ def test_persist_off_keeps_each_session_apart(hub, monkeypatch, data_dir) -> Non
     two = hub(cid(one))  # another visitor with the first one's link sees nothing of it
     assert cid(two) != cid(one) and bubbles(two) == []
     assert not (data_dir / "conversations.db").exists()
+
+
+def test_a_point_in_the_story_is_kept_and_limits_the_canon(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_banter").set_value(2)
+    at.number_input(key=f"hub_chapter_{cid(at)}").set_value(20).run()
+    say(at, "悟空、八戒，你们在做什么？")
+    rows = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    assert len(rows) >= 3 and all(m.chapter is not None and m.chapter <= 20 for m in rows[1:])
+    assert SQLiteStore(data_dir / "conversations.db").get(cid(at)).settings["chapter"] == 20
+    again = hub(cid(at), pace=None)
+    assert again.number_input(key=f"hub_chapter_{cid(at)}").value == 20

@@ -1,17 +1,19 @@
-"""The story in the group room (issue 16): a scene picker, "after chapter N", the narrator and its Narrate button.
+"""The story in the group room (issue 16): a scene picker and the narrator with its Narrate button. The point in
+the story (after chapter N) is the room's own setting (`RoomSettings.chapter`, which also leaves out, saying why,
+whoever the story has not brought in by then); a scene sets it.
 
 The hub page calls, in this order:
 
-- `room_lineup(settings)` instead of the plain lineup: canon members answer only with lines up to the room's
-  chapter and prefer its scene's chapters (cached per chapter and scene);
-- `story_sidebar(store, conv)` before it reads the room settings: draws the sidebar's 📖 Story section and
-  drops from the stored members anyone the story has not brought in by chapter N, saying why (never a traceback);
-- `apply(room, conv, lineup_, plan, hints)` after the members are applied: the room's chapter, setting and
-  narrator; a scene just picked opens the transcript with the narrator's setting.
+- `room_lineup(settings)` for its lineup: at the room's chapter (the hub's `lineup(chapter)`), and in a scene one
+  whose canon members prefer the scene's chapters;
+- `story_sidebar(store, conv)` before it reads the room settings: draws the sidebar's 📖 Scene section; a chapter
+  set before the scene (or to the whole journey) leaves the scene;
+- `apply(room, conv, lineup_, plan)` after its own `_apply`: the room's setting, narrator and chapter-bounded canon
+  hints; a scene just picked opens the transcript with the narrator's setting.
 
-The settings (`chapter`, `scene`, `narrator`) are stored in the conversation's settings, next to the room's own.
-Scene, chapter and narrator act in callbacks (before the page is drawn): they store the change and clear the
-members' widget state, so the sidebar shows the stored members at once.
+The settings (`scene`, `narrator`; `chapter` and `members` when a scene is picked) are stored in the
+conversation's settings. Scene and narrator act in callbacks (before the page is drawn): they store the change and
+clear the widgets it decides (members, chapter), which then show the stored values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import streamlit as st
 
 from xiyou import env
-from xiyou.character import Character, load_characters
+from xiyou.character import Character
 from xiyou.room import Room
 from xiyou.room.lineup import Lineup, build_lineup, canon_retriever, load_canon
 from xiyou.room.transcript import NARRATOR
@@ -63,35 +65,33 @@ class StorySettings:
 
 def _keys(cid: str) -> dict[str, str]:
     return {
-        "members": f"hub_members_{cid}",  # the hub's own members widget
-        "scene": f"hub_scene_{cid}",
-        "story_on": f"hub_story_on_{cid}",
+        "members": f"hub_members_{cid}",  # the hub's own widgets a scene decides
         "chapter": f"hub_chapter_{cid}",
+        "scene": f"hub_scene_{cid}",
         "narrator": f"hub_narrator_{cid}",
-        "refused": f"hub_story_refused_{cid}",
         "open": f"hub_story_open_{cid}",
         "room_key": f"hub_story_key_{cid}",
     }
 
 
 # ----- the lineup at the room's point in the story ------------------------------------------------------------------
-@st.cache_resource(show_spinner="Setting up the characters at this point of the story…")
+@st.cache_resource(show_spinner="Setting up the characters in the scene…")
 def _cached_lineup(endpoints_key: str, novel_key: str, chapter: int | None, first: int, last: int) -> Lineup:
-    prefer = range(first, last + 1) if first else None
-    return build_lineup(None, max_chapter=chapter, prefer_chapters=prefer)
+    return build_lineup(None, max_chapter=chapter, prefer_chapters=range(first, last + 1))
 
 
 def room_lineup(settings: dict[str, Any]) -> Lineup:
-    """The hub's lineup, at the room's chapter and scene (raises LineupError as the hub's `lineup()` does)."""
+    """The hub's lineup at the room's chapter; in a scene, canon members prefer its chapters. Raises LineupError."""
     from xiyou.ui.hub import _file_key, lineup
 
     story = StorySettings.load(settings)
-    if story.chapter is None and story.scene is None:
-        return lineup()  # the whole journey: the app's shared lineup
-    scene = get_scene(story.scene) if story.scene else None
-    first, last = (scene.first, scene.last) if scene else (0, 0)
-    chapter = story.chapter if story.chapter is not None else (scene.chapter if scene else None)
-    return _cached_lineup(_file_key(env.endpoints_path()), _file_key(env.novel_path()), chapter, first, last)
+    if story.scene is None:
+        return lineup(story.chapter)
+    scene = get_scene(story.scene)
+    chapter = story.chapter if story.chapter is not None else scene.chapter
+    return _cached_lineup(
+        _file_key(env.endpoints_path()), _file_key(env.novel_path()), chapter, scene.first, scene.last
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -100,83 +100,37 @@ def _cached_retriever(novel_key: str, chapter: int):
     return canon_retriever(canon, max_chapter=chapter) if canon is not None else None
 
 
-# ----- who can be in the room at chapter N --------------------------------------------------------------------------
-def admit(ids: list[str], chapter: int | None) -> tuple[list[str], list[str]]:
-    """(the ids who can be in a room set after `chapter`, the reasons of those who cannot)."""
-    if chapter is None:
-        return list(ids), []
-    kept, refused = [], []
-    for cid in ids:
-        try:
-            m = membership(cid, chapter)
-        except KeyError:  # not one of the four: the lineup reports it
-            kept.append(cid)
-            continue
-        (kept if m.can_join else refused).append(cid if m.can_join else m.reason)
-    return kept, refused
+# ----- callbacks (run before the page is drawn) --------------------------------------------------------------------
+def _save(cid: str, change: dict[str, Any], *decided: str) -> None:
+    """Store `change` in the conversation's settings; clear the `decided` widgets (they show the stored values)."""
+    from xiyou.ui.conversations import session_store
 
-
-def _store_change(store: Store, cid: str, change: dict[str, Any], members: list[str] | None = None) -> None:
-    """Store `change` (and `members`, dropping who cannot join by the chapter); clear the widgets it decides."""
+    store = session_store()
     conv = store.get(cid)
     if conv is None:
         return
-    settings = {**conv.settings, **change}
-    keys = _keys(cid)
-    if members is None:
-        members = st.session_state.get(keys["members"], settings.get("members"))
-    if members is not None:
-        try:
-            members, refused = admit(list(members), StorySettings.load(settings).chapter)
-        except STORY_ERRORS as e:
-            refused = [f"故事进度无法核对 · cannot check who has joined: {e}"]
-        settings["members"] = members
-        st.session_state[keys["refused"]] = refused
-    store.save_settings(cid, settings)
-    for k in ("members", "story_on", "chapter"):  # redrawn from the stored settings
-        st.session_state.pop(keys[k], None)
+    store.save_settings(cid, {**conv.settings, **change})
+    for k in decided:
+        st.session_state.pop(_keys(cid)[k], None)
 
 
 def _on_scene(cid: str) -> None:
-    from xiyou.ui.conversations import session_store
-
     keys = _keys(cid)
     picked = st.session_state.get(keys["scene"]) or None
     if picked is None:
-        _store_change(session_store(), cid, {"scene": None})
+        _save(cid, {"scene": None})
         return
     scene = get_scene(picked)
-    _store_change(session_store(), cid, {"scene": scene.id, "chapter": scene.chapter}, list(scene.present))
+    _save(cid, {"scene": scene.id, "chapter": scene.chapter, "members": list(scene.present)}, "members", "chapter")
     st.session_state[keys["open"]] = scene.id  # the page posts the narrator's setting
 
 
-def _on_chapter(cid: str) -> None:
-    from xiyou.ui.conversations import session_store
-
-    keys = _keys(cid)
-    on = st.session_state.get(keys["story_on"])
-    chapter = int(st.session_state.get(keys["chapter"], LAST_CHAPTER)) if on else None
-    store = session_store()
-    conv = store.get(cid)
-    change: dict[str, Any] = {"chapter": chapter}
-    scene = StorySettings.load(conv.settings).scene if conv is not None else None
-    if scene and (chapter is None or chapter < get_scene(scene).first):
-        change["scene"] = None  # the room leaves the scene when the story is set before it (or to the whole journey)
-        st.session_state.pop(keys["scene"], None)
-    _store_change(store, cid, change)
-
-
 def _on_narrator(cid: str) -> None:
-    from xiyou.ui.conversations import session_store
-
-    store = session_store()
-    conv = store.get(cid)
-    if conv is not None:
-        store.save_settings(cid, {**conv.settings, "narrator": bool(st.session_state.get(_keys(cid)["narrator"]))})
+    _save(cid, {"narrator": bool(st.session_state.get(_keys(cid)["narrator"]))})
 
 
 def _on_narrate(cid: str) -> None:
-    """One line of narration, told now (canon narration is immediate); the page stores it."""
+    """One line of narration, told now (the canon's narration is immediate); the page stores it."""
     from xiyou.ui.hub import _current, _hold
 
     found = _current(cid)
@@ -190,62 +144,50 @@ def _on_narrate(cid: str) -> None:
 
 
 # ----- the sidebar section ------------------------------------------------------------------------------------------
+def _chapter_now(conv: Conversation) -> int | None:
+    """The room's chapter as the hub's chapter box has it in this run (0 there: the whole journey)."""
+    typed = st.session_state.get(_keys(conv.id)["chapter"])
+    if typed is None:
+        return StorySettings.load(conv.settings).chapter
+    return int(typed) or None
+
+
 def story_sidebar(store: Store, conv: Conversation) -> StoryRoom | None:
-    """Draw the 📖 Story section; drop (and say why) stored or newly picked members the story has not brought in
-    by the chapter (updates `conv.settings`). Returns the room's plan; None when the story settings cannot apply
-    (the section says why)."""
+    """Draw the 📖 Scene section (scene picker, narrator, Narrate). A chapter set before the room's scene, or to the
+    whole journey, leaves the scene (stored; updates `conv.settings`). Returns the room's story plan, None when the
+    story settings cannot apply (the section says why)."""
     keys = _keys(conv.id)
     story = StorySettings.load(conv.settings)
-    # someone just picked in the members widget, or stored before the chapter was set, who cannot be there yet
-    members = st.session_state.get(keys["members"], conv.settings.get("members"))
-    if members is not None and story.chapter is not None:
-        try:
-            kept, refused = admit(list(members), story.chapter)
-        except STORY_ERRORS as e:
-            kept, refused = list(members), [f"故事进度无法核对 · cannot check who has joined: {e}"]
-        if kept != list(members):
-            conv.settings["members"] = kept
-            store.save_settings(conv.id, conv.settings)
-            st.session_state.pop(keys["members"], None)
-            st.session_state[keys["refused"]] = refused
+    chapter = _chapter_now(conv)
+    if story.scene is not None and (chapter is None or chapter < get_scene(story.scene).first):
+        story.scene = None
+        conv.settings["scene"] = None
+        store.save_settings(conv.id, conv.settings)
+        st.session_state.pop(keys["scene"], None)
     scenes = {s.id: s for s in list_scenes()}
     options = ["", *scenes]
+    plan = None
     with st.sidebar:
-        st.header("📖 故事 · Story")
+        st.header("📖 场景 · Scene")
         st.selectbox(
-            "场景 · Scene",
+            "在原著的场景里开场 · Start in a scene",
             options,
             index=options.index(story.scene or ""),
             format_func=lambda s: f"{scenes[s].name}（{scenes[s].chapter_label}）" if s else "— 不设场景 · no scene —",
             key=keys["scene"],
             on_change=_on_scene,
             args=(conv.id,),
-            help="在原著的一个场景里开场：在场的人、故事进度和场景由场景决定 · start in a scene of the novel",
+            help="在场的人、故事进度和场景由场景决定 · members, chapter and setting come from the scene",
         )
-        on = st.toggle(
-            "按故事进度 · Set a point in the story", value=story.chapter is not None, key=keys["story_on"],
-            on_change=_on_chapter, args=(conv.id,),
-            help="关闭：整个取经路 · off: the whole journey",
-        )  # fmt: skip
-        if on:
-            st.slider(
-                "第几回之后 · After chapter", 1, LAST_CHAPTER, story.chapter or LAST_CHAPTER, key=keys["chapter"],
-                on_change=_on_chapter, args=(conv.id,),
-                help="他们只知道到这一回为止的故事 · they know the story only up to this chapter",
-            )  # fmt: skip
-        for reason in st.session_state.get(keys["refused"], []):
-            st.warning(public_error(reason), icon="🚪")
-        plan = None
         try:
-            plan = plan_story_room(conv.settings.get("members") or None, story.chapter, story.scene)
+            joined = [
+                i for i in conv.settings.get("members") or scenes_or_all(story) if membership(i, chapter).can_join
+            ]
+            plan = plan_story_room(joined or None, chapter, story.scene)
         except STORY_ERRORS as e:
             st.warning(public_error(str(e)), icon="📖")
-        if plan is not None:
-            st.caption(f"故事进度 · {plan.describe()}")
-            characters = load_characters()
-            for m in plan.memberships:
-                if m.status == "before" and m.character in conv.settings.get("members", plan.ids):
-                    st.caption(f"{characters[m.character].emoji} {m.reason}")
+        if plan is not None and plan.scene is not None:
+            st.caption(f"{plan.scene.place} · {plan.describe()}")
         narrator = st.toggle(
             "📜 旁白 · Narrator", value=story.narrator, key=keys["narrator"], on_change=_on_narrator, args=(conv.id,),
             help="说书人描写情景，从不替人物说话 · describes the scene, never speaks for the pilgrims",
@@ -257,27 +199,32 @@ def story_sidebar(store: Store, conv: Conversation) -> StoryRoom | None:
     return plan
 
 
+def scenes_or_all(story: StorySettings) -> tuple[str, ...]:
+    """The members a room has before any are picked: its scene's pilgrims, else the four."""
+    from xiyou.canon.exchanges import CHARACTER_IDS
+
+    return get_scene(story.scene).present if story.scene else tuple(CHARACTER_IDS)
+
+
 # ----- the room -----------------------------------------------------------------------------------------------------
-def apply(room: Room, conv: Conversation, lineup_: Lineup, plan: StoryRoom | None, hints: bool) -> None:
-    """Set the room's chapter, setting and narrator from `plan`; rebuild its members on a change of chapter or
-    scene (their canon stops at the chapter); post a just-picked scene's setting as the transcript's next line."""
+def apply(room: Room, conv: Conversation, lineup_: Lineup, plan: StoryRoom | None) -> None:
+    """The room's setting and narrator from `plan`, canon hints only up to its chapter; a scene just picked posts
+    its setting as the narrator's line."""
     keys = _keys(conv.id)
-    story = StorySettings.load(conv.settings)
-    chapter = plan.chapter if plan is not None else None
     scene = plan.scene if plan is not None else None
-    room_key = (chapter, scene.id if scene else None)
-    if st.session_state.get(keys["room_key"]) != room_key:
-        st.session_state[keys["room_key"]] = room_key
-        room.set_members([dataclasses.replace(lineup_.member(m.id, m.retriever), muted=m.muted) for m in room.members])
-        room.narrator = None
-    room.chapter, room.setting = chapter, scene_story(scene)
-    if hints and chapter is not None:
+    room.setting = scene_story(scene)
+    if plan is not None and plan.chapter is not None:
         from xiyou.ui.hub import _file_key
 
-        retriever = _cached_retriever(_file_key(lineup_.novel), chapter)
+        retriever = _cached_retriever(_file_key(lineup_.novel), plan.chapter)
         for m in room.members:
-            m.retriever = retriever if m.on_model else None
-    if not story.narrator or plan is None:
+            if m.retriever is not None:
+                m.retriever = retriever
+    room_key = (plan.chapter, scene.id if scene else None) if plan is not None else None
+    if st.session_state.get(keys["room_key"]) != room_key:  # the narrator tells this point of the story
+        st.session_state[keys["room_key"]] = room_key
+        room.narrator = None
+    if not StorySettings.load(conv.settings).narrator or plan is None:
         room.narrator = None
     elif room.narrator is None:
         canon, why = load_canon(lineup_.novel)

@@ -140,6 +140,15 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "本事": ("本事", "手段"),
     "法术": ("法", "神通", "手段"),
     "厉害的": ("利害",),
+    "国家": ("国", "邦"),
+    "出发": ("起程", "起身", "离了"),
+    "小时候": ("自幼", "幼时", "小时"),
+    "童年": ("自幼", "幼时"),
+    "后悔": ("悔",),
+    "讨厌": ("恼", "嫌"),
+    "最喜欢": ("爱", "喜"),
+    "担心": ("忧", "愁", "挂念"),
+    "走路": ("走路", "行路"),
 }
 #: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
 FUNCTION_WORDS = frozenset(
@@ -419,18 +428,19 @@ def best(
 _DEFLECTING_CLAUSE = re.compile(
     r"^(?:(?:贫僧|老孙|我|老猪|弟子|小弟|俺|我们|这个|实)?(?:也|实|委实|真个|却|一发|倒)?"
     r"(?:不知|不晓得|不曾见|不曾听见|不曾闻|不认得|不懂|那里晓得|那里知道|晓得甚么)(?:道|得|哩|了|也|甚么)?$"
-    r"|且?莫管|休管|不要管|管他|且休|少题|休题|休提|莫说|不消说|莫胡说|莫胡谈|不要胡说|你?说甚么|罢了$"
+    r"|且?莫管|休管|不要管|管他|且休|少题|休题|休提|莫说(?:$|莫说|这|了)|不消说|莫胡说|莫胡谈|不要胡说|你?说甚么|罢了$"
     r"|闲话少说|且住|莫问|休问|不要问|不必(?:烦叙|多讲|多言|说了)|且?莫斗口|休斗口|一言难尽"
-    r"|说不得|天晓得|谁晓得|(?:我|弟子|小弟)?(?:又)?不曾(?:在心|理会|与他相识)|那里认得|知道是甚缘故)"
+    r"|说不得|天晓得|谁晓得|(?:我|弟子|小弟)?(?:又)?不曾(?:在心|理会)|那里认得|知道是甚缘故)"
 )
 #: A clause that moves on (let us get going): part of a deflection, never one by itself.
 _MOVING_ON = re.compile(r"^(?:我们|我等|你我)?(?:且|快|快早|早)?(?:走路|赶路|去来|去罢|走罢|赶早儿去来?)$")
 _WEAK_CLAUSE = re.compile(r"^罢了$")
 WEAK_LINE_MAX = 6
 _CLAUSES = re.compile(r"[^，。！？；、,.!?;…]+")
+_CLAUSE_ENDS = re.compile(r"([^，。！？；、,.!?;…]+)([，。！？；、,.!?;…]*)")
 #: Concrete story things make a deflection sound off the point of a question about something else.
 _CONCRETE = re.compile(
-    r"妖|怪|魔|精|菩萨|龙|王|山|洞|城|国|马|棒|钯|杖|宝|经|寺|庙|井|桥|河|水|火|风|死|杀|打|捉|拿|救|金|银|病|药|这里|那里"
+    r"女流|仙童|老官|妖|怪|魔|精|菩萨|龙|王|山|洞|城|国|马|棒|钯|杖|宝|经|寺|庙|井|桥|河|水|火|风|死|杀|打|捉|拿|救|金|银|病|药|这里|那里"
 )
 DEFLECTION_MAX_CHARS = 24
 DEFLECTING_CLAUSE_MAX = 9
@@ -449,8 +459,11 @@ def is_deflection(
     if not 2 <= len(t) <= max_chars or "\n" in t:
         return False
     clauses = [c for c in _CLAUSES.findall(t) if len(c) <= clause_max and _DEFLECTING_CLAUSE.match(c)]
-    if not clauses or _CONCRETE.search("，".join(c for c in _CLAUSES.findall(t) if c not in clauses)):
+    rest = [m for m in _CLAUSE_ENDS.finditer(t) if m.group(1) not in clauses]
+    if not clauses or _CONCRETE.search("，".join(m.group(1) for m in rest)):
         return False  # ('那里认得！' is a shrug; '莫管他，妖精自有处置。' is about something)
+    if any("他" in m.group(1)[:-1] or m.group(2).startswith(("？", "?")) for m in rest):
+        return False  # the rest is about someone ('不消说了！他们定是…') or asks something ('不知，是甚么木？')
     if all(_WEAK_CLAUSE.match(c) for c in clauses) and len(t) > WEAK_LINE_MAX:
         return False  # '罢了！来到尽头路了！' goes on about something: only a bare '罢了！罢了！' waves it off
     return not any(n in t for n in other_names)

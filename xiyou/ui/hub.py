@@ -335,11 +335,10 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             who = characters[member_id]
             left.markdown(f"{STATUS_LIGHTS.get(state, '⚪')} {who.emoji} **{who.name}**")
             message = status.message if status and status.failing else None
-            label = describe(seat.backend) if seat.backend else (seat.why_not or "no backend")  # mode and model
+            label = describe(seat.backend) if seat.backend else (seat.unavailable or "no backend")  # mode and model
             left.caption(render.safe_markdown(public_error(message or label)))
         hints = False
-        model_seats = [lineup_.seats[i] for i in ids if lineup_.seats[i].backend is not None]
-        if any(s.kind != "canon" for s in model_seats) and lineup_.novel is not None:
+        if any(lineup_.seats[i].on_model for i in ids) and lineup_.novel is not None:
             hints = st.toggle(
                 "原著提示 · canon hints", value=saved.hints, key=f"hub_hints_{cid}",
                 help="Add matching canon passages to prompts.",
@@ -392,7 +391,7 @@ def _apply(room: Room, lineup_: Lineup, settings: RoomSettings) -> None:
     retriever = _cached_retriever(_file_key(lineup_.novel)) if settings.hints else None
     for m in members:
         m.muted = m.id in settings.mutes
-        m.retriever = retriever if lineup_.seats[m.id].kind not in ("canon", "none") else None
+        m.retriever = retriever if m.on_model else None
     room.set_members(members)
     room.policy = settings.policy  # type: ignore[assignment]
     room.banter_turns = settings.banter
@@ -574,7 +573,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     if not lineup_.available:
         st.markdown(OFFLINE_HELP)
         for seat in lineup_.seats.values():
-            st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.why_not or '')}")
+            st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.unavailable or '')}")
         st.stop()
     st.caption(public_error(lineup_.describe()))
     saved = RoomSettings.load(conv.settings, list(lineup_.seats))
@@ -587,7 +586,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     no_members = not rs.room.members
     prompt = st.chat_input(
         "先在侧栏选人 · pick members in the sidebar first" if no_members
-        else f"对师徒说点什么… 点名即可叫人，如“悟空”（{MAX_INPUT_CHARS} 字以内）",
+        else "对师徒说点什么… 点名即可叫人，如“悟空”",
         key=f"hub_input_{conv.id}",
         disabled=no_members,
     )  # fmt: skip

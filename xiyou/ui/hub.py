@@ -52,6 +52,7 @@ from xiyou.room.lineup import OFFLINE_HELP, Lineup, LineupError, build_lineup, c
 from xiyou.room.mentions import mentioned
 from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
+from xiyou.story.membership import membership
 from xiyou.ui import messages, render
 from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING
 from xiyou.ui.options import public_error
@@ -83,14 +84,15 @@ def _file_key(path: Path | None) -> str:
 
 
 @st.cache_resource(show_spinner="Reading the novel and setting up the characters…")
-def _cached_lineup(endpoints_key: str, novel_key: str) -> Lineup:
+def _cached_lineup(endpoints_key: str, novel_key: str, chapter: int | None = None) -> Lineup:
     # keys carry the files' mtimes, so editing the endpoints file takes effect on the next run
-    return build_lineup(None)
+    return build_lineup(None, max_chapter=chapter)
 
 
-def lineup() -> Lineup:
-    """The lineup of the environment (cached per endpoints file and novel); raises LineupError."""
-    return _cached_lineup(_file_key(env.endpoints_path()), _file_key(env.novel_path()))
+def lineup(chapter: int | None = None) -> Lineup:
+    """The lineup of the environment (cached per endpoints file, novel and point in the story: canon members answer
+    only from chapters up to `chapter`); raises LineupError."""
+    return _cached_lineup(_file_key(env.endpoints_path()), _file_key(env.novel_path()), chapter)
 
 
 @st.cache_resource(show_spinner=False)
@@ -111,6 +113,7 @@ class RoomSettings:
     delay: float = DEFAULT_DELAY_S
     person: str = DEFAULT_PERSON
     hints: bool = False
+    chapter: int | None = None  # the point in the story (after chapter N); None: the whole journey
 
     @classmethod
     def load(cls, data: dict[str, Any], all_ids: list[str]) -> RoomSettings:
@@ -361,6 +364,10 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             "节奏 · Pace (s between turns)", 0.0, MAX_DELAY_S, float(saved.delay), 0.5, key=f"hub_delay_{cid}",
             help="Auto-banter waits this long between turns, so you can read, type or press Stop.",
         )  # fmt: skip
+        chapter = st.number_input(
+            "故事进度 · After chapter (0: the whole journey)", 0, 100, saved.chapter or 0, key=f"hub_chapter_{cid}",
+            help="The characters know the story up to this chapter; canon lines come only from it and before.",
+        )  # fmt: skip
         typed_name = st.text_input("你的称呼 · Your name", saved.person, key=f"hub_person_{cid}", max_chars=20)
         person = saved.person
         try:
@@ -382,12 +389,24 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
                 key=f"hub_export_jsonl_{cid}", on_click="ignore",
             )  # fmt: skip
         st.button("🧹 重新开始 · Reset", key=f"hub_reset_{cid}", width="stretch", on_click=_on_reset, args=(cid,))
-    return RoomSettings(list(ids), mutes, policy, int(banter), float(delay), person, bool(hints))
+    story_chapter = int(chapter) or None
+    return RoomSettings(list(ids), mutes, policy, int(banter), float(delay), person, bool(hints), story_chapter)
 
 
 def _apply(room: Room, lineup_: Lineup, settings: RoomSettings) -> None:
-    current = {m.id: m for m in room.members}
-    members = [current.get(i) or lineup_.member(i) for i in settings.members]
+    current = {m.id: m for m in room.members if m.backend is lineup_.seats[m.id].backend}  # same point in the story
+    members = []
+    for i in settings.members:
+        try:
+            joined = membership(i, settings.chapter)
+        except (KeyError, ValueError, OSError):
+            joined = None
+        if joined is not None and not joined.can_join:
+            st.warning(joined.reason, icon="📖")  # not in the story yet at this chapter
+            continue
+        if joined is not None and settings.chapter is not None and joined.status != "pilgrim":
+            st.caption(f"📖 {joined.reason}")
+        members.append(current.get(i) or lineup_.member(i))
     retriever = _cached_retriever(_file_key(lineup_.novel)) if settings.hints else None
     for m in members:
         m.muted = m.id in settings.mutes
@@ -396,6 +415,7 @@ def _apply(room: Room, lineup_: Lineup, settings: RoomSettings) -> None:
     room.policy = settings.policy  # type: ignore[assignment]
     room.banter_turns = settings.banter
     room.person = settings.person
+    room.chapter = settings.chapter
 
 
 # ----- the transcript -----------------------------------------------------------------------------------------------
@@ -566,7 +586,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     """The whole room page for the stored room `conv`."""
     st.title(f"🏯 {conv.title}")
     try:
-        lineup_ = lineup()
+        lineup_ = lineup(RoomSettings.load(conv.settings, []).chapter)
     except LineupError as e:
         st.error(f"The endpoints file is broken: {public_error(str(e))}", icon="🔴")
         st.stop()

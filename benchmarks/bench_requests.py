@@ -22,7 +22,6 @@ Targets: engine time within 1.15× of the ideal, engine at least 20× faster tha
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,16 +34,13 @@ from openai import OpenAI  # noqa: E402
 
 from pipeline.llm import EngineConfig, Request, run_requests  # noqa: E402
 from pipeline.store import JsonlStore  # noqa: E402
+from xiyou.process import Process  # noqa: E402
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "scripted_openai.py"), "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
+def start_server(latency: float) -> tuple[Process, str]:
+    server = [sys.executable, str(REPO / "tests" / "scripted_openai.py"), "--latency", str(latency)]
+    proc = Process.start(server, pipe=True)
+    line = next(iter(proc.lines()), "")
     if not line.startswith("READY "):
         proc.kill()
         raise SystemExit(f"the scripted server did not start: {line!r}")
@@ -94,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         seq_sample_s = bench_sequential(base_url, sample)
     finally:
         server.kill()
-        server.wait()
     seq_s = seq_sample_s / sample * args.requests
     ideal_s = args.requests * args.latency / args.concurrency
     n = args.requests

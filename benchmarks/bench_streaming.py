@@ -1,6 +1,6 @@
 """Streaming through the transformers backend vs plain `model.generate`, side by side in one run.
 
-Same tiny model (tests/tiny_model.py, built from the novel unless --model is given), same prompt, same number of
+Same tiny model (pipeline/tiny_model.py, built from the novel unless --model is given), same prompt, same number of
 new tokens (forced with min_new_tokens = max_new_tokens, greedy). Prints tokens/s of each way, their ratio
 (target: backend / plain >= 0.95; the original demos re-decoded the whole reply at every token) and the time to
 first token. The backend runs as the pages build it: deltas paced to at most 60 a second (`DELTA_INTERVAL_S`).
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tiny model builder
+sys.path.insert(0, str(REPO_ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is not None:
         model_dirs = [args.model]
     else:
-        from tiny_model import build_tiny_model
+        from pipeline.tiny_model import build_tiny_model
 
         novel = novel_path()
         if novel is None:

@@ -189,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     except NovelError as e:
         print(f"error: the who-said-it classifier is trained on the novel: {e}", file=sys.stderr)
         return 2
+    if args.chapter is not None:  # who the story has not brought in by then has nothing to say: skipped
+        from xiyou.story import membership
+
+        absent = [m for m in (membership(c.id, args.chapter, canon) for c in characters) if not m.can_join]
+        for m in absent:
+            print(f"note: {m.character} skipped: {m.reason}", file=sys.stderr)
+        characters = [c for c in characters if c.id not in {m.character for m in absent}]
+        if not characters:
+            print(f"error: none of the characters is in the story by chapter {args.chapter}", file=sys.stderr)
+            return 2
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     classifier, held_out = train_from_canon(canon, list(all_characters), seed=args.seed)

@@ -20,12 +20,14 @@ from pipeline.llm import (
     EngineConfig,
     load_api_key,
 )
+from xiyou.backends.stops import END_OF_TURN, MAX_STOP_STRINGS
 
 log = logging.getLogger("pipeline")
 
-#: Every data request stops at the chat format's end of turn (InternLM2 / ChatML): a server that stops only at EOS
-#: would otherwise put the model's text after `<|im_end|>` into the training data.
-CHAT_FORMAT_STOPS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+#: Every data request asks the server to stop at the chat format's end of turn (InternLM2 / ChatML): a server that
+#: stops only at EOS would otherwise put the model's text after `<|im_end|>` into the training data. (The client
+#: cuts at every end-of-turn marker anyway; `stop` saves generating what is cut.)
+CHAT_FORMAT_STOPS = END_OF_TURN[:MAX_STOP_STRINGS]
 
 
 def add_engine_args(parser: argparse.ArgumentParser, *, temperature: float = 0.7, max_tokens: int = 1024) -> None:

@@ -159,7 +159,7 @@ def run_step(step: Step, args: argparse.Namespace, parser: argparse.ArgumentPars
         except OSError as e:
             print(f"error: {write_error(step.store_path, e)}", file=sys.stderr)
             return 1
-        skip = {r.get("request") or r.get("passage") for r in rejects.records()} if rejects and skip_rejected else set()
+        skip = rejected_ids(step.rejects_path) if skip_rejected else set()
         todo = [r for r in step.requests if r.id not in store and r.id not in skip]
         counts: Counter[str] = Counter()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import hashlib
 import importlib.util
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import string
 import subprocess
@@ -300,6 +302,45 @@ def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where this node stands in a multi-node run: torchrun's rendezvous, as XTuner's `NNODES`, `NODE_RANK`, `ADDR`
+    and `PORT` set it (`NPROC_PER_NODE` is `--gpus`)."""
+
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None  # None: a free port (one node only)
+
+    def __post_init__(self) -> None:
+        if self.nnodes < 1:
+            raise TrainError(f"--nnodes must be at least 1, got {self.nnodes}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise TrainError(
+                f"--node-rank must be 0…{self.nnodes - 1} with --nnodes {self.nnodes}, got {self.node_rank}"
+            )
+        if self.master_port is not None and not 1 <= self.master_port <= 65535:
+            raise TrainError(f"--master-port must be a port number (1-65535), got {self.master_port}")
+        if self.nnodes > 1 and (self.master_port is None or self.master_addr in ("127.0.0.1", "localhost", "")):
+            raise TrainError(
+                "several nodes meet at node 0: pass --master-addr (node 0's address, reachable from every node) "
+                "and --master-port (the same free port on every node), e.g. --master-addr 10.0.0.1 --master-port 29500"
+            )
+
+    def env(self, gpus: int) -> dict[str, str]:
+        """XTuner's own variables for this node (what `xtuner train` reads)."""
+        if self.nnodes == 1 and gpus <= 1:
+            return {}
+        out = {"NPROC_PER_NODE": str(gpus), "NNODES": str(self.nnodes), "NODE_RANK": str(self.node_rank)}
+        out["ADDR"] = self.master_addr
+        if self.master_port is not None:
+            out["PORT"] = str(self.master_port)
+        return out
+
+    def at_rank(self, rank: int) -> Cluster:
+        return dataclasses.replace(self, node_rank=rank)
+
+
 def train_command(
     config: Path,
     work_dir: Path,
@@ -309,19 +350,23 @@ def train_command(
     resume: Path | None = None,
     python: str | None = None,
     port: int | None = None,
+    cluster: Cluster | None = None,
 ) -> list[str]:
-    """XTuner's training module; with several GPUs under torchrun, as `NPROC_PER_NODE=N xtuner train` does."""
+    """XTuner's training module; with several GPUs or nodes under torchrun, as `NPROC_PER_NODE=N NNODES=M
+    NODE_RANK=R ADDR=… PORT=… xtuner train` does."""
     python = python or sys.executable
+    cluster = cluster or Cluster()
     args = [str(config), "--work-dir", str(work_dir)]
     if deepspeed:
         args += ["--deepspeed", deepspeed]
     if resume is not None:
         args += ["--resume", str(resume)]
-    if gpus <= 1:
+    if gpus <= 1 and cluster.nnodes == 1:
         return [python, "-m", XTUNER_TRAIN, *args]
     return [
-        python, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={gpus}",
-        "--master_addr=127.0.0.1", f"--master_port={port or 29500}",
+        python, "-m", "torch.distributed.run", f"--nnodes={cluster.nnodes}", f"--node_rank={cluster.node_rank}",
+        f"--nproc_per_node={gpus}", f"--master_addr={cluster.master_addr}",
+        f"--master_port={cluster.master_port or port or 29500}",
         "-m", XTUNER_TRAIN, *args, "--launcher", "pytorch",
     ]  # fmt: skip
 
@@ -345,11 +390,39 @@ def merge_command(
     ]  # fmt: skip
 
 
+#: transformers warns once per tokenizer when XTuner encodes a sample longer than the tokenizer's
+#: `model_max_length`: "Token indices sequence length is longer than the specified maximum sequence length for this
+#: model (… > …). Running this sequence through the model will result in indexing errors". Harmless here: XTuner
+#: cuts every sample to `max_length` (and packs) before the model sees it. The line stays in the log; the terminal
+#: gets this explanation instead.
+TOKENIZER_LENGTH_WARNING = "Running this sequence through the model will result in indexing errors"
+TOKENIZER_LENGTH_NOTE = (
+    '[train] note: the tokenizer warned that a sample is longer than its model_max_length ("indexing errors"); '
+    "harmless: XTuner cuts every sample to max_length before the model sees it (full line in the log)\n"
+)
+
+
+def _echo_filtered() -> Callable[[str], None]:
+    """Print a step's output line by line, the tokenizer's length warning replaced by a short explanation."""
+    explained = False
+
+    def echo(line: str) -> None:
+        nonlocal explained
+        if TOKENIZER_LENGTH_WARNING in line or line.startswith("Token indices sequence length is longer"):
+            if not explained:
+                sys.stdout.write(TOKENIZER_LENGTH_NOTE)
+                explained = True
+            return
+        sys.stdout.write(line)
+
+    return echo
+
+
 def run_logged(name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
     """Run one XTuner step, echoing its output and saving it to `log_path`; raise TrainError unless it exits 0."""
     print(f"[train] {name}: {' '.join(cmd)}", flush=True)
     started = time.monotonic()
-    rc, tail = run_echoed(cmd, log_path=log_path, env=env, echo=sys.stdout.write)
+    rc, tail = run_echoed(cmd, log_path=log_path, env=env, echo=_echo_filtered())
     sys.stdout.flush()
     if rc != 0:
         shown = "\n".join(f"    {line}" for line in tail)
@@ -433,19 +506,39 @@ def parse_losses(log_text: str) -> list[tuple[int, float]]:
     return out
 
 
+#: Tokens a tokenizer may already have for the start of a text, in the order they are suggested as BOS.
+BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|endoftext|>")
+
+
 def check_tokenizer(base_model: str) -> None:
-    """XTuner prepends the tokenizer's BOS to every sample and fails deep in a worker without one: say so first."""
+    """XTuner prepends the tokenizer's BOS to every sample and fails deep in a worker without one: say so first,
+    with the value to set."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=True)
     except Exception as e:
         raise TrainError(f"--base-model {base_model}: cannot load its tokenizer: {e}") from None
-    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+    config = Path(base_model) / "tokenizer_config.json"
+    if tokenizer.bos_token_id is None:
+        vocab = tokenizer.get_vocab()
+        candidates = [t for t in BOS_CANDIDATES if t in vocab]
+        if not candidates and tokenizer.eos_token:
+            candidates = [tokenizer.eos_token]
+        fix = (
+            f'set "bos_token": {json.dumps(candidates[0], ensure_ascii=False)} in {config} (a token its vocabulary '
+            f"has{'; GPT-2 style models use their EOS' if candidates[0] == tokenizer.eos_token else ''})"
+            if candidates
+            else f'add a BOS token (e.g. "<s>") to the tokenizer and set "bos_token" in {config}'
+        )
         raise TrainError(
-            f"--base-model {base_model}: the tokenizer has no "
-            f"{'BOS' if tokenizer.bos_token_id is None else 'EOS'} token; XTuner starts every sample with BOS and "
-            "ends replies with EOS (InternLM2: <s> and </s>). Set bos_token/eos_token in its tokenizer_config.json."
+            f"--base-model {base_model}: the tokenizer has no BOS token; XTuner starts every sample with BOS "
+            f"(InternLM2: <s>). Fix: {fix}. `python -m pipeline.tiny_model` builds a CPU test model that has one."
+        )
+    if tokenizer.eos_token_id is None:
+        raise TrainError(
+            f"--base-model {base_model}: the tokenizer has no EOS token; XTuner ends every reply with EOS "
+            f'(InternLM2: </s>). Set "eos_token" in {config}.'
         )
 
 
@@ -521,6 +614,7 @@ class TrainJob:
     gpus: int = 1
     deepspeed: str | None = None
     merge_device: str | None = None
+    cluster: Cluster = dataclasses.field(default_factory=Cluster)
 
     @property
     def config_path(self) -> Path:
@@ -544,15 +638,21 @@ class TrainJob:
             preset=self.preset,
         )
 
+    def train_command(self, *, resume: Path | None = None, python: str | None = None, rank: int | None = None):
+        cluster = self.cluster if rank is None else self.cluster.at_rank(rank)
+        port = None if cluster.master_port or (self.gpus <= 1 and cluster.nnodes == 1) else free_port()
+        return train_command(
+            self.config_path, self.work_dir, gpus=self.gpus, deepspeed=self.deepspeed, resume=resume,
+            python=python, port=port, cluster=cluster,
+        )  # fmt: skip
+
     def commands(
         self, base_model: str, *, resume: Path | None = None, device: str = "cpu", python: str | None = None
     ) -> dict[str, list[str]]:
         checkpoint = resume or self.work_dir / "iter_N.pth"
         fp32 = self.settings.torch_dtype == "float32"
         return {
-            "train": train_command(
-                self.config_path, self.work_dir, gpus=self.gpus, deepspeed=self.deepspeed, resume=resume, python=python
-            ),
+            "train": self.train_command(resume=resume, python=python),
             "pth_to_hf": pth_to_hf_command(self.config_path, checkpoint, self.adapter_dir, fp32=fp32, python=python),
             "merge": merge_command(base_model, self.adapter_dir, self.merged_dir, device=device, python=python),
         }
@@ -573,16 +673,132 @@ def dry_run(job: TrainJob) -> None:
     for path in job.data:
         if not Path(path).is_file():
             print(f"#   warning: --data {path} does not exist yet")
-    if job.gpus > 1:
-        print(f"#   NPROC_PER_NODE={job.gpus}: torchrun + DeepSpeed {job.deepspeed}")
+    if job.gpus > 1 or job.cluster.nnodes > 1:
+        print(f"#   NPROC_PER_NODE={job.gpus} NNODES={job.cluster.nnodes}: torchrun + DeepSpeed {job.deepspeed}")
+    if job.cluster.nnodes > 1:
+        print(f"#   {job.cluster.nnodes} nodes: run on each node, in the same checkout and data paths:")
+        for rank in range(job.cluster.nnodes):
+            env = " ".join(f"{k}={v}" for k, v in job.cluster.at_rank(rank).env(job.gpus).items())
+            print(f"#   node {rank}: {env} {shlex.join(job.train_command(resume=resume, python=python, rank=rank))}")
+        print("#   then, on node 0 only (where the checkpoints are):")
+        cmds.pop("train")
     for name, cmd in cmds.items():
         print(f"#   {name}: {' '.join(cmd)}")
     if resume:
         print(f"#   (resumes from {resume})")
 
 
-def run(job: TrainJob) -> Path:
-    """Train, convert and merge; returns the merged model folder. Finished stages are skipped on a rerun."""
+# --------------------------------------------------------------------------------------------------------------
+# the run: checks first (nothing is written when one fails), then a table of stages, each skipped when done
+
+
+@dataclasses.dataclass
+class TrainRun:
+    """What the stages share: the job, the checked inputs, the base model's folder, the manifest being written."""
+
+    job: TrainJob
+    base: str
+    val: DataSummary | None
+    manifest: dict[str, Any]
+    env: dict[str, str]
+
+    @property
+    def stages(self) -> dict[str, Any]:
+        return self.manifest["stages"]
+
+    @property
+    def logs(self) -> Path:
+        return self.job.work_dir / "logs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of the run: `run` does it and returns what the manifest records under `name`; `pending` says
+    whether it is still to do (default: not recorded yet); `done` is what a rerun prints when it is skipped."""
+
+    name: str
+    run: Callable[[TrainRun], dict[str, Any]]
+    done: Callable[[TrainRun], str] | None = None
+    pending: Callable[[TrainRun], bool] | None = None
+    all_nodes: bool = False  # also on nodes other than node 0 (training); the others are node 0's alone
+
+    def is_pending(self, r: TrainRun) -> bool:
+        return self.pending(r) if self.pending is not None else self.name not in r.stages
+
+
+def _train(r: TrainRun) -> dict[str, Any]:
+    work_dir, log = r.job.work_dir, r.logs / "train.log"
+    resume = last_checkpoint(work_dir)
+    env = dict(r.env, **r.job.cluster.env(r.job.gpus))
+    if resume:
+        print(f"[train] resuming from {resume}", flush=True)
+        # mmengine checkpoints hold more than tensors (optimizer, message hub); torch >= 2.6 loads only
+        # tensors unless told otherwise. They were written by this work dir's own run, so they are trusted.
+        env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    started = time.monotonic()
+    run_logged("train", r.job.train_command(resume=resume), log, env)
+    if r.job.cluster.node_rank > 0:
+        return {"node_rank": r.job.cluster.node_rank, "seconds": round(time.monotonic() - started, 1)}
+    checkpoint = last_checkpoint(work_dir)
+    if checkpoint is None:
+        raise TrainError(f"training exited 0 but left no checkpoint in {work_dir}; see {log}")
+    losses = parse_losses(log.read_text(encoding="utf-8", errors="replace"))
+    if any(not math.isfinite(loss) for _, loss in losses):
+        bad = next(i for i, loss in losses if not math.isfinite(loss))
+        raise TrainError(
+            f"the training loss is not finite from iteration {bad} on (see {log}): lower the learning rate "
+            "(--set lr=...) or check the data; delete the work dir to start over"
+        )
+    if losses:
+        (i0, first), (i1, last) = losses[0], losses[-1]
+        print(f"[train] loss: first {first:.4f} (iter {i0}), last {last:.4f} (iter {i1})", flush=True)
+    return {"checkpoint": str(checkpoint), "seconds": round(time.monotonic() - started, 1), "losses": losses}
+
+
+def _convert(r: TrainRun) -> dict[str, Any]:
+    checkpoint, fp32 = Path(r.stages["train"]["checkpoint"]), r.job.settings.torch_dtype == "float32"
+    command = functools.partial(pth_to_hf_command, r.job.config_path, checkpoint, fp32=fp32)
+    run_into("pth_to_hf", command, r.job.adapter_dir, "adapter_config.json", r.logs, r.env)
+    return {"adapter": str(r.job.adapter_dir)}
+
+
+def _merge(r: TrainRun) -> dict[str, Any]:
+    device = r.job.merge_device or ("cuda" if cuda_available() else "cpu")
+    command = functools.partial(merge_command, r.base, r.job.adapter_dir, device=device)
+    run_into("merge", command, r.job.merged_dir, "config.json", r.logs, r.env)
+    return {"merged": str(r.job.merged_dir)}
+
+
+def _validate(r: TrainRun) -> dict[str, Any]:
+    val, max_length = r.val, r.job.settings.max_length
+    assert val is not None
+    print(f"[train] validation loss on {val.records} records of {val.path} …", flush=True)
+    before = validation_loss(r.base, val.path, max_length=max_length)
+    after = validation_loss(str(r.job.merged_dir), val.path, max_length=max_length)
+    if not (math.isfinite(before) and math.isfinite(after)):
+        raise TrainError(f"validation loss is not finite (base {before}, merged {after}): the training diverged")
+    print(f"[train] validation loss: base {before:.4f} -> merged {after:.4f}", flush=True)
+    return {"sha256": val.sha256, "records": val.records, "base_loss": before, "merged_loss": after}
+
+
+#: The run, in order. A rerun skips what run.json records as done.
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "train", _train, lambda r: f"training already finished ({r.stages['train'].get('checkpoint')})", all_nodes=True
+    ),
+    Stage("pth_to_hf", _convert, lambda r: f"adapter already converted ({r.job.adapter_dir})"),
+    Stage("merge", _merge, lambda r: f"already merged ({r.job.merged_dir})"),
+    Stage(
+        "validation",
+        _validate,
+        pending=lambda r: r.val is not None and r.stages.get("validation", {}).get("sha256") != r.val.sha256,
+    ),
+)
+
+
+def prepare(job: TrainJob) -> TrainRun:
+    """Every check before anything is written: the environment, the data, the GPU, the base model and its
+    tokenizer, a work dir of another run. Only then is the work dir created, with its config and manifest."""
     if not xtuner_installed():
         raise TrainError(
             f"XTuner is not installed in this environment ({sys.executable}): run the training environment's "
@@ -594,13 +810,13 @@ def run(job: TrainJob) -> Path:
         raise TrainError(
             "this preset needs a CUDA GPU (4-bit nf4 weights and fp16 mixed precision) and torch sees none. "
             "To exercise the pipeline on a CPU, use a small model: --preset cpu-tiny --base-model /path/to/small-model "
-            "(or --set load_in_4bit=false --set amp=false --set torch_dtype=float32)."
+            "(python -m pipeline.tiny_model builds one; or --set load_in_4bit=false --set amp=false "
+            "--set torch_dtype=float32)."
         )
-    if job.gpus > 1 and job.deepspeed and importlib.util.find_spec("deepspeed") is None:
+    if (job.gpus > 1 or job.cluster.nnodes > 1) and job.deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise TrainError(f"--gpus {job.gpus} trains with DeepSpeed ({job.deepspeed}): pip install deepspeed==0.16.2")
-    work_dir = job.work_dir.resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    job.work_dir = work_dir
+    job.work_dir = job.work_dir.resolve()
+    work_dir = job.work_dir
     manifest = read_manifest(work_dir)
     base = manifest.get("base_model_path") if manifest.get("base_model") == job.base_model else None
     if not base or not Path(base).is_dir():
@@ -609,12 +825,12 @@ def run(job: TrainJob) -> Path:
     text = job.config_text(base)
     digest = config_digest(text, data)
     stages: dict[str, Any] = manifest.get("stages", {})
-    if manifest and manifest.get("config_sha256") != digest:
-        if stages or last_checkpoint(work_dir):
-            raise TrainError(
-                f"{work_dir} holds a run with another config or other data (see {work_dir / MANIFEST_NAME}); "
-                "resuming it would mix the two. Use another --work-dir, or delete this one to start over."
-            )
+    if manifest and manifest.get("config_sha256") != digest and (stages or last_checkpoint(work_dir)):
+        raise TrainError(
+            f"{work_dir} holds a run with another config or other data (see {work_dir / MANIFEST_NAME}); "
+            "resuming it would mix the two. Use another --work-dir, or delete this one to start over."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(job.config_path, text)
     manifest.update(
         character=job.character.id,
@@ -629,92 +845,30 @@ def run(job: TrainJob) -> Path:
         merged=str(job.merged_dir),
         stages=stages,
     )
-    write_manifest(work_dir, manifest)
-    env = subprocess_env()
-    if job.gpus > 1:
-        env["NPROC_PER_NODE"] = str(job.gpus)
-    logs = work_dir / "logs"
-
-    if "train" not in stages:
-        resume = last_checkpoint(work_dir)
-        train_env = env
-        if resume:
-            print(f"[train] resuming from {resume}", flush=True)
-            # mmengine checkpoints hold more than tensors (optimizer, message hub); torch >= 2.6 loads only
-            # tensors unless told otherwise. They were written by this work dir's own run, so they are trusted.
-            train_env = dict(env, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-        cmd = train_command(
-            job.config_path, work_dir, gpus=job.gpus, deepspeed=job.deepspeed, resume=resume, port=free_port()
-        )
-        started = time.monotonic()
-        run_logged("train", cmd, logs / "train.log", train_env)
-        checkpoint = last_checkpoint(work_dir)
-        if checkpoint is None:
-            raise TrainError(f"training exited 0 but left no checkpoint in {work_dir}; see {logs / 'train.log'}")
-        losses = parse_losses((logs / "train.log").read_text(encoding="utf-8", errors="replace"))
-        if any(not math.isfinite(loss) for _, loss in losses):
-            bad = next(i for i, loss in losses if not math.isfinite(loss))
-            raise TrainError(
-                f"the training loss is not finite from iteration {bad} on (see {logs / 'train.log'}): lower the "
-                "learning rate (--set lr=...) or check the data; delete the work dir to start over"
-            )
-        stages["train"] = {
-            "checkpoint": str(checkpoint),
-            "seconds": round(time.monotonic() - started, 1),
-            "losses": losses,
-        }
-        if losses:
-            (i0, first), (i1, last) = losses[0], losses[-1]
-            print(f"[train] loss: first {first:.4f} (iter {i0}), last {last:.4f} (iter {i1})", flush=True)
+    if job.cluster.node_rank == 0:
         write_manifest(work_dir, manifest)
-    else:
-        print(f"[train] training already finished ({stages['train']['checkpoint']})", flush=True)
+    return TrainRun(job, base, val, manifest, subprocess_env())
 
-    if "pth_to_hf" not in stages:
-        checkpoint, fp32 = Path(stages["train"]["checkpoint"]), job.settings.torch_dtype == "float32"
-        run_into(
-            "pth_to_hf",
-            lambda tmp: pth_to_hf_command(job.config_path, checkpoint, tmp, fp32=fp32),
-            job.adapter_dir,
-            "adapter_config.json",
-            logs,
-            env,
-        )
-        stages["pth_to_hf"] = {"adapter": str(job.adapter_dir)}
-        write_manifest(work_dir, manifest)
-    else:
-        print(f"[train] adapter already converted ({job.adapter_dir})", flush=True)
 
-    if "merge" not in stages:
-        device = job.merge_device or ("cuda" if cuda_available() else "cpu")
-        run_into(
-            "merge",
-            lambda tmp: merge_command(base, job.adapter_dir, tmp, device=device),
-            job.merged_dir,
-            "config.json",
-            logs,
-            env,
-        )
-        stages["merge"] = {"merged": str(job.merged_dir)}
-        write_manifest(work_dir, manifest)
-    else:
-        print(f"[train] already merged ({job.merged_dir})", flush=True)
-
-    if val is not None and stages.get("validation", {}).get("sha256") != val.sha256:
-        print(f"[train] validation loss on {val.records} records of {val.path} …", flush=True)
-        before = validation_loss(base, val.path, max_length=job.settings.max_length)
-        after = validation_loss(str(job.merged_dir), val.path, max_length=job.settings.max_length)
-        if not (math.isfinite(before) and math.isfinite(after)):
-            raise TrainError(f"validation loss is not finite (base {before}, merged {after}): the training diverged")
-        stages["validation"] = {"sha256": val.sha256, "records": val.records, "base_loss": before, "merged_loss": after}
-        write_manifest(work_dir, manifest)
-        print(f"[train] validation loss: base {before:.4f} -> merged {after:.4f}", flush=True)
-
-    print(f"[train] {job.character.id}: merged model in {job.merged_dir}", flush=True)
-    print(
-        f"        try it:  {_model_var(job.character.id)}={job.merged_dir} streamlit run apps/{job.character.id}/app.py"
-    )
-    print("        serve it: python -m pipeline.serve --dry-run  (see the README)")
+def run(job: TrainJob) -> Path:
+    """Train, convert and merge; returns the merged model folder. Finished stages are skipped on a rerun."""
+    r = prepare(job)
+    for stage in STAGES:
+        if job.cluster.node_rank > 0 and not stage.all_nodes:
+            continue
+        if stage.is_pending(r):
+            r.stages[stage.name] = stage.run(r)
+            if job.cluster.node_rank == 0:  # node 0 keeps the record (the work dir may be shared)
+                write_manifest(job.work_dir, r.manifest)
+        elif stage.done is not None:
+            print(f"[train] {stage.done(r)}", flush=True)
+    if job.cluster.node_rank > 0:
+        print(f"[train] node {job.cluster.node_rank}: training done; node 0 converts and merges", flush=True)
+        return job.merged_dir
+    cid = job.character.id
+    print(f"[train] {cid}: merged model in {job.merged_dir}", flush=True)
+    print(f"        try it:   {_model_var(cid)}={job.merged_dir} streamlit run apps/{cid}/app.py")
+    print(f"        serve it: python -m pipeline.serve --models {cid}={job.merged_dir} --dry-run   (docs/serving.md)")
     return job.merged_dir
 
 
@@ -745,6 +899,14 @@ def check_env() -> int:
 # CLI
 
 
+def _env_int(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"error: ${name}={value!r} is not a whole number; unset it or fix it") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.train",
@@ -763,7 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpus",
         type=int,
-        default=int(os.environ.get("NPROC_PER_NODE", "1") or 1),
+        default=_env_int("NPROC_PER_NODE", 1),
         help="GPUs on this node (default: $NPROC_PER_NODE or 1); more than one uses torchrun + DeepSpeed",
     )
     p.add_argument(
@@ -780,7 +942,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--merge-device", choices=["cpu", "cuda", "auto"], help="device for the merge (default: cuda if any)"
     )
-    p.add_argument("--dry-run", action="store_true", help="print the config and the commands; run nothing")
+    p.add_argument(
+        "--nnodes", type=int, default=_env_int("NNODES", 1), help="nodes training together (default: $NNODES or 1)"
+    )
+    p.add_argument(
+        "--node-rank", type=int, default=_env_int("NODE_RANK", 0), help="this node's rank (default: $NODE_RANK or 0)"
+    )
+    p.add_argument(
+        "--master-addr",
+        default=os.environ.get("ADDR", "127.0.0.1"),
+        help="node 0's address, reachable from every node (default: $ADDR or %(default)s)",
+    )
+    p.add_argument(
+        "--master-port",
+        type=int,
+        default=_env_int("PORT", None),
+        help="the rendezvous port on node 0, the same on every node (default: $PORT; one node: a free port)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the config and the commands (each node's); run nothing"
+    )
     p.add_argument("--check-env", action="store_true", help="check that XTuner imports in this environment, then exit")
     return p
 
@@ -799,7 +980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         character = get_character(args.character)
         settings = make_settings(args.preset, args.overrides)
-        deepspeed = args.deepspeed or ("deepspeed_zero2" if args.gpus > 1 else "none")
+        cluster = Cluster(args.nnodes, args.node_rank, args.master_addr, args.master_port)
+        deepspeed = args.deepspeed or ("deepspeed_zero2" if args.gpus > 1 or args.nnodes > 1 else "none")
         job = TrainJob(
             character=character,
             data=list(args.data),
@@ -811,6 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gpus=args.gpus,
             deepspeed=None if deepspeed == "none" else deepspeed,
             merge_device=args.merge_device,
+            cluster=cluster,
         )
         if args.dry_run:
             dry_run(job)

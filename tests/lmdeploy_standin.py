@@ -1,13 +1,17 @@
 """A stand-in for `lmdeploy` in tests of pipeline.serve: `transformers serve` behind LMDeploy's command line.
 
     python tests/lmdeploy_standin.py serve api_server MODEL --server-name HOST --server-port PORT
-        [--model-name NAME] [--backend …] [--adapters …] [any other LMDeploy option]
+        [--model-name NAME] [--backend …] [--adapters …] [--proxy-url URL] [any other LMDeploy option]
+    python tests/lmdeploy_standin.py serve proxy …     # the real `lmdeploy serve proxy`, from $XIYOU_LMDEPLOY_PROXY
 
 It records the arguments it got (JSON lines in $XIYOU_STANDIN_RECORD, when set) and then becomes (exec)
 `$XIYOU_TESTSERVER_BIN serve NAME --host HOST --port PORT --device cpu`, run in a folder where NAME links to MODEL:
 `transformers serve` names the served model after its path argument, so requests for `model = NAME` work as they
 would with LMDeploy's `--model-name`. LoRA adapters are ignored (the base model answers for every name).
 A MODEL folder that does not exist makes it exit 2 at once, as LMDeploy fails on a bad model path.
+With `--proxy-url`, a helper process registers the server with that proxy once it answers /health, as LMDeploy's
+api_server does (POST /nodes/add); the proxy itself is LMDeploy's own (`serve proxy` runs $XIYOU_LMDEPLOY_PROXY,
+an `lmdeploy` executable: its proxy runs on CPU, see docs/serving.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +27,30 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Run in the background by a server started with --proxy-url: wait for its health, then register it.
+REGISTER = """
+import json, sys, time, urllib.request
+proxy, node = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    try:
+        urllib.request.urlopen(node + "/health", timeout=2).close()
+        break
+    except OSError:
+        time.sleep(0.3)
+body = json.dumps({"url": node}).encode()
+req = urllib.request.Request(proxy + "/nodes/add", data=body, headers={"Content-Type": "application/json"})
+urllib.request.urlopen(req, timeout=30).close()
+"""
+
+
 def main(argv: list[str]) -> None:
+    if argv[:2] == ["serve", "proxy"]:
+        real = os.environ.get("XIYOU_LMDEPLOY_PROXY", "")
+        if not real:
+            print("lmdeploy stand-in: set XIYOU_LMDEPLOY_PROXY to a real lmdeploy for `serve proxy`", file=sys.stderr)
+            sys.exit(2)
+        os.execv(real, [real, *argv])
     p = argparse.ArgumentParser(prog="lmdeploy")
     p.add_argument("command", choices=["serve"])
     p.add_argument("subcommand", choices=["api_server"])
@@ -31,6 +59,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--server-port", type=int, default=23333)
     p.add_argument("--model-name")
     p.add_argument("--adapters", nargs="*")
+    p.add_argument("--proxy-url")
     args, _others = p.parse_known_args(argv)
     record = os.environ.get("XIYOU_STANDIN_RECORD")
     if record:
@@ -47,6 +76,8 @@ def main(argv: list[str]) -> None:
     os.chdir(workdir)
     os.environ.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     host, port = args.server_name, str(args.server_port)
+    if args.proxy_url:  # same process group: it goes when the server's group is stopped
+        subprocess.Popen([sys.executable, "-c", REGISTER, args.proxy_url, f"http://{host}:{port}"])
     os.execv(exe, [exe, "serve", name, "--host", host, "--port", port, "--device", "cpu"])
 
 

@@ -276,3 +276,35 @@ def test_consecutive_messages_reach_the_model_with_alternating_roles() -> None:
     )
     assert [m["role"] for m in sent] == ["system", "user", "assistant"]
     assert sent[1]["content"] == "大圣\n\n在吗？"
+
+
+def test_a_reply_goes_on_when_a_slider_is_touched_mid_reply(monkeypatch, novel_path: Path) -> None:
+    """The reply lives in the session: a rerun (any widget touched) redraws the page and the reply continues."""
+    from xiyou.ui import chat
+
+    monkeypatch.setenv("XIYOU_CANON_CPS", "0")
+    at = canon_app("wukong", monkeypatch, novel_path)
+    conversation = at.query_params["c"]
+    conversation = conversation[0] if isinstance(conversation, list) else conversation
+    at.chat_input[0].set_value("大圣，花果山在哪里？").run()
+    first = history_messages(at)
+    # as if the run streaming the next reply had been cut by a rerun after its first piece
+    live_key = f"chat_live_{conversation}"
+    from xiyou.ui.conversations import session_store
+
+    store = session_store()
+    store.add_message(conversation, chat.StoredMessage("person", "你", "还有呢？"))
+    backend = chat._backend("wukong", "canon")
+    settings = chat.GenerationSettings.for_character(get_character("wukong"))
+    live = chat.Live(chat.threading.Event())
+    stream = backend.stream(chat.backend_messages(get_character("wukong"), store.messages(conversation)), settings)
+    first_piece = live.text = next(piece for piece in stream if isinstance(piece, str))
+    chat.threading.Thread(target=chat._read, args=(stream, live), daemon=True).start()
+    at.session_state[live_key] = live
+    at.sidebar.slider(key="temperature").set_value(0.3).run()  # a slider touched: the next run takes the reply over
+    after = history_messages(at)
+    assert len(after) == len(first) + 2 and after[-1].speaker == "wukong"
+    # the whole reply was kept: the piece shown before the rerun and everything after it, not cut off
+    assert after[-1].text == live.text.strip() and after[-1].text.startswith(first_piece.strip())
+    assert not after[-1].interrupted and after[-1].chapter is not None
+    assert live_key not in at.session_state

@@ -163,3 +163,21 @@ def test_cancel_stops_the_stream() -> None:
             if len(got) == 2:
                 cancel.set()
     assert len(got) == 2
+
+
+def test_a_whole_answer_is_guarded_exactly_as_a_stream() -> None:
+    """The engine's non-streamed answers go through `whole_reply`, streams through `ReplyGuard`: same result."""
+    import random
+
+    from xiyou.backends.reply import ReplyGuard, ReplyStream, whole_reply
+
+    rng = random.Random(3)
+    pieces = ["俺", "老孙", "<|im_end|>", "<|im_", "end|>", "莫怕", "\ud83d", "\ude00", "\ud800", "x" * 500, "！"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        stops = tuple(rng.sample(["莫怕", "老孙来", "！x"], rng.randint(0, 2)))
+        max_new = rng.choice([None, 1, 2000, 5000])
+        cut = sorted(rng.sample(range(len(text) + 1), min(len(text), rng.randint(0, 8))))
+        chunks = [text[a:b] for a, b in zip([0, *cut], [*cut, len(text)]) if b > a]
+        streamed = "".join(ReplyStream(chunks, ReplyGuard(stops, max_new)))
+        assert whole_reply(text, stops, max_new) == streamed, (text[:80], stops, max_new)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from tiny_model import TinyModel, at_model_speed
+from tiny_model import IM_END, TinyModel, at_model_speed
 
 from xiyou.backends.base import BackendError, GenerationSettings
 from xiyou.backends.factory import make_backend
-from xiyou.backends.transformers_backend import INTERNLM2_CHAT_TEMPLATE, TransformersBackend
+from xiyou.backends.transformers_backend import CHAT_FORMAT_TOKENS, TransformersBackend
 from xiyou.character import get_character
+from xiyou.env import REPO_ROOT
 
 WUKONG = get_character("wukong")
 
@@ -83,10 +87,10 @@ def test_chat_template_falls_back_to_internlm2_chatml(
     tok = backend.loaded.tokenizer
     monkeypatch.setattr(tok, "chat_template", None)
     text = tok.decode(backend.prompt_ids(chat("你好")))
-    assert text == f"<|im_start|>system\n{WUKONG.meta_instruction}<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n" + (
+    # InternLM2 puts BOS (<s>) first; the tiny model's tokenizer has one too.
+    assert text == f"<s><|im_start|>system\n{WUKONG.meta_instruction}<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n" + (
         "<|im_start|>assistant\n"
     )
-    assert "bos_token" in INTERNLM2_CHAT_TEMPLATE  # InternLM2 puts <s> first when its tokenizer has one
 
 
 def test_cancel_mid_stream_stops_and_frees_the_model(backend: TransformersBackend, tiny_model: TinyModel) -> None:
@@ -174,6 +178,7 @@ def test_unreachable_model_hub_gives_the_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("XIYOU_MODEL_WUKONG", raising=False)
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "modelscope"))
+    monkeypatch.setenv("XIYOU_ALLOW_UNPINNED_REVISION", "1")  # the characters' revision is a branch (master)
     with pytest.raises(BackendError) as err:
         make_backend(WUKONG, kind="transformers")
     message = str(err.value)
@@ -248,10 +253,232 @@ def test_paced_deltas_come_together_and_the_end_is_not_held_back(
     backend: TransformersBackend, tiny_model: TinyModel
 ) -> None:
     assert backend.min_delta_interval_s == pytest.approx(1 / 60)  # the pages' pace: a screen's refresh rate
-    paced = TransformersBackend(WUKONG, tiny_model.path, min_delta_interval_s=2.0)
-    started = time.perf_counter()
-    deltas = list(paced.stream(chat(), GenerationSettings(temperature=0)))
-    elapsed = time.perf_counter() - started
+    # An hour between deltas: the reply still ends, in two deltas at most (the first at once, then the rest the
+    # moment generation ends), because the end of the reply cuts the pacing wait short.
+    paced = TransformersBackend(WUKONG, tiny_model.path, min_delta_interval_s=3600.0)
+    cancel = threading.Event()
+    deltas: list[str] = []
+    reader = threading.Thread(
+        target=lambda: deltas.extend(paced.stream(chat(), GenerationSettings(temperature=0), cancel)), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=300)  # a hang guard, not a measurement: without the cut it would wait an hour
+    cancel.set()
+    assert not reader.is_alive(), "the pacing wait was not cut short by the end of the reply"
     assert "".join(deltas) == tiny_model.reply and all(deltas)
-    assert deltas[0] and len(deltas) < tiny_model.reply_token_count  # the first at once, the rest together
-    assert elapsed < 1.0  # the end of the reply cuts the 2 s wait short
+    assert 1 <= len(deltas) <= 2 < tiny_model.reply_token_count
+
+
+# --- InternLM2's slow SentencePiece tokenizer, whose config does not declare the chat tokens special -----------
+
+#: A slow tokenizer over a SentencePiece model, loaded as remote code, as InternLM2's `tokenization_internlm2.py`
+#: is: it decodes with the SentencePiece model, so a token not declared special comes out as its text.
+SLOW_TOKENIZER_CODE = """
+import os
+import shutil
+
+import sentencepiece as spm
+from transformers import PreTrainedTokenizer
+
+
+class SentencePieceTokenizer(PreTrainedTokenizer):
+    vocab_files_names = {"vocab_file": "tokenizer.model"}
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, vocab_file, **kwargs):
+        self.vocab_file = vocab_file
+        self.sp_model = spm.SentencePieceProcessor(model_file=vocab_file)
+        super().__init__(**kwargs)
+
+    @property
+    def vocab_size(self):
+        return self.sp_model.get_piece_size()
+
+    def get_vocab(self):
+        vocab = {self.sp_model.id_to_piece(i): i for i in range(self.vocab_size)}
+        vocab.update(self.added_tokens_encoder)
+        return vocab
+
+    def _tokenize(self, text):
+        return self.sp_model.encode(text, out_type=str)
+
+    def _convert_token_to_id(self, token):
+        return self.sp_model.piece_to_id(token)
+
+    def _convert_id_to_token(self, index):
+        return self.sp_model.id_to_piece(index)
+
+    def convert_tokens_to_string(self, tokens):
+        return self.sp_model.decode(tokens)
+
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        out = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.model")
+        if os.path.abspath(self.vocab_file) != os.path.abspath(out):
+            shutil.copyfile(self.vocab_file, out)
+        return (out,)
+"""
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_model(novel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The tiny model (same scripted reply) with a slow SentencePiece tokenizer trained on the novel: byte fallback,
+    the chat-format tokens in its vocabulary as whole pieces, but not declared special in its config."""
+    import importlib.util
+    import io
+
+    import sentencepiece as spm
+    from tiny_model import AFTER, CHAT_TEMPLATE, REPLY, build_tiny_model
+
+    out = tmp_path_factory.mktemp("sentencepiece_model")
+    text = novel_path.read_text(encoding="utf-8", errors="replace")[:300_000]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([*text.splitlines(), REPLY, AFTER]), model_writer=model, vocab_size=3000,
+        model_type="bpe", byte_fallback=True, character_coverage=0.99, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=False, user_defined_symbols=list(CHAT_FORMAT_TOKENS),
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2, num_threads=1,
+    )  # fmt: skip
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+    code = out / "tokenization_sp.py"
+    code.write_text(SLOW_TOKENIZER_CODE, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("tokenization_sp", code)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tokenizer = module.SentencePieceTokenizer(
+        str(out / "tokenizer.model"), bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        chat_template=CHAT_TEMPLATE, clean_up_tokenization_spaces=False,
+    )  # fmt: skip
+    info = build_tiny_model(out, novel_path, tokenizer=tokenizer)
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoTokenizer": ["tokenization_sp.SentencePieceTokenizer", None]}  # remote code
+    config_path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return info
+
+
+def test_a_slow_sentencepiece_tokenizer_never_shows_the_end_of_turn_marker(
+    sentencepiece_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer
+
+    from xiyou.backends.transformers_backend import TokenStreamer
+
+    # The folder as published: a slow tokenizer; <|im_end|> is one id of the vocabulary, not a special token, so
+    # decoding the reply with its stop id shows the marker (what the apps showed, and saved into the history).
+    raw = AutoTokenizer.from_pretrained(sentencepiece_model.path, trust_remote_code=True)
+    assert not raw.is_fast and type(raw).__name__ == "SentencePieceTokenizer"
+    assert raw.convert_tokens_to_ids(IM_END) == sentencepiece_model.im_end_id
+    assert IM_END not in raw.all_special_tokens
+    reply_ids = raw.encode(sentencepiece_model.reply, add_special_tokens=False)
+    assert raw.decode([*reply_ids, sentencepiece_model.im_end_id], skip_special_tokens=True).endswith(IM_END)
+
+    monkeypatch.setenv("XIYOU_MODEL_WUKONG", str(sentencepiece_model.path))
+    backend = TransformersBackend(WUKONG, device="cpu", min_delta_interval_s=0)
+    tok = backend.loaded.tokenizer
+    assert len(tok) == len(raw)  # no token added: the model's embeddings still match
+    present = [t for t in CHAT_FORMAT_TOKENS if t in raw.get_vocab()]
+    assert present == list(CHAT_FORMAT_TOKENS) and set(present) <= set(tok.all_special_tokens)
+    assert tok.decode([sentencepiece_model.im_end_id], skip_special_tokens=True) == ""
+    assert sentencepiece_model.im_end_id in backend.loaded.stop_ids
+    # The prompt is the same ids as before (the chat tokens were single pieces already).
+    messages = chat()
+    assert backend.prompt_ids(messages) == list(raw.apply_chat_template(messages, add_generation_prompt=True))
+
+    for settings in (GenerationSettings(temperature=0), GenerationSettings(temperature=0.8, seed=1)):
+        deltas = list(backend.stream(chat(), settings))
+        assert "".join(deltas) == sentencepiece_model.reply  # exactly the text: no marker, no trailing space
+        assert len(deltas) >= 5
+
+    # And the streamer itself never decodes a stop id, whatever the tokenizer declares.
+    import torch
+
+    streamer = TokenStreamer(raw, skip_ids=[sentencepiece_model.im_end_id])
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt
+    for i in [*reply_ids, sentencepiece_model.im_end_id]:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    assert "".join(streamer) == sentencepiece_model.reply
+
+
+# --- a tiny InternLM2-architecture model, on InternLM2's own modeling code (from XTuner, in .venv-train) ---------
+
+
+def internlm2_code() -> Path:
+    """XTuner's copy of InternLM2's remote modeling code in the training environment; skips when it is absent."""
+    import subprocess
+
+    value = os.environ.get("XIYOU_TRAIN_PYTHON", "").strip()
+    python = Path(value) if value else REPO_ROOT / ".venv-train" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"the training environment (XTuner's InternLM2 code) is absent at {python}")
+    find = "import importlib.util as u; s = u.find_spec('xtuner'); print(s.submodule_search_locations[0] if s else '')"
+    out = subprocess.run([str(python), "-c", find], capture_output=True, text=True, timeout=60).stdout.strip()
+    code = Path(out) / "_lite" / "modelings" / "internlm2" if out else Path("/nonexistent")
+    if not (code / "modeling_internlm2.py").is_file():
+        pytest.skip(f"XTuner's InternLM2 modeling code is not at {code}")
+    return code
+
+
+@pytest.fixture(scope="module")
+def internlm2_model(sentencepiece_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """InternLM2's architecture (its own remote code, copied into the folder at test time, never vendored), tiny
+    and scripted like the tiny model, with the slow SentencePiece tokenizer whose chat tokens are not special."""
+    import importlib.util
+    import shutil
+    import sys
+
+    from tiny_model import script_weights, scripted_chain
+    from transformers import AutoTokenizer
+
+    code = internlm2_code()
+    out, src = tmp_path_factory.mktemp("internlm2"), tmp_path_factory.mktemp("internlm2_code")
+    for name in ("configuration_internlm2.py", "modeling_internlm2.py"):
+        shutil.copy(code / name, src / name)  # save_pretrained copies them into the model folder
+    for f in sentencepiece_model.path.iterdir():  # the tokenizer: files, remote code, config
+        if f.name.startswith("tokeni") or f.name == "special_tokens_map.json":
+            shutil.copy(f, out / f.name)
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    # The two files as the package `internlm2_tiny` (the model file imports its config relatively).
+    package = type(sys)("internlm2_tiny")
+    package.__path__ = [str(src)]
+    sys.modules["internlm2_tiny"] = package
+    modules = {}
+    for name in ("configuration_internlm2", "modeling_internlm2"):
+        spec = importlib.util.spec_from_file_location(f"internlm2_tiny.{name}", src / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        modules[name] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    config_module, module = modules["configuration_internlm2"], modules["modeling_internlm2"]
+    import torch
+
+    torch.manual_seed(0)
+    config = config_module.InternLM2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id, attn_implementation="eager",
+        auto_map={"AutoConfig": "configuration_internlm2.InternLM2Config",
+                  "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
+    )  # fmt: skip
+    model = module.InternLM2ForCausalLM(config)
+    script_weights(model.model.tok_embeddings.weight, model.output.weight, scripted_chain(tokenizer, 64))
+    model.save_pretrained(out, safe_serialization=True)
+    for name in ("configuration_internlm2.py", "modeling_internlm2.py"):  # save_pretrained may not copy them
+        if not (out / name).is_file():
+            shutil.copy(src / name, out / name)
+    raw = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    raw["auto_map"] = config.auto_map
+    (out / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    return out
+
+
+@pytest.mark.slow
+def test_a_tiny_internlm2_model_loads_through_the_backend_and_replies_without_markers(
+    internlm2_model: Path, sentencepiece_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XIYOU_MODEL_WUKONG", str(internlm2_model))
+    backend = TransformersBackend(WUKONG, device="cpu", min_delta_interval_s=0)
+    assert type(backend.loaded.model).__name__ == "InternLM2ForCausalLM"  # the remote code, not Llama
+    assert sentencepiece_model.im_end_id in backend.loaded.stop_ids
+    deltas = list(backend.stream(chat(), GenerationSettings(temperature=0)))
+    assert "".join(deltas) == sentencepiece_model.reply and len(deltas) >= 5

@@ -137,3 +137,32 @@ def test_factory_uses_the_endpoint_kind(tmp_path: Path, tiny_model_dir: Path, mo
 def test_stop_strings_cut_the_reply(deltas: list[str], stops: list[str], expected: str) -> None:
     out = list(apply_stops(deltas, stops))
     assert "".join(out) == expected and all(out)
+
+
+def test_stop_filter_holds_back_exactly_the_text_that_may_become_a_stop_string() -> None:
+    """Against a brute-force reference, on random deltas over a small alphabet (many near-misses)."""
+    import random
+
+    from xiyou.backends.stops import StopFilter
+
+    rng = random.Random(7)
+    for _ in range(500):
+        stops = ["".join(rng.choice("ab<|") for _ in range(rng.randint(1, 5))) for _ in range(rng.randint(1, 4))]
+        text = "".join(rng.choice("ab<|x") for _ in range(rng.randint(0, 30)))
+        cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+        expected = text[: min(cuts)] if cuts else text
+        f, shown = StopFilter(stops), ""
+        pos = 0
+        while pos < len(text) and not f.stopped:
+            step = rng.randint(1, 4)
+            shown += f.push(text[pos : pos + step])
+            pos = min(pos + step, len(text))
+            if not f.stopped:  # held back: exactly the longest tail that could still become a stop string
+                seen = text[:pos]
+                longest = next(
+                    (k for k in range(len(seen), 0, -1) if any(len(s) > k and s.startswith(seen[-k:]) for s in stops)),
+                    0,
+                )
+                assert shown == seen[: len(seen) - longest], (stops, seen, shown)
+        shown += f.flush()
+        assert shown == expected, (stops, text)

@@ -348,3 +348,29 @@ def test_persist_off_keeps_each_session_apart(hub, monkeypatch, data_dir) -> Non
     two = hub(cid(one))  # another visitor with the first one's link sees nothing of it
     assert cid(two) != cid(one) and bubbles(two) == []
     assert not (data_dir / "conversations.db").exists()
+
+
+def test_a_point_in_the_story_is_kept_and_limits_the_canon(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_banter").set_value(2)
+    at.number_input(key=f"hub_chapter_{cid(at)}").set_value(20).run()
+    say(at, "悟空、八戒，你们在做什么？")
+    rows = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    assert len(rows) >= 3 and all(m.chapter is not None and m.chapter <= 20 for m in rows[1:])
+    assert SQLiteStore(data_dir / "conversations.db").get(cid(at)).settings["chapter"] == 20
+    again = hub(cid(at), pace=None)
+    assert again.number_input(key=f"hub_chapter_{cid(at)}").value == 20
+
+
+def test_continue_extends_the_last_reply_in_place(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_banter").set_value(0)
+    say(at, "悟空，说说你的来历")
+    store = SQLiteStore(data_dir / "conversations.db")
+    reply = store.messages(cid(at))[-1]
+    at.button(key=f"msg_cont_{reply.id}").click().run()
+    longer = store.messages(cid(at))
+    assert len(longer) == 2 and longer[-1].id == reply.id
+    assert longer[-1].text.startswith(reply.text) and len(longer[-1].text) > len(reply.text)
+    assert bubbles(at)[-1] == ("孙悟空", longer[-1].text)
+    assert at.session_state[f"room_{cid(at)}"].room.entries[-1].text == longer[-1].text  # the room goes on from it

@@ -22,20 +22,39 @@ def test_canon_mode_seats_everyone_on_the_novel(novel_path: Path) -> None:
     lineup = build_lineup(None, None, novel_path)
     assert lineup.mode == "canon" and lineup.available
     assert list(lineup.seats) == ["sanzang", "wukong", "bajie", "wujing"]
-    assert all(s.kind == "canon" and s.backend is not None for s in lineup.seats.values())
+    from xiyou.backends.canon import CanonBackend
+    from xiyou.room.lineup import CANON_TIMEOUT_S
+
+    for cid, seat in lineup.seats.items():
+        assert seat.kind == "canon" and isinstance(seat.backend, CanonBackend) and seat.timeout == CANON_TIMEOUT_S
+        assert seat.backend.character.id == cid and seat.unavailable is None
     assert "canon mode" in lineup.describe()
 
 
 def test_endpoints_and_canon_mix_and_a_missing_novel_makes_members_unavailable(tmp_path: Path) -> None:
     endpoints = tmp_path / "endpoints.toml"
-    endpoints.write_text('[wukong]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "wukong"\n', encoding="utf-8")
+    endpoints.write_text(
+        '[wukong]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "wukong-lora"\ntimeout = 7\n', encoding="utf-8"
+    )
     lineup = build_lineup(["wukong", "bajie"], endpoints, tmp_path / "no-novel.txt")
     assert lineup.mode == "endpoints"
-    assert lineup.seats["wukong"].kind == "openai" and lineup.seats["wukong"].backend is not None
+    from xiyou.backends.openai_backend import OpenAIBackend
+    from xiyou.room.lineup import TIMEOUT_MARGIN_S
+
+    wukong = lineup.seats["wukong"]
+    assert wukong.kind == "openai" and isinstance(wukong.backend, OpenAIBackend)
+    assert (wukong.backend.base_url, wukong.backend.model, wukong.backend.timeout) == (
+        "http://127.0.0.1:9/v1",
+        "wukong-lora",
+        7.0,
+    )
+    assert wukong.timeout == 7.0 + TIMEOUT_MARGIN_S  # the room waits a little longer than the client
+    assert wukong.on_model and lineup.member("wukong", retriever=len).retriever is len  # canon hints for models
     bajie = lineup.seats["bajie"]
-    assert bajie.backend is None and "no table for bajie" in (bajie.why_not or "") and "no-novel.txt" in bajie.why_not
+    assert bajie.backend is None and bajie.kind == "none"
+    assert "no table for bajie" in (bajie.unavailable or "") and "no-novel.txt" in bajie.unavailable
     member = lineup.member("bajie")
-    assert not member.active and member.unavailable == bajie.why_not
+    assert not member.active and member.unavailable == bajie.unavailable
 
 
 def test_bad_ids_and_bad_files_raise_lineup_errors(tmp_path: Path, novel_path: Path) -> None:

@@ -41,7 +41,8 @@ def test_roles_prefixes_and_merging() -> None:
     other = build_view(C["bajie"], entries, PRESENT, "施主")
     assert other[2] == {"role": "assistant", "content": "猴哥又打俺老猪。"}
     assert other[3]["content"].startswith("沙悟净：二师兄莫恼。\n\n孙悟空：呆子胡说！")
-    assert other[-1] == {"role": "assistant", "content": "就在方才！"} or other[-1]["content"] == GO_ON
+    # his own line last: it stays his, and a user turn asks him to go on (roles end with user)
+    assert other[-2:] == [{"role": "assistant", "content": "就在方才！"}, {"role": "user", "content": GO_ON}]
 
 
 def test_roles_alternate_starting_and_ending_with_user() -> None:

@@ -21,7 +21,7 @@ import servers
 
 from pipeline import serve
 from pipeline.serve import ServeError
-from xiyou.backends.base import GenerationSettings, collect
+from xiyou.backends.base import BackendError, GenerationSettings, collect
 from xiyou.backends.factory import make_backend
 from xiyou.character import character_ids, get_character
 from xiyou.endpoints import load_endpoints
@@ -145,6 +145,145 @@ def test_bad_arguments_say_what_to_do(capsys: pytest.CaptureFixture[str]) -> Non
     assert "/nonexistent/merged" in err and "pipeline.train" in err
 
 
+# --- behind LMDeploy's proxy, and across several machines --------------------------------------------------
+
+
+def test_proxy_plan_starts_the_proxy_first_and_points_every_character_at_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert serve.main(["--dry-run", "--lmdeploy", "lmdeploy", "--proxy", "--characters", "wukong,bajie"]) == 0
+    out = capsys.readouterr().out
+    head, _, toml = out.partition("# endpoints file")
+    lines = [shlex.split(x) for x in head.splitlines() if "lmdeploy serve" in x and not x.startswith("#")]
+    assert lines[0][0] == "LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION=15"  # dead servers dropped within 15 s
+    proxy, servers = lines[0][1:], lines[1:]
+    assert proxy[:3] == ["lmdeploy", "serve", "proxy"]
+    assert option(proxy, "--server-name") == "127.0.0.1" and option(proxy, "--server-port") == "8000"
+    assert option(proxy, "--routing-strategy") == "min_expected_latency" and "--disable-cache-status" in proxy
+    assert [option(a, "--model-name") for a in servers] == ["wukong", "bajie"]
+    assert all(option(a, "--proxy-url") == "http://127.0.0.1:8000" for a in servers)
+    assert all(option(a, "--server-name") == "127.0.0.1" for a in servers)
+    path = tmp_path / "endpoints.toml"
+    path.write_text(toml.split("\n", 1)[1], encoding="utf-8")
+    endpoints = load_endpoints(path)
+    assert {cid: (e.base_url, e.model) for cid, e in endpoints.items()} == {
+        "wukong": ("http://127.0.0.1:8000/v1", "wukong"),  # the proxy routes by model name
+        "bajie": ("http://127.0.0.1:8000/v1", "bajie"),
+    }
+    plan = serve.make_plan(characters=["wukong"], proxy_port=9100, routing_strategy="random", devices=["0", "1"])
+    assert plan.proxy is not None and option(list(plan.proxy.argv), "--routing-strategy") == "random"
+    assert plan.proxy.port == 9100
+    # Behind a proxy every GPU serves: two replicas of 悟空, one per GPU, both registering with it.
+    assert [(s.name, dict(s.env)["CUDA_VISIBLE_DEVICES"]) for s in plan.servers] == [
+        ("wukong-1", "0"),
+        ("wukong-2", "1"),
+    ]
+    with pytest.raises(ServeError, match="unknown routing strategy"):
+        serve.make_plan(proxy_port=9100, routing_strategy="fastest")
+
+
+NODES = """
+[[node]]
+name = "gpu-a"
+address = "10.0.0.1"
+gpus = 2
+
+[[node]]
+name = "gpu-b"
+address = "10.0.0.2"
+gpus = [0, 1, 2, 3]
+"""
+
+
+def _node_sections(out: str) -> dict[str, list[list[str]]]:
+    sections: dict[str, list[list[str]]] = {}
+    current = ""
+    for line in out.splitlines():
+        if line.startswith("# === on "):
+            current = line.split()[3]
+            sections[current] = []
+        elif current and line and not line.startswith("#"):
+            argv = shlex.split(line)
+            sections[current].append(argv[argv.index("lmdeploy") :] if "lmdeploy" in argv else argv)
+            sections[current][-1].insert(0, " ".join(a for a in argv[: argv.index("lmdeploy")]))  # the env prefix
+        elif line.startswith("# firewall") or line.startswith("# endpoints"):
+            current = ""
+    return sections
+
+
+@pytest.mark.parametrize("layout", ["merged", "adapters"])
+def test_nodes_file_prints_each_nodes_commands_with_the_proxy_on_the_first(
+    layout: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    nodes = tmp_path / "nodes.toml"
+    nodes.write_text(NODES, encoding="utf-8")
+    args = ["--nodes", str(nodes), "--lmdeploy", "lmdeploy", "--dry-run"]
+    if layout == "adapters":
+        args += ["--adapters", *(f"{cid}=/runs/{cid}/adapter" for cid in character_ids()), "--base-model", "/m/base"]
+    assert serve.main(args) == 0
+    out = capsys.readouterr().out
+    sections = _node_sections(out)
+    assert list(sections) == ["gpu-a", "gpu-b"]
+    first = sections["gpu-a"][0]
+    assert first[1:4] == ["lmdeploy", "serve", "proxy"] and option(first, "--server-name") == "10.0.0.1"
+    servers = {name: [a for a in cmds if "api_server" in a] for name, cmds in sections.items()}
+    assert not any("proxy" in a[3] for a in sections["gpu-b"])  # one proxy, on the first node
+    used = {name: [a[0] for a in cmds] for name, cmds in servers.items()}
+    assert used == {
+        "gpu-a": [f"CUDA_VISIBLE_DEVICES={g}" for g in "01"],
+        "gpu-b": [f"CUDA_VISIBLE_DEVICES={g}" for g in "0123"],
+    }  # every GPU of every node serves, one server each
+    for name, address in (("gpu-a", "10.0.0.1"), ("gpu-b", "10.0.0.2")):
+        for argv in servers[name]:
+            assert option(argv, "--server-name") == address  # reachable by the proxy, never 0.0.0.0
+            assert option(argv, "--proxy-url") == "http://10.0.0.1:8000"
+        ports = [option(a, "--server-port") for a in servers[name]]
+        assert len(set(ports)) == len(ports)
+    everything = [a for cmds in servers.values() for a in cmds]
+    if layout == "merged":
+        served = sorted(option(a, "--model-name") for a in everything)
+        assert sorted(set(served)) == sorted(character_ids()) and len(served) == 6  # 6 GPUs: two get a replica
+    else:
+        assert all(option(a, "--backend") == "pytorch" and a[4] == "/m/base" for a in everything)
+        assert all(len(a[a.index("--adapters") + 1 : a.index("--proxy-url")]) == 4 for a in everything)
+    assert "0.0.0.0" not in out.split("# endpoints file")[0].replace("Nothing binds 0.0.0.0", "")
+    assert "# firewall: open 8000/tcp on gpu-a" in out
+    toml = tomllib.loads(out.split("# endpoints file", 1)[1].split("\n", 1)[1])
+    assert {cid: t["base_url"] for cid, t in toml.items()} == {
+        cid: "http://10.0.0.1:8000/v1" for cid in character_ids()
+    }
+
+
+def test_nodes_file_without_dry_run_prints_the_plan_and_writes_the_endpoints_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    nodes = tmp_path / "nodes.toml"
+    nodes.write_text(NODES, encoding="utf-8")
+    out_file = tmp_path / "endpoints.toml"
+    assert serve.main(["--nodes", str(nodes), "--lmdeploy", "lmdeploy", "--endpoints-out", str(out_file)]) == 0
+    assert "# === on gpu-b" in capsys.readouterr().out
+    assert load_endpoints(out_file)["bajie"].base_url == "http://10.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "no [[node]] tables"),
+        ('[[node]]\nname = "a"\naddress = "0.0.0.0"\ngpus = 1\n', "not one the other nodes can reach"),
+        ('[[node]]\nname = "a"\naddress = "h"\ngpus = "all"\n', "gpus must be a count"),
+        ('[[node]]\nname = "a"\naddress = "h"\ngpus = 1\nport = 1\n', "only name, address and gpus"),
+        ('[[node]]\nname = "a"\naddress = "h"\ngpus = 1\n[[node]]\nname = "a"\naddress = "i"\ngpus = 1\n', "twice"),
+        ("[[node]\n", "cannot read it"),
+    ],
+)
+def test_a_bad_nodes_file_is_one_clear_line(text: str, error: str, tmp_path: Path, capsys) -> None:
+    nodes = tmp_path / "nodes.toml"
+    nodes.write_text(text, encoding="utf-8")
+    assert serve.main(["--nodes", str(nodes), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert error in err and str(nodes) in err and "Traceback" not in err
+
+
 def test_missing_lmdeploy_is_explained(tiny_model_dir: Path, tmp_path: Path) -> None:
     plan = serve.make_plan(models={"wukong": str(tiny_model_dir)}, port=0, lmdeploy=[str(tmp_path / "no-lmdeploy")])
     with (
@@ -235,6 +374,54 @@ def test_the_command_serves_until_ctrl_c_then_stops_everything(tiny_model_dir: P
         assert not _pid_alive(s["pid"])
     for config in endpoints.values():
         assert not http_ok(config.base_url.removesuffix("/v1") + "/health", timeout=1)
+
+
+def real_proxy() -> str:
+    """An `lmdeploy` executable whose `serve proxy` runs here (XIYOU_LMDEPLOY_PROXY); skips when there is none."""
+    value = os.environ.get("XIYOU_LMDEPLOY_PROXY", "").strip()
+    if not value or not os.access(value, os.X_OK):
+        pytest.skip(
+            "LMDeploy's proxy is not installed: set XIYOU_LMDEPLOY_PROXY to an lmdeploy executable "
+            "(pip install --no-deps lmdeploy plus what its proxy imports, see docs/serving.md)"
+        )
+    return value
+
+
+@pytest.mark.slow
+def test_the_real_proxy_routes_two_characters_and_drops_a_dead_server(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XIYOU_LMDEPLOY_PROXY", real_proxy())
+    plan = serve.make_plan(
+        models={"wukong": str(tiny_model_dir), "bajie": str(tiny_model_dir)},
+        port=0,
+        proxy_port=0,
+        lmdeploy=standin_command(),
+    )
+    assert plan.proxy is not None and {e.base_url for e in plan.endpoints.values()} == {plan.proxy.base_url}
+    with serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240) as group:
+        group.start([plan.proxy])
+        serve.forget_earlier_servers(plan.proxy)  # what serve() does: LMDeploy's proxy remembers its last run
+        group.start(plan.servers)
+        group.wait_registered(plan.proxy, ["wukong", "bajie"])  # each server registered itself by model name
+        backends = {}
+        for cid in ("wukong", "bajie"):
+            endpoint = plan.endpoints[cid].model_copy(update={"send_repetition_penalty": False, "max_retries": 0})
+            backends[cid] = make_backend(get_character(cid), endpoint=endpoint)
+            reply = collect(backends[cid], [{"role": "user", "content": "你好"}], GenerationSettings(max_new_tokens=24))
+            assert reply.startswith("俺老孙来也")  # the tiny model, through the proxy, by model name
+        wukong_server = next(s for s in group.running if s.spec.models == ("wukong",))
+        wukong_server.proc.kill()  # 悟空's server dies
+        # The proxy drops it at its next health check (pipeline.serve sets it to every 15 s); from then on a request
+        # for wukong is an error the client reports (until then the proxy answers 200 with {"error_code": 10402}).
+        deadline = time.monotonic() + 120
+        while "wukong" in serve.proxy_models(plan.proxy) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert serve.proxy_models(plan.proxy) == ["bajie"]
+        with pytest.raises(BackendError, match="wukong"):
+            collect(backends["wukong"], [{"role": "user", "content": "你好"}], GenerationSettings(max_new_tokens=24))
+        reply = collect(backends["bajie"], [{"role": "user", "content": "你好"}], GenerationSettings(max_new_tokens=24))
+        assert reply.startswith("俺老孙来也")  # the other character is unaffected
 
 
 def _pid_alive(pid: int) -> bool:

@@ -119,3 +119,35 @@ def test_a_room_without_a_narrator_says_so() -> None:
         list(room.narrate())
     entry = room.post_narration("话说……")
     assert entry.speaker == NARRATOR and entry.name == "旁白"
+
+
+def test_xiyou_room_narrator_on_the_persona_model_never_writes_speech(novel_path, monkeypatch) -> None:
+    """Persona mode on one model (XIYOU_API_BASE_URL): the narrator speaks on that model with its own instruction,
+    and what the model writes after a speech intro never reaches the transcript."""
+    import json
+
+    from click.testing import CliRunner
+    from scripted_openai import ScriptedOpenAI
+
+    from xiyou.cli import main
+
+    def reply(request) -> str:
+        if request.messages[0]["content"].startswith(narrator_character().meta_instruction):
+            return "白虎岭上阴风飒飒。行者笑道：“师父，那是个妖精！”"
+        return "俺老孙知道了。"
+
+    with ScriptedOpenAI(reply=reply, chunk_chars=2) as server:
+        for var in ("XIYOU_ENDPOINTS", "XIYOU_BACKEND", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("XIYOU_API_BASE_URL", server.base_url)
+        monkeypatch.setenv("XIYOU_API_MODEL", "general")
+        monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+        result = CliRunner().invoke(main, ["room", "--scene", "baigujing", "--narrator", "--turns", "0", "悟空？"])
+        systems = [r.messages[0]["content"] for r in server.chat_requests()]
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [line["id"] for line in lines[:3]] == [NARRATOR, NARRATOR, "person"]
+    assert lines[1]["text"] == "白虎岭上阴风飒飒。"  # the model's speech was cut off
+    narrator_system = next(s for s in systems if s.startswith(narrator_character().meta_instruction))
+    assert "【此刻的场景】三打白骨精 · 白虎岭" in narrator_system and "第二十七回" in narrator_system
+    assert any(line["id"] == "wukong" and line["text"] == "俺老孙知道了。" for line in lines)

@@ -146,15 +146,18 @@ def test_xiyou_room_refuses_a_member_the_story_has_not_brought_in(novel_path: Pa
 
 
 @pytest.mark.slow
-def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(canon, novel_path: Path, tmp_path: Path) -> None:
+def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(
+    canon, novel_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline import eval as evaluation
 
     out = tmp_path / "run"
     code = evaluation.main(
-        ["--backend", "canon", "--chapter", "20", "--characters", "wukong,bajie", "--no-sample-questions",
+        ["--backend", "canon", "--chapter", "20", "--characters", "wukong,bajie,wujing", "--no-sample-questions",
          "--questions", str(STORY_QUESTIONS), "--novel", str(novel_path), "--out", str(out)]
     )  # fmt: skip
     assert code == 0
+    assert "note: wujing skipped" in capsys.readouterr().err  # not in the story before chapter 22
     run = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["run"]
     assert run["chapter"] == 20
     assert {cid: (row["replies"], row["leaking"]) for cid, row in run["leaks"].items()} == {
@@ -172,3 +175,19 @@ def test_slash_narrate_lets_only_the_narrator_speak(novel_path: Path) -> None:
     assert 59 <= lines[1]["chapter"] <= 61
     alone = runner.invoke(main, ["room", "--scene", "huoyanshan", "/narrate"])
     assert alone.exit_code == 2 and "add --narrator" in alone.output
+
+
+def test_xiyou_chat_keeps_to_the_chapter_and_refuses_who_is_not_there_yet(novel_path: Path) -> None:
+    runner = CliRunner()
+    env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_ENDPOINTS": "", "XIYOU_API_BASE_URL": ""}
+    chat = runner.invoke(
+        main,
+        ["chat", "wukong", "--backend", "canon", "--chapter", "20"],
+        input="你见过白骨精吗？\n火焰山怎么过？\n",
+        env=env,
+    )
+    assert chat.exit_code == 0, chat.output
+    cited = [parse_number(m) for m in re.findall(r"📖 《西游记》第([零一二三四五六七八九十百]+)回", chat.output)]
+    assert len(cited) == 2 and max(cited) <= 20
+    early = runner.invoke(main, ["chat", "bajie", "--backend", "canon", "--chapter", "10"], input="", env=env)
+    assert early.exit_code == 2 and "第十九回" in early.output

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -57,16 +58,21 @@ def run_train(args: list[str], *, timeout: float = 400) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def trainable_tiny_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with a BOS token: XTuner starts every sample with BOS (InternLM2 has <s>); the tiny
-    model's tokenizer has none, so it gets its EOS as BOS, as GPT-2 does."""
-    from transformers import AutoTokenizer
+def trainable_tiny_model(tiny_model_dir: Path) -> Path:
+    """The tiny model as `python -m pipeline.tiny_model` builds it: with a BOS token (XTuner starts every sample
+    with BOS; InternLM2 has <s>)."""
+    return tiny_model_dir
 
-    out = tmp_path_factory.mktemp("trainable") / "tiny"
+
+@pytest.fixture
+def no_bos_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny model whose tokenizer config declares no BOS (its vocabulary still has <s>)."""
+    out = tmp_path / "no-bos"
     shutil.copytree(tiny_model_dir, out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    tokenizer.bos_token = tokenizer.eos_token
-    tokenizer.save_pretrained(out)
+    config = out / "tokenizer_config.json"
+    raw = json.loads(config.read_text(encoding="utf-8"))
+    raw["bos_token"] = None
+    config.write_text(json.dumps(raw), encoding="utf-8")
     return out
 
 
@@ -231,6 +237,7 @@ def test_training_environment_imports_xtuner() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three XTuner runs on 2 shared cores
 def test_cpu_training_trains_converts_merges_and_the_app_backend_loads_it(
     trainable_tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,6 +259,13 @@ def test_cpu_training_trains_converts_merges_and_the_app_backend_loads_it(
     assert adapter["r"] == 4 and adapter["peft_type"] == "LORA"
     assert (work / "config" / "xtuner_config.py").read_text(encoding="utf-8").count(repr(WUKONG.meta_instruction)) == 1
     assert "resuming" not in proc.stdout
+    # The hints name this run's own folder (not the default work dir), and the outputs follow the umask.
+    assert f"python -m pipeline.serve --models wukong={work / 'merged'}" in proc.stdout
+    assert f"XIYOU_MODEL_WUKONG={work / 'merged'}" in proc.stdout
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((work / "run.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((work / "config" / "xtuner_config.py").stat().st_mode) == 0o666 & ~umask
 
     # The merged model loads the way the apps load a character (XIYOU_MODEL_WUKONG) and speaks.
     from xiyou.backends.transformers_backend import TransformersBackend
@@ -323,8 +337,9 @@ def test_production_preset_on_a_cpu_machine_says_what_to_do(trainable_tiny_model
     data = write_records(tmp_path / "train.jsonl", 3)
     settings = train.make_settings("qlora-7b")
     job = train.TrainJob(WUKONG, [data], None, str(trainable_tiny_model), tmp_path / "w", settings)
-    with pytest.raises(TrainError, match=r"needs a CUDA GPU.*--preset cpu-tiny"):
+    with pytest.raises(TrainError, match=r"needs a CUDA GPU.*--preset cpu-tiny.*pipeline\.tiny_model"):
         train.run(job)
+    assert not (tmp_path / "w").exists()  # a refused run leaves no work dir behind
 
 
 @pytest.mark.usefixtures("xtuner_importable")
@@ -340,11 +355,101 @@ def test_a_work_dir_of_another_run_is_not_resumed(trainable_tiny_model: Path, tm
 
 
 @pytest.mark.usefixtures("xtuner_importable")
-def test_a_tokenizer_without_bos_is_refused_before_xtuner_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_tokenizer_without_bos_is_refused_with_the_value_to_set(no_bos_model: Path, tmp_path: Path) -> None:
     data = write_records(tmp_path / "train.jsonl", 3)
-    job = train.TrainJob(WUKONG, [data], None, str(tiny_model_dir), tmp_path / "w", train.make_settings("cpu-tiny"))
-    with pytest.raises(TrainError, match="no BOS token"):
+    job = train.TrainJob(WUKONG, [data], None, str(no_bos_model), tmp_path / "w", train.make_settings("cpu-tiny"))
+    with pytest.raises(TrainError, match="no BOS token") as refused:
         train.run(job)
+    # The fix names the file and a value its vocabulary has.
+    assert f'set "bos_token": "<s>" in {no_bos_model / "tokenizer_config.json"}' in str(refused.value)
+    assert not (tmp_path / "w").exists()  # a refused run leaves no empty work dir behind
+    # Following the advice makes the model acceptable.
+    config = no_bos_model / "tokenizer_config.json"
+    raw = json.loads(config.read_text(encoding="utf-8"))
+    config.write_text(json.dumps({**raw, "bos_token": "<s>"}), encoding="utf-8")
+    train.check_tokenizer(str(no_bos_model))
+
+
+def test_without_a_bos_like_token_the_eos_is_suggested(tmp_path: Path, novel_path: Path) -> None:
+    from tiny_model import train_tokenizer
+
+    tok = train_tokenizer(novel_path, vocab_size=400, bos=False)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(TrainError, match=r'set "bos_token": "<\|endoftext\|>".*GPT-2 style models use their EOS'):
+        train.check_tokenizer(str(tmp_path))
+
+
+def test_the_tokenizers_length_warning_is_explained_once_and_kept_in_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warning = (
+        "Token indices sequence length is longer than the specified maximum sequence length for this model "
+        "(900 > 512). Running this sequence through the model will result in indexing errors"
+    )
+    code = f"print({warning!r}); print('step 1'); print({warning!r}); print('step 2')"
+    log = tmp_path / "logs" / "step.log"
+    train.run_logged("step", [sys.executable, "-c", code], log, dict(os.environ))
+    out = capsys.readouterr().out.split("\n", 1)[1]  # after the "[train] step: COMMAND" line
+    assert "Token indices sequence length" not in out
+    assert out.count("harmless: XTuner cuts every sample to max_length") == 1
+    assert "step 1" in out and "step 2" in out
+    assert log.read_text(encoding="utf-8").count(warning) == 2
+
+
+def test_several_nodes_meet_at_node_0_as_xtuner_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = train.Cluster(nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29500)
+    cmd = train.train_command(
+        Path("c.py"), Path("wd"), gpus=8, deepspeed="deepspeed_zero2", python="py", cluster=cluster
+    )
+    assert cmd[:3] == ["py", "-m", "torch.distributed.run"]
+    for arg in ("--nnodes=2", "--node_rank=1", "--nproc_per_node=8", "--master_addr=10.0.0.1", "--master_port=29500"):
+        assert arg in cmd
+    assert cluster.env(8) == {
+        "NPROC_PER_NODE": "8",
+        "NNODES": "2",
+        "NODE_RANK": "1",
+        "ADDR": "10.0.0.1",
+        "PORT": "29500",
+    }
+    # One GPU per node is still distributed.
+    assert "--nnodes=2" in train.train_command(Path("c.py"), Path("wd"), gpus=1, python="py", cluster=cluster)
+    # The dry run prints each node's command, then node 0's conversion and merge.
+    data = write_records(tmp_path / "train.jsonl", 3)
+    args = ["bajie", "--data", str(data), "--work-dir", str(tmp_path / "wd"), "--gpus", "4", "--dry-run"]
+    assert train.main([*args, "--nnodes", "3", "--master-addr", "10.0.0.1", "--master-port", "29511"]) == 0
+    out = capsys.readouterr().out
+    for rank in range(3):
+        line = next(x for x in out.splitlines() if x.startswith(f"#   node {rank}: "))
+        assert f"NODE_RANK={rank}" in line and f"--node_rank={rank}" in line and "--nnodes=3" in line
+        assert "--master_addr=10.0.0.1" in line and "--master_port=29511" in line and "--nproc_per_node=4" in line
+    assert "on node 0 only" in out and "pth_to_hf" in out.split("on node 0 only")[1]
+    assert not (tmp_path / "wd").exists()
+
+
+def test_bad_node_settings_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = write_records(tmp_path / "train.jsonl", 3)
+    base = ["wukong", "--data", str(data), "--dry-run"]
+    assert train.main([*base, "--nnodes", "2"]) == 1
+    assert "--master-addr" in capsys.readouterr().err  # several nodes need node 0's address and port
+    assert train.main([*base, "--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "--master-port", "1"]) == 1
+    assert "--node-rank must be 0…1" in capsys.readouterr().err
+    assert train.main([*base, "--master-port", "70000"]) == 1
+    assert "--master-port must be a port number" in capsys.readouterr().err
+
+
+def test_the_cpu_recipes_tiny_model_builder_makes_a_model_train_accepts(
+    tmp_path: Path, novel_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline import tiny_model
+
+    out = tmp_path / "tiny"
+    assert tiny_model.main([str(out), "--novel", str(novel_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"--base-model {out}" in printed and f"transformers serve {out}" in printed
+    train.check_tokenizer(str(out))  # has BOS and EOS: no refusal
+    assert tiny_model.TinyModel.load(out).reply == tiny_model.REPLY
+    assert tiny_model.main([str(tmp_path / "x"), "--novel", str(tmp_path / "missing.txt")]) == 1
+    assert "is not a file" in capsys.readouterr().err
 
 
 def test_loss_lines_are_parsed() -> None:

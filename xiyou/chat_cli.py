@@ -243,7 +243,16 @@ def chat_cmd(
 ) -> None:
     """Talk with one character in the terminal, on any backend (history, streaming; /clear, /exit)."""
     character = _character(character_id)
+    if chapter is not None:  # the story must have brought him in by then (xiyou.story.membership)
+        from xiyou.story import MembershipError, check_members
+
+        try:
+            check_members([character.id], chapter)
+        except MembershipError as e:
+            raise click.UsageError(str(e)) from None
     backend = _backend(character, kind, endpoints)
+    if chapter is not None and hasattr(backend, "max_chapter"):
+        backend.max_chapter = chapter  # a canon backend: lines from chapters up to it only
     mode: PromptMode = prompt_mode or mode_of(backend)  # type: ignore[assignment]
     overrides = {k: v for k, v in (("temperature", temperature), ("max_new_tokens", max_new_tokens)) if v is not None}
     settings = GenerationSettings.for_character(character, **overrides)

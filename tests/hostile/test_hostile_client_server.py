@@ -135,7 +135,7 @@ def test_a_runaway_reply_is_cut_and_the_stream_says_so() -> None:
         text = "".join(stream)
         assert server.chat_requests()[0].json["max_tokens"] == 64
     assert text == RUNAWAY[: reply_char_limit(64)]
-    assert stream.truncated and "cut at 1,000 characters" in (stream.notice or "")
+    assert stream.truncated and f"cut at {reply_char_limit(64):,} characters" in (stream.notice or "")
     with ScriptedOpenAI(reply="俺老孙来也") as server:
         honest = OpenAIBackend(server.base_url, "wukong").stream(MESSAGES, GenerationSettings(max_new_tokens=64))
         assert "".join(honest) == "俺老孙来也"

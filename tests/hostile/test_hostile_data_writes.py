@@ -42,6 +42,22 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def test_a_lone_surrogate_in_an_answer_is_stored_and_the_run_completes(tmp_path):
+    questions = _questions(tmp_path, 2)
+    out = tmp_path / "q2a.jsonl"
+    # the scripted server escapes its JSON: "\ud800" arrives as half a surrogate pair
+    with ScriptedOpenAI(reply=lambda r: "俺老孙\ud800来也" if "第0个" in r.last_user else "好") as s:
+        proc = subprocess.run(_q2a(s.base_url, questions, out), cwd=REPO, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    records = _lines(out)
+    assert len(records) == 2
+    outputs = sorted(r["conversation"][0]["output"] for r in records)
+    assert outputs == ["俺老孙\ufffd来也", "好"]
+    run = json.loads(out.with_suffix(".manifest.json").read_text(encoding="utf-8"))["runs"][-1]
+    assert run["stats"]["status"] == "complete" and run["stats"]["succeeded"] == 2
+
+
 # --- a full disk ---------------------------------------------------------------------------------------------------
 _FAULTY_WRITES = textwrap.dedent(
     """

@@ -30,13 +30,12 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletionChunk
 
-from xiyou.backends.reply import ReplyGuard, ReplyStream
+from xiyou.backends.reply import ReplyGuard, ReplyStream, whole_reply
+from xiyou.backends.stops import MAX_STOP_STRINGS
 from xiyou.redact import public_url, redact, register_secret
 
 #: Sent as the key when none is configured: local servers (LMDeploy, vLLM, transformers serve) ignore it.
 NO_KEY = "not-needed"
-#: The most stop strings the OpenAI API accepts; all of them are applied on our side anyway.
-MAX_STOP_STRINGS = 4
 _STOP_FIELD = re.compile(r"\bstop\b", re.IGNORECASE)
 
 
@@ -316,24 +315,23 @@ class ChatClient:
         self, body: dict[str, Any], *, stops: Sequence[str] = (), max_new_tokens: int | None = None
     ) -> str:
         """The whole reply text (streamed or not, as `body["stream"]` says), guarded like a stream."""
-        guard = ReplyGuard(stops, max_new_tokens)
         try:
             if body.get("stream"):
+                guard = ReplyGuard(stops, max_new_tokens)
                 parts = [guard.push(text) async for text in self._adeltas(body, guard)]
-            else:
-                # The SDK's generic POST, answer read as plain JSON: `create()` would first walk the (already
-                # plain JSON) body through its type-driven transform and then build typed models of the answer,
-                # ~1 ms of CPU per request together, which limits throughput at high concurrency on a small
-                # machine. Errors (status codes, timeouts, connections) are the SDK's as usual.
-                response = await self.async_client().post("/chat/completions", body=body, cast_to=httpx2.Response)
-                parts = [guard.push(answer_text(json.loads(response.content)))]
+                parts.append(guard.flush())
+                return "".join(parts)
+            # The SDK's generic POST, answer read as plain JSON: `create()` would first walk the (already plain
+            # JSON) body through its type-driven transform and then build typed models of the answer, ~1 ms of
+            # CPU per request together, which limits throughput at high concurrency on a small machine. Errors
+            # (status codes, timeouts, connections) are the SDK's as usual.
+            response = await self.async_client().post("/chat/completions", body=body, cast_to=httpx2.Response)
+            return whole_reply(answer_text(json.loads(response.content)), stops, max_new_tokens)
         except openai.APIStatusError as e:
             retry = self._without_stop(e, body)
             if retry is None:
                 raise
             return await self.complete(retry, stops=stops, max_new_tokens=max_new_tokens)
-        parts.append(guard.flush())
-        return "".join(parts)
 
     async def _adeltas(self, body: dict[str, Any], guard: ReplyGuard) -> AsyncIterator[str]:
         stream = await self.async_client().post(

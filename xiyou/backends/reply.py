@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from xiyou.backends.stops import END_OF_TURN, StopFilter
 from xiyou.io import clean_text
 
-__all__ = ["ReplyGuard", "ReplyStream", "TextCleaner", "clean_text", "reply_char_limit"]
+__all__ = ["ReplyGuard", "ReplyStream", "TextCleaner", "clean_text", "reply_char_limit", "whole_reply"]
 
 REPLACEMENT = "\ufffd"
 #: A generous characters-per-token estimate (CJK text is about 1–2 per token, English about 4): the cap is a
@@ -27,7 +27,8 @@ REPLACEMENT = "\ufffd"
 CHARS_PER_TOKEN = 8
 #: No reply grows past this many characters, whatever max_new_tokens says (about 70,000 froze the pages).
 MAX_REPLY_CHARS = 24_000
-MIN_REPLY_CHARS = 1_000
+#: Even a short max_new_tokens allows this many characters: the cap stops floods, it never trims an answer.
+MIN_REPLY_CHARS = 8_000
 
 
 def _is_high_surrogate(ch: str) -> bool:
@@ -57,6 +58,15 @@ def reply_char_limit(max_new_tokens: int | None) -> int:
     if max_new_tokens is None:
         return MAX_REPLY_CHARS
     return max(MIN_REPLY_CHARS, min(MAX_REPLY_CHARS, max_new_tokens * CHARS_PER_TOKEN))
+
+
+def whole_reply(text: str, stops: Iterable[str] = (), max_new_tokens: int | None = None) -> str:
+    """What a `ReplyGuard` lets through of a reply that arrived whole (a non-streamed answer), in one pass."""
+    text = clean_text(text)
+    cuts = [i for i in (text.find(s) for s in (*stops, *END_OF_TURN) if s) if i >= 0]
+    if cuts:
+        text = text[: min(cuts)]
+    return text[: reply_char_limit(max_new_tokens)]
 
 
 class ReplyGuard:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+#: The most stop strings the OpenAI API accepts in `stop`; a backend applies all of its stop strings anyway.
+MAX_STOP_STRINGS = 4
+
 #: The chat formats' end-of-turn and role markers (ChatML, InternLM2): text after any of them is never part of
 #: the reply, whatever the server does with `stop` (a server that decodes them as text, or that stops at EOS only).
 END_OF_TURN: tuple[str, ...] = (
@@ -29,6 +32,8 @@ class StopFilter:
         self.stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self._firsts = frozenset(s[0] for s in self.stops)
+        self._window = max((len(s) for s in self.stops), default=1) - 1
 
     def push(self, delta: str) -> str:
         if self.stopped:
@@ -41,15 +46,19 @@ class StopFilter:
             self.stopped = True
             self._held = ""
             return text[:cut]
-        # Hold back the longest tail of `text` that is a proper prefix of some stop string.
-        keep = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(text)), keep, -1):
-                if text.endswith(stop[:n]):
-                    keep = n
-                    break
+        keep = self._partial_tail(text)
         self._held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]
+
+    def _partial_tail(self, text: str) -> int:
+        """The length of the longest tail of `text` that is a proper prefix of some stop string (0: none)."""
+        start = max(0, len(text) - self._window)
+        for i in range(start, len(text)):  # the earliest start is the longest tail
+            if text[i] in self._firsts:
+                tail = text[i:]
+                if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
+                    return len(text) - i
+        return 0
 
     def flush(self) -> str:
         """The held-back text, once the stream has ended without completing a stop string."""

@@ -2,7 +2,8 @@
 
 - Weights: `XIYOU_MODEL_<ID>` (a local folder), else `modelscope.snapshot_download(model_id, revision)` into
   ModelScope's cache (downloaded once). A failed download raises a BackendError naming the model id, the env var
-  to set and the download command.
+  to set and the download command. The revision should be a commit id: a branch (`master`) is downloaded only
+  with XIYOU_ALLOW_UNPINNED_REVISION=1, since the folder's remote code runs.
 - Loading: `trust_remote_code=True` (InternLM2), bf16 on CUDA, fp32 on CPU; one model per process per folder
   (`load_model` caches; the pages also hold the backend in `st.cache_resource`).
 - Prompt: the tokenizer's chat template, or InternLM2's ChatML when the tokenizer has none; history that does
@@ -10,14 +11,19 @@
 - Generation: in a worker thread, streamed through a `TokenStreamer`: generate's thread only records the token
   ids, the reader decodes them incrementally (the original demos re-decoded the whole reply at every token, in
   generate's thread); deltas at most 60 a second (`DELTA_INTERVAL_S`); stops at
-  `<|im_end|>` as well as EOS, at stop strings, and when cancelled. One generation at a time per model:
-  concurrent visitors queue on a lock.
+  `<|im_end|>` as well as EOS, at stop strings, and when cancelled; stop ids are never decoded into text, and the
+  chat-format tokens (`<|im_end|>`, …) are made special after loading where a tokenizer config forgot to declare
+  them (InternLM2's slow SentencePiece tokenizer). One generation at a time per model: concurrent visitors queue on
+  a lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +34,8 @@ from xiyou.backends.stops import StopFilter
 from xiyou.character import Character
 from xiyou.env import model_path, model_path_var
 
+logger = logging.getLogger(__name__)
+
 #: InternLM2-chat's ChatML, for tokenizers that carry no chat template of their own.
 INTERNLM2_CHAT_TEMPLATE = (
     "{% if bos_token %}{{ bos_token }}{% endif %}"
@@ -37,6 +45,17 @@ INTERNLM2_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 END_OF_TURN = "<|im_end|>"  # id 92542 in InternLM2's vocabulary
+#: InternLM2's chat-format tokens. Some published tokenizer configs (the slow SentencePiece tokenizer of
+#: internlm2-chat-7b) do not declare them special, so decoding would show them as text (a reply ending in
+#: " <|im_end|>", saved into the history). After loading, those the vocabulary has are made special (no new ids).
+CHAT_FORMAT_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|action_start|>",
+    "<|action_end|>",
+    "<|interpreter|>",
+    "<|plugin|>",
+)
 
 #: Deltas are paced to a screen's refresh rate: after a delta the reader waits this long (cut short by the end
 #: of the reply), and the tokens that arrived meanwhile come as one delta. A 7B model takes 20-50 ms a token, so
@@ -51,6 +70,41 @@ def download_command(character: Character) -> str:
     return (
         f"modelscope download --model {character.model_id} --revision {character.revision} --local_dir {target} "
         f"&& export {model_path_var(character.id)}={target}"
+    )
+
+
+#: A revision that names one fixed snapshot: a commit id (hex), or a version tag such as v1.0.0. A branch such as
+#: "master" moves: each new download may bring different weights and, worse, different Python code, which runs
+#: (`trust_remote_code=True`: InternLM2 ships its own model code).
+PINNED_REVISION = re.compile(r"[0-9a-fA-F]{7,64}|v?\d+(\.\d+)+")
+ALLOW_UNPINNED_VAR = "XIYOU_ALLOW_UNPINNED_REVISION"
+
+
+def revision_is_pinned(revision: str) -> bool:
+    return PINNED_REVISION.fullmatch(revision.strip()) is not None
+
+
+def pin_command(character: Character) -> str:
+    """How to find the commit a branch points to now (ModelScope models are git repositories)."""
+    return f"git ls-remote https://www.modelscope.cn/{character.model_id}.git {character.revision}"
+
+
+def check_revision(character: Character) -> None:
+    """Refuse to download a moving branch whose remote code would run, unless XIYOU_ALLOW_UNPINNED_REVISION=1."""
+    if revision_is_pinned(character.revision):
+        return
+    if os.environ.get(ALLOW_UNPINNED_VAR, "").strip().lower() in ("1", "true", "yes"):
+        logger.warning(
+            "%s: downloading %s at the branch %r (not pinned to a commit); its remote code runs (%s is set)",
+            character.id, character.model_id, character.revision, ALLOW_UNPINNED_VAR,
+        )  # fmt: skip
+        return
+    raise BackendError(
+        f"{character.name}'s weights ({character.model_id}) would be downloaded at the branch "
+        f"{character.revision!r}, which can change at any time, and the model folder's own Python code runs when it "
+        f"loads (trust_remote_code). Pin it: find the commit with `{pin_command(character)}` and set revision = "
+        f'"<that commit id>" in xiyou/characters/{character.id}.toml; or set {model_path_var(character.id)} to a '
+        f"folder you checked; or accept the branch with {ALLOW_UNPINNED_VAR}=1."
     )
 
 
@@ -74,6 +128,7 @@ def resolve_weights(character: Character) -> Path:
         ) from e
     with contextlib.suppress(Exception):  # already downloaded: no network needed
         return Path(snapshot_download(character.model_id, revision=character.revision, local_files_only=True))
+    check_revision(character)
     try:
         return Path(snapshot_download(character.model_id, revision=character.revision))
     except Exception as e:  # network, auth, missing repo: all mean "no weights"; say what to do
@@ -131,9 +186,24 @@ def load_model(path: str | Path, device: str | None = None) -> LoadedModel:
                 "Check that the folder holds a complete model (config.json, tokenizer files, weights)."
             ) from e
         model.to(device).eval()
+        mark_chat_tokens_special(tokenizer)
         loaded = LoadedModel(path, model, tokenizer, device, _stop_ids(model, tokenizer), _context_length(model))
         _loaded[key] = loaded
         return loaded
+
+
+def mark_chat_tokens_special(tokenizer: Any) -> list[str]:
+    """Make the chat-format tokens the vocabulary already has special (skipped when decoding), adding none;
+    returns those that were not special before."""
+    vocab = tokenizer.get_vocab()
+    special = set(tokenizer.all_special_tokens)
+    missing = [t for t in CHAT_FORMAT_TOKENS if t in vocab and t not in special]
+    if missing:
+        size = len(tokenizer)
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+        if len(tokenizer) != size:  # never: each token is in the vocabulary; a changed size would misalign the model
+            raise BackendError(f"marking {missing} special changed the tokenizer's size ({size} -> {len(tokenizer)})")
+    return missing
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -165,8 +235,10 @@ class TokenStreamer:
     decodes in generate's thread at every token, re-decoding all the text since the last line break.)
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, skip_ids: Sequence[int] = ()) -> None:
         self.tokenizer = tokenizer
+        #: ids never decoded into text (the stop ids: generate hands over the one it stopped at)
+        self._skip = frozenset(skip_ids)
         fast = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         try:
             from tokenizers.decoders import DecodeStream
@@ -189,7 +261,10 @@ class TokenStreamer:
         if not self._prompt_skipped:
             self._prompt_skipped = True
             return
-        self._ids.extend(value.reshape(-1).tolist())
+        ids = value.reshape(-1).tolist()
+        if self._skip:
+            ids = [i for i in ids if i not in self._skip]
+        self._ids.extend(ids)
         if not self.arrived.is_set():
             self.arrived.set()
 
@@ -359,7 +434,7 @@ class TransformersBackend:
         done = threading.Event()
         try:
             errors: list[BaseException] = []
-            streamer = TokenStreamer(self.loaded.tokenizer)
+            streamer = TokenStreamer(self.loaded.tokenizer, skip_ids=self.loaded.stop_ids)
             kwargs = self._generate_kwargs(input_ids, settings, max_new)
             kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancel, done)]))
 

@@ -8,6 +8,10 @@
 - Scores: word-level BM25 (each query word counted where it occurs in an exchange's context — what was said to
   the character — and, at half weight, in the reply), plus the character-bigram BM25 of `xiyou.canon.index`
   (bm25s) at a lower weight. Exchanges from chapters after `max_chapter` are masked before the top-k.
+- Ranking, for a question: an exchange where he was asked something (the context is a question) ranks higher, a
+  reply that is itself a question lower, a reply of the kind asked for (a place for 哪里, a number for 多少, a
+  reason for 为什么, a person for 谁) higher; an exchange holding none of the novel's entities that the question
+  names (or their co-referents: 八戒 → 悟能, 呆子 …) ranks lower.
 - Relevance: the best score divided by the most the query's words could score (0..1). Below `DEFLECT_BELOW`
   (calibrated on `benchmarks/relevance/calibration.tsv`, never on the evaluation questions) the book cannot
   answer, and the character answers with one of his deflection lines: his own canon lines where he says he does
@@ -50,6 +54,32 @@ SHORT_REPLY, SHORT_FACTOR = 8, 0.7  # a bare '去来！' says little: ranked low
 LONG_REPLY = 60  # characters; longer lines (speeches, verse) are less likely to answer a question: down to half
 BM25_K1, BM25_B = 1.2, 0.75
 RELEVANCE_FLOOR = 0.25  # ranking = score x (RELEVANCE_FLOOR + relevance)
+#: For a question: an exchange where he was asked something answers more often than one where he was told it …
+ASKED_FACTOR = 1.2
+#: … and a reply that is itself a question ('你从那里来？' to '你从哪里来？') answers less often.
+COUNTER_QUESTION_FACTOR = 0.6
+#: The question names a person, place or thing of the novel, and neither the line nor what was said to him does.
+ENTITY_MISSING_FACTOR = 0.5
+#: A reply of the kind the question asks for (a place for 哪里, a number for 多少, a reason for 为什么 …).
+ANSWER_TYPE_FACTOR = 1.3
+_IS_QUESTION = re.compile(r"[?？]|[吗么呢否][！!。]?$")
+_ENDS_AS_QUESTION = re.compile(r"[?？][」』”\s]*$")
+#: What each kind of question asks for (query cue -> what a reply of that kind holds).
+ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        re.compile(r"哪里|哪儿|何处|在哪|那里人|来自|家乡|老家|从哪"),
+        re.compile(r"山|洞|国|城|寺|河|庄|州|洲|海|宫|人氏|里路"),
+    ),
+    (
+        re.compile(r"多少|几[个岁年次种斤天件位]|多重|多远|多长|多大|多高|多久"),
+        re.compile(r"[一二三四五六七八九十百千万两]"),
+    ),
+    (re.compile(r"为什么|为甚么|为何|怎么会|凭什么"), re.compile(r"因|为|只为|原来|所以|故此|是以")),
+    (
+        re.compile(r"谁|哪个|那个人|什么人|何人"),
+        re.compile(r"师父|菩萨|如来|老君|玉帝|大圣|行者|八戒|悟能|悟净|沙僧|唐僧|龙王|国王|大王|仙|佛|是我"),
+    ),
+)
 
 #: Question words: how a question asks (the novel writes 甚么, 那里, 怎的, 怎生 …).
 QUESTION_CUES = frozenset(
@@ -110,6 +140,15 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "本事": ("本事", "手段"),
     "法术": ("法", "神通", "手段"),
     "厉害的": ("利害",),
+    "国家": ("国", "邦"),
+    "出发": ("起程", "起身", "离了"),
+    "小时候": ("自幼", "幼时", "小时"),
+    "童年": ("自幼", "幼时"),
+    "后悔": ("悔",),
+    "讨厌": ("恼", "嫌"),
+    "最喜欢": ("爱", "喜"),
+    "担心": ("忧", "愁", "挂念"),
+    "走路": ("走路", "行路"),
 }
 #: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
 FUNCTION_WORDS = frozenset(
@@ -210,6 +249,8 @@ class Vocabulary:
 
 def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
     """The weighted words of a query (see the module doc); the same word once, at its highest weight."""
+    from xiyou import names
+
     terms: dict[str, Term] = {}
     for word in segment(text):
         if word in SECOND_PERSON:
@@ -225,7 +266,11 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
             weight, kind = WEIGHT_SINGLE, "single"
         else:
             weight, kind = WEIGHT_WORD, "word"
-        forms = tuple(dict.fromkeys([word, *(f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS)]))
+        novel_forms = [f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS]
+        cid = names.resolve(word) if kind == "entity" else None
+        if cid:  # one of the four: any of his names (八戒 → 悟能, 猪八戒 …)
+            novel_forms += [a for a in names.aliases(cid) if len(a) >= 2]
+        forms = tuple(dict.fromkeys([word, *novel_forms]))
         if word not in terms or terms[word].weight < weight:
             terms[word] = Term(forms, weight, kind)
     return list(terms.values())
@@ -289,6 +334,13 @@ class Answerer:
         self.context = Field([ex.context.text if ex.context else "" for ex in self.exchanges])
         self.reply = Field([ex.reply.text for ex in self.exchanges])
         self.chapters = np.asarray([ex.chapter for ex in self.exchanges], dtype=np.int32)
+        self.asked = np.asarray(
+            [bool(ex.context and _IS_QUESTION.search(ex.context.text.strip())) for ex in self.exchanges]
+        )
+        self.counter_question = np.asarray([bool(_ENDS_AS_QUESTION.search(ex.reply.text)) for ex in self.exchanges])
+        self.answer_types = [
+            np.asarray([bool(holds.search(ex.reply.text)) for ex in self.exchanges]) for _, holds in ANSWER_TYPES
+        ]
         lengths = np.asarray([len(ex.reply.text) for ex in self.exchanges], dtype=np.float32)
         factor = np.clip(LONG_REPLY / np.maximum(lengths, 1.0), 0.5, 1.0)
         self.length_factor = np.where(lengths < SHORT_REPLY, SHORT_FACTOR, factor).astype(np.float32)
@@ -302,6 +354,7 @@ class Answerer:
         terms = tuple(query_terms(query, self.vocabulary))
         total = np.zeros(n, dtype=np.float32)
         covered = np.zeros(n, dtype=np.float32)
+        named = np.zeros(n, dtype=bool)  # holds one of the entities the question names
         weights = 0.0
         for term in terms:
             best_score = np.zeros(n, dtype=np.float32)
@@ -315,6 +368,8 @@ class Answerer:
                 found = np.maximum(found, part * np.where(held_context, 1.0, np.where(held_reply, REPLY_FIELD, 0.0)))
             total += term.weight * best_score
             covered += term.coverage_weight * found
+            if term.kind == "entity":
+                named |= found > 0
             weights += term.coverage_weight
         relevance = covered / weights if weights > 0 else covered
         word_best = float(total.max()) if n else 0.0
@@ -331,6 +386,17 @@ class Answerer:
                 total = total + GRAM_FIELD * (gram / top) * (word_best or 1.0)
         # rank by the scores, favouring exchanges that hold more of the question, and lines short enough to answer
         ranking = total * (RELEVANCE_FLOOR + relevance) * self.length_factor
+        if any(t.kind == "entity" for t in terms):
+            ranking = ranking * np.where(named, 1.0, ENTITY_MISSING_FACTOR)
+        if _IS_QUESTION.search(query.strip()) or any(t.kind == "cue" for t in terms):
+            ranking = (
+                ranking
+                * np.where(self.asked, ASKED_FACTOR, 1.0)
+                * np.where(self.counter_question, COUNTER_QUESTION_FACTOR, 1.0)
+            )
+            for (asks, _), holds in zip(ANSWER_TYPES, self.answer_types, strict=True):
+                if asks.search(query):
+                    ranking = ranking * np.where(holds, ANSWER_TYPE_FACTOR, 1.0)
         return Scored(ranking.astype(np.float32), relevance.astype(np.float32), terms)
 
     def mask(self, max_chapter: int | None) -> np.ndarray | None:
@@ -362,18 +428,19 @@ def best(
 _DEFLECTING_CLAUSE = re.compile(
     r"^(?:(?:贫僧|老孙|我|老猪|弟子|小弟|俺|我们|这个|实)?(?:也|实|委实|真个|却|一发|倒)?"
     r"(?:不知|不晓得|不曾见|不曾听见|不曾闻|不认得|不懂|那里晓得|那里知道|晓得甚么)(?:道|得|哩|了|也|甚么)?$"
-    r"|且?莫管|休管|不要管|管他|且休|少题|休题|休提|莫说|不消说|莫胡说|莫胡谈|不要胡说|你?说甚么|罢了$"
+    r"|且?莫管|休管|不要管|管他|且休|少题|休题|休提|莫说(?:$|莫说|这|了)|不消说|莫胡说|莫胡谈|不要胡说|你?说甚么|罢了$"
     r"|闲话少说|且住|莫问|休问|不要问|不必(?:烦叙|多讲|多言|说了)|且?莫斗口|休斗口|一言难尽"
-    r"|说不得|天晓得|谁晓得|(?:我|弟子|小弟)?(?:又)?不曾(?:在心|理会|与他相识)|那里认得|知道是甚缘故)"
+    r"|说不得|天晓得|谁晓得|(?:我|弟子|小弟)?(?:又)?不曾(?:在心|理会)|那里认得|知道是甚缘故)"
 )
 #: A clause that moves on (let us get going): part of a deflection, never one by itself.
 _MOVING_ON = re.compile(r"^(?:我们|我等|你我)?(?:且|快|快早|早)?(?:走路|赶路|去来|去罢|走罢|赶早儿去来?)$")
 _WEAK_CLAUSE = re.compile(r"^罢了$")
 WEAK_LINE_MAX = 6
 _CLAUSES = re.compile(r"[^，。！？；、,.!?;…]+")
+_CLAUSE_ENDS = re.compile(r"([^，。！？；、,.!?;…]+)([，。！？；、,.!?;…]*)")
 #: Concrete story things make a deflection sound off the point of a question about something else.
 _CONCRETE = re.compile(
-    r"妖|怪|魔|精|菩萨|龙|王|山|洞|城|国|马|棒|钯|杖|宝|经|寺|庙|井|桥|河|水|火|风|死|杀|打|捉|拿|救|金|银|病|药|这里|那里"
+    r"女流|仙童|老官|妖|怪|魔|精|菩萨|龙|王|山|洞|城|国|马|棒|钯|杖|宝|经|寺|庙|井|桥|河|水|火|风|死|杀|打|捉|拿|救|金|银|病|药|这里|那里"
 )
 DEFLECTION_MAX_CHARS = 24
 DEFLECTING_CLAUSE_MAX = 9
@@ -392,8 +459,11 @@ def is_deflection(
     if not 2 <= len(t) <= max_chars or "\n" in t:
         return False
     clauses = [c for c in _CLAUSES.findall(t) if len(c) <= clause_max and _DEFLECTING_CLAUSE.match(c)]
-    if not clauses or _CONCRETE.search("，".join(c for c in _CLAUSES.findall(t) if c not in clauses)):
+    rest = [m for m in _CLAUSE_ENDS.finditer(t) if m.group(1) not in clauses]
+    if not clauses or _CONCRETE.search("，".join(m.group(1) for m in rest)):
         return False  # ('那里认得！' is a shrug; '莫管他，妖精自有处置。' is about something)
+    if any("他" in m.group(1)[:-1] or m.group(2).startswith(("？", "?")) for m in rest):
+        return False  # the rest is about someone ('不消说了！他们定是…') or asks something ('不知，是甚么木？')
     if all(_WEAK_CLAUSE.match(c) for c in clauses) and len(t) > WEAK_LINE_MAX:
         return False  # '罢了！来到尽头路了！' goes on about something: only a bare '罢了！罢了！' waves it off
     return not any(n in t for n in other_names)

@@ -71,7 +71,7 @@ def export_cmd(novel: Path | None, out_dir: Path, ids: tuple[str, ...]) -> None:
     from tqdm import tqdm
 
     from xiyou.canon import CHARACTER_IDS
-    from xiyou.io import write_text_atomic
+    from xiyou.io import write_jsonl_atomic
 
     for cid in ids:
         if cid not in CHARACTER_IDS:
@@ -81,14 +81,13 @@ def export_cmd(novel: Path | None, out_dir: Path, ids: tuple[str, ...]) -> None:
     canon = _canon_or_exit(novel)
     for cid in tqdm(ids or CHARACTER_IDS, desc="export", unit="character", disable=None):
         records = canon.records(cid)
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        write_text_atomic(out_dir / f"{cid}.jsonl", text)
+        write_jsonl_atomic(out_dir / f"{cid}.jsonl", records)
         click.echo(f"{out_dir / f'{cid}.jsonl'}: {len(records)} records", err=True)
     rows = (
         {"id": u.id, "chapter": u.chapter, "offset": u.offset, "speaker": u.speaker, "name": u.name, "text": u.text}
         for u in canon.utterances
     )
-    write_text_atomic(out_dir / "utterances.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl_atomic(out_dir / "utterances.jsonl", rows)
     click.echo(f"{out_dir / 'utterances.jsonl'}: {len(canon.utterances)} utterances", err=True)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
+from xiyou.io import json_line
 from xiyou.names import CHARACTER_IDS, check_person_name
 from xiyou.room.engine import DEFAULT_BANTER, DEFAULT_PERSON, Room
 from xiyou.room.events import MemberFailed, ReplyDropped, Stopped, TurnEnded
@@ -19,7 +19,7 @@ NARRATE = "/narrate"
 
 
 def _echo_json(data: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_line(data))
     sys.stdout.flush()
 
 
@@ -132,7 +132,7 @@ def room_cmd(
     except LineupError as e:
         raise click.ClickException(str(e)) from None
     if not lineup.available:
-        problems = "\n".join(f"- {s.character.id}: {s.why_not}" for s in lineup.seats.values())
+        problems = "\n".join(f"- {s.character.id}: {s.unavailable}" for s in lineup.seats.values())
         raise click.ClickException(f"{OFFLINE_HELP}\n{problems}")
     retriever = None
     if canon_hints:
@@ -140,12 +140,16 @@ def room_cmd(
         retriever = canon_retriever(canon, max_chapter=story.chapter) if canon is not None else None
         if retriever is None:
             click.echo(f"canon hints are off: {why or 'no canon retrieval available'}", err=True)
-    from xiyou.story.rooms import narrator_member, open_scene, scene_story
+    from xiyou.story.rooms import model_narrator_backend, narrator_member, open_scene, scene_story
 
     the_narrator = None
     if narrator:
         canon, why = load_canon(lineup.novel)
-        the_narrator = narrator_member(story, canon)
+        try:  # persona mode on one model (XIYOU_API_BASE_URL): the narrator speaks on it too; else the novel's
+            model = model_narrator_backend()
+        except (ValueError, RuntimeError) as e:
+            raise click.ClickException(f"the narrator cannot speak: {e}") from None
+        the_narrator = narrator_member(story, canon, model)
         if the_narrator is None:
             raise click.ClickException(f"the narrator tells the novel's narration and needs the novel: {why}")
     click.echo(f"room: {lineup.describe()}; {story.describe()}", err=True)

@@ -20,11 +20,10 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from xiyou.backends.stops import MAX_STOP_STRINGS  # what the OpenAI API accepts; the trim pass catches the rest
 from xiyou.character import Character
 from xiyou.names import INVISIBLE, all_names
 
-#: Backends that speak the OpenAI API accept at most 4 stop strings; the trim pass catches the rest.
-MAX_STOP_STRINGS = 4
 #: After these a new speaker may start on the same line: '好。猪八戒：…'.
 _SENTENCE_END = frozenset("。！？!?；;…”」』")
 _MARKUP = re.compile(r"[\s*_~`\u3000【】\[\]]+")

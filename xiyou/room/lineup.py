@@ -14,12 +14,14 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from xiyou import env
-from xiyou.backends.base import Backend
 from xiyou.character import Character, get_character, load_characters
 from xiyou.room.member import Member, Retriever
+
+if TYPE_CHECKING:
+    from xiyou.endpoints import EndpointConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +59,12 @@ class LineupError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Seat:
-    """How one character can speak: a backend, or why not (`why_not`)."""
-
-    character: Character
-    backend: Backend | None
-    kind: str
-    timeout: float
-    why_not: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
 class Lineup:
+    """`seats`: how each character can speak, as a Member (its backend, `kind`, `timeout`, or why not in
+    `unavailable`); `member()` gives a room its own copy."""
+
     mode: Mode
-    seats: dict[str, Seat]
+    seats: dict[str, Member]
     endpoints_file: Path | None
     novel: Path | None
     canon_error: str | None = None
@@ -81,12 +75,10 @@ class Lineup:
         return any(s.backend is not None for s in self.seats.values())
 
     def member(self, character_id: str, retriever: Retriever | None = None) -> Member:
-        """A fresh Member for the room (mute state is per room; backends are shared)."""
+        """A fresh Member for the room (mute state is per room; backends are shared). `retriever` is for members on
+        models only (canon members speak the book itself)."""
         seat = self.seats[character_id]
-        use_retriever = retriever if seat.kind not in ("canon", "none") else None
-        return Member(
-            seat.character, seat.backend, timeout=seat.timeout, unavailable=seat.why_not, retriever=use_retriever
-        )
+        return dataclasses.replace(seat, retriever=retriever if seat.on_model else None)
 
     def members(self, ids: Sequence[str], retriever: Retriever | None = None) -> list[Member]:
         return [self.member(i, retriever) for i in ids]
@@ -121,7 +113,7 @@ def build_lineup(
     max_chapter: int | None = None,
     prefer_chapters: range | None = None,
 ) -> Lineup:
-    """Seats for `ids` (default: all characters) from `endpoints` (default XIYOU_ENDPOINTS) and the novel.
+    """Members for `ids` (default: all characters) from `endpoints` (default XIYOU_ENDPOINTS) and the novel.
 
     `max_chapter`: the conversation is set after that chapter; canon members answer only with lines up to it.
     `prefer_chapters`: a scene's chapters, whose lines canon members prefer."""
@@ -134,11 +126,11 @@ def build_lineup(
     from xiyou.endpoints import configured_endpoints
 
     try:  # the file's tables and [default], then the persona shortcut XIYOU_API_BASE_URL / XIYOU_API_MODEL
-        configs: dict[str, Any] = configured_endpoints(endpoints_file)
+        configs: dict[str, EndpointConfig] = configured_endpoints(endpoints_file)
     except (OSError, ValueError) as e:
         raise LineupError(str(e)) from None
     novel_path = Path(novel).expanduser() if novel else env.novel_path()
-    needs_canon = any(c.id not in configs or getattr(configs[c.id], "backend", "openai") == "canon" for c in chosen)
+    needs_canon = any(c.id not in configs or configs[c.id].backend == "canon" for c in chosen)
     canon, canon_error = (None, None)
     if needs_canon:
         if novel_path is None:
@@ -153,28 +145,29 @@ def build_lineup(
 
 def _seat(
     character: Character,
-    config: Any,
+    config: EndpointConfig | None,
     canon: Any,
     canon_error: str | None,
     file: Path | None,
     story: dict[str, Any] | None = None,
-) -> Seat:
-    if config is not None and getattr(config, "backend", "openai") != "canon":
+) -> Member:
+    if config is not None and config.backend != "canon":
         from xiyou.backends.factory import make_backend
 
-        kind = getattr(config, "backend", "openai")
-        timeout = float(getattr(config, "timeout", None) or 60.0) + TIMEOUT_MARGIN_S
+        kind = config.backend
+        timeout = config.timeout + TIMEOUT_MARGIN_S
         try:
-            return Seat(character, make_backend(character, kind=kind, endpoint=config), kind, timeout)
+            return Member(character, make_backend(character, kind=kind, endpoint=config), kind=kind, timeout=timeout)
         except Exception as e:  # a member that cannot start is red, the others still talk
             log.warning("%s: cannot set up its %s backend: %s", character.id, kind, e)
-            return Seat(character, None, "none", timeout, f"{kind} backend from {file}: {e}")
+            return Member(character, None, timeout=timeout, unavailable=f"{kind} backend from {file}: {e}")
     if canon is None:
         where = f"no table for {character.id} in {file}, and " if config is None and file is not None else ""
-        return Seat(character, None, "none", CANON_TIMEOUT_S, f"{where}no canon: {canon_error}")
+        return Member(character, None, timeout=CANON_TIMEOUT_S, unavailable=f"{where}no canon: {canon_error}")
     from xiyou.backends.canon import CanonBackend
 
-    return Seat(character, CanonBackend(character, canon, **(story or {})), "canon", CANON_TIMEOUT_S)
+    backend = CanonBackend(character, canon, **(story or {}))
+    return Member(character, backend, kind="canon", timeout=CANON_TIMEOUT_S)
 
 
 def canon_retriever(

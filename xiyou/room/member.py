@@ -18,8 +18,9 @@ class Member:
     """One character in the room.
 
     `backend` is None when the character has no way to speak (no server, no novel); `unavailable` says why,
-    and the member is shown with a red status and never picked to speak. `timeout` is how long the room
-    waits for the next piece of a reply before reporting the member as failed (first token included).
+    and the member is shown with a red status and never picked to speak. `kind` is what it runs on ("canon",
+    "openai", "transformers"; "none" without a backend). `timeout` is how long the room waits for the next piece
+    of a reply before reporting the member as failed (first token included).
     """
 
     character: Character
@@ -29,6 +30,12 @@ class Member:
     timeout: float = 120.0
     unavailable: str | None = None
     retriever: Retriever | None = None
+    kind: str = "none"
+
+    @property
+    def on_model(self) -> bool:
+        """Speaks through a model (not the canon, not unavailable): canon hints may help it."""
+        return self.backend is not None and self.kind not in ("canon", "none")
 
     @property
     def id(self) -> str:

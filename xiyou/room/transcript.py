@@ -7,11 +7,11 @@ something a character said, so it never reaches another character's view or the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Literal
 
 from xiyou.backends.base import Citation
+from xiyou.io import jsonl_text
 from xiyou.tokens import estimate_tokens
 
 #: The speaker id of the person (the human in the room). Character ids are lower-case ASCII, so no clash.
@@ -109,4 +109,4 @@ def transcript_markdown(entries: list[Entry], title: str = "西游群聊") -> st
 def transcript_jsonl(entries: list[Entry]) -> str:
     """The transcript as JSON lines: `{"speaker": name, "id": id, "text": ..., "time": ...}` per line, plus
     `"citation": {"chapter": 27, "said_to": "唐三藏", "label": "第二十七回 · 对唐三藏说"}` for a canon reply."""
-    return "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in entries)
+    return jsonl_text(e.to_json() for e in entries)

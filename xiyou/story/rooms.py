@@ -85,6 +85,22 @@ def scene_story(scene: Scene | None) -> str | None:
     return f"【此刻的场景】{scene.name} · {scene.place}：{scene.situation}"
 
 
+def model_narrator_backend():
+    """The narrator's model in persona mode: the persona shortcut's (`XIYOU_API_BASE_URL` + `XIYOU_API_MODEL`),
+    prompted with the narrator's own instruction (never a pilgrim's persona); None when it is not set. Raises
+    ValueError (EndpointError, BackendError) with what to fix when it is set wrongly."""
+    from xiyou.backends.factory import make_backend
+    from xiyou.endpoints import shortcut_endpoint
+    from xiyou.story.narrator import narrator_character
+
+    endpoint = shortcut_endpoint()
+    if endpoint is None:
+        return None
+    backend = make_backend(narrator_character(), kind="openai", endpoint=endpoint)
+    backend.prompt_mode = "meta"  # the narrator file's instruction as it is, not a persona built for a pilgrim
+    return backend
+
+
 def narrator_member(plan: StoryRoom, canon=None, backend=None):
     """The narrator for `plan`'s room: `backend` (an LLM backend) prompted as the narrator, else the canon's
     narration passages of the room's chapters (from the scene's first line on). None without either."""

@@ -30,7 +30,7 @@ def _private_page(store: Store, conv: Conversation) -> None:
         seat = lineup().seats[character.id]
         backend = seat.backend
         if backend is None:
-            st.error(f"{character.name} 暂时无法说话：{seat.why_not}")
+            st.error(f"{character.name} 暂时无法说话：{seat.unavailable}")
     except LineupError as e:
         st.error(f"The endpoints file is broken: {e}", icon="🔴")
     private_chat(store, conv, character, backend, settings, clear, title=conv.title)

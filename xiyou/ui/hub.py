@@ -52,7 +52,8 @@ from xiyou.room.lineup import OFFLINE_HELP, Lineup, LineupError, build_lineup, c
 from xiyou.room.mentions import mentioned
 from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
-from xiyou.ui import messages, render
+from xiyou.story.membership import membership
+from xiyou.ui import messages, render, story
 from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING
 from xiyou.ui.options import public_error
 
@@ -83,14 +84,15 @@ def _file_key(path: Path | None) -> str:
 
 
 @st.cache_resource(show_spinner="Reading the novel and setting up the characters…")
-def _cached_lineup(endpoints_key: str, novel_key: str) -> Lineup:
+def _cached_lineup(endpoints_key: str, novel_key: str, chapter: int | None = None) -> Lineup:
     # keys carry the files' mtimes, so editing the endpoints file takes effect on the next run
-    return build_lineup(None)
+    return build_lineup(None, max_chapter=chapter)
 
 
-def lineup() -> Lineup:
-    """The lineup of the environment (cached per endpoints file and novel); raises LineupError."""
-    return _cached_lineup(_file_key(env.endpoints_path()), _file_key(env.novel_path()))
+def lineup(chapter: int | None = None) -> Lineup:
+    """The lineup of the environment (cached per endpoints file, novel and point in the story: canon members answer
+    only from chapters up to `chapter`); raises LineupError."""
+    return _cached_lineup(_file_key(env.endpoints_path()), _file_key(env.novel_path()), chapter)
 
 
 @st.cache_resource(show_spinner=False)
@@ -111,6 +113,7 @@ class RoomSettings:
     delay: float = DEFAULT_DELAY_S
     person: str = DEFAULT_PERSON
     hints: bool = False
+    chapter: int | None = None  # the point in the story (after chapter N); None: the whole journey
 
     @classmethod
     def load(cls, data: dict[str, Any], all_ids: list[str]) -> RoomSettings:
@@ -335,11 +338,10 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             who = characters[member_id]
             left.markdown(f"{STATUS_LIGHTS.get(state, '⚪')} {who.emoji} **{who.name}**")
             message = status.message if status and status.failing else None
-            label = describe(seat.backend) if seat.backend else (seat.why_not or "no backend")  # mode and model
+            label = describe(seat.backend) if seat.backend else (seat.unavailable or "no backend")  # mode and model
             left.caption(render.safe_markdown(public_error(message or label)))
         hints = False
-        model_seats = [lineup_.seats[i] for i in ids if lineup_.seats[i].backend is not None]
-        if any(s.kind != "canon" for s in model_seats) and lineup_.novel is not None:
+        if any(lineup_.seats[i].on_model for i in ids) and lineup_.novel is not None:
             hints = st.toggle(
                 "原著提示 · canon hints", value=saved.hints, key=f"hub_hints_{cid}",
                 help="Add matching canon passages to prompts.",
@@ -362,6 +364,10 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
             "节奏 · Pace (s between turns)", 0.0, MAX_DELAY_S, float(saved.delay), 0.5, key=f"hub_delay_{cid}",
             help="Auto-banter waits this long between turns, so you can read, type or press Stop.",
         )  # fmt: skip
+        chapter = st.number_input(
+            "故事进度 · After chapter (0: the whole journey)", 0, 100, saved.chapter or 0, key=f"hub_chapter_{cid}",
+            help="The characters know the story up to this chapter; canon lines come only from it and before.",
+        )  # fmt: skip
         typed_name = st.text_input("你的称呼 · Your name", saved.person, key=f"hub_person_{cid}", max_chars=20)
         person = saved.person
         try:
@@ -383,20 +389,33 @@ def sidebar(conv: Conversation, room: Room, lineup_: Lineup, saved: RoomSettings
                 key=f"hub_export_jsonl_{cid}", on_click="ignore",
             )  # fmt: skip
         st.button("🧹 重新开始 · Reset", key=f"hub_reset_{cid}", width="stretch", on_click=_on_reset, args=(cid,))
-    return RoomSettings(list(ids), mutes, policy, int(banter), float(delay), person, bool(hints))
+    story_chapter = int(chapter) or None
+    return RoomSettings(list(ids), mutes, policy, int(banter), float(delay), person, bool(hints), story_chapter)
 
 
 def _apply(room: Room, lineup_: Lineup, settings: RoomSettings) -> None:
-    current = {m.id: m for m in room.members}
-    members = [current.get(i) or lineup_.member(i) for i in settings.members]
+    current = {m.id: m for m in room.members if m.backend is lineup_.seats[m.id].backend}  # same point in the story
+    members = []
+    for i in settings.members:
+        try:
+            joined = membership(i, settings.chapter)
+        except (KeyError, ValueError, OSError):
+            joined = None
+        if joined is not None and not joined.can_join:
+            st.warning(joined.reason, icon="📖")  # not in the story yet at this chapter
+            continue
+        if joined is not None and settings.chapter is not None and joined.status != "pilgrim":
+            st.caption(f"📖 {joined.reason}")
+        members.append(current.get(i) or lineup_.member(i))
     retriever = _cached_retriever(_file_key(lineup_.novel)) if settings.hints else None
     for m in members:
         m.muted = m.id in settings.mutes
-        m.retriever = retriever if lineup_.seats[m.id].kind not in ("canon", "none") else None
+        m.retriever = retriever if m.on_model else None
     room.set_members(members)
     room.policy = settings.policy  # type: ignore[assignment]
     room.banter_turns = settings.banter
     room.person = settings.person
+    room.chapter = settings.chapter
 
 
 # ----- the transcript -----------------------------------------------------------------------------------------------
@@ -430,7 +449,7 @@ def _transcript(store: Store, conv: Conversation, rs: RoomSession) -> None:
         if m.speaker == PERSON:
             avatar, label = PERSON_AVATAR, m.name
         else:
-            character = characters.get(m.speaker)
+            character = characters.get(m.speaker) or story.speaker_character(m.speaker)
             avatar, label = (character.emoji, character.name) if character else ("🙂", m.name)
         messages.bubble(m, avatar=avatar, role=label, label=label, last_reply=mid == last_reply, busy=rs.running)
     for notice in notices[ni:]:
@@ -567,27 +586,29 @@ def room_page(store: Store, conv: Conversation) -> None:
     """The whole room page for the stored room `conv`."""
     st.title(f"🏯 {conv.title}")
     try:
-        lineup_ = lineup()
+        lineup_ = story.room_lineup(conv.settings)  # at the room's chapter, preferring its scene's (issue 16)
     except LineupError as e:
         st.error(f"The endpoints file is broken: {public_error(str(e))}", icon="🔴")
         st.stop()
     if not lineup_.available:
         st.markdown(OFFLINE_HELP)
         for seat in lineup_.seats.values():
-            st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.why_not or '')}")
+            st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.unavailable or '')}")
         st.stop()
     st.caption(public_error(lineup_.describe()))
+    plan = story.story_sidebar(store, conv)  # 📖 scene and narrator (issue 16)
     saved = RoomSettings.load(conv.settings, list(lineup_.seats))
     rs = _session(store, conv, saved)
     settings = sidebar(conv, rs.room, lineup_, saved)
     if settings != saved:
         store.save_settings(conv.id, {**conv.settings, **settings.to_json()})
     _apply(rs.room, lineup_, settings)
+    story.apply(rs.room, conv, lineup_, plan)
     action = messages.take_action()
     no_members = not rs.room.members
     prompt = st.chat_input(
         "先在侧栏选人 · pick members in the sidebar first" if no_members
-        else f"对师徒说点什么… 点名即可叫人，如“悟空”（{MAX_INPUT_CHARS} 字以内）",
+        else "对师徒说点什么… 点名即可叫人，如“悟空”",
         key=f"hub_input_{conv.id}",
         disabled=no_members,
     )  # fmt: skip

@@ -1,6 +1,7 @@
 # 西游 Roleplay. Two commands on a fresh machine:
 #   make run    set up the app environment and start the hub (offline canon mode on the shared novel)
 #   make test   set up every environment the tests need, lint, and run the whole test suite
+#   make retrain-demo   the maintainer's loop on CPU with a tiny model (after make test; OUT=dir)
 #
 # Environments (each installs torch==2.13.0 first, so no CUDA build is pulled on a CPU machine):
 #   .venv              app + tests        requirements.txt + requirements-dev.txt
@@ -19,7 +20,7 @@ export XIYOU_NOVEL ?= $(abspath ../shared/data/xiyouji.txt)
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test setup setup-train setup-testserver system-deps lint pytest clean
+.PHONY: run test setup setup-train setup-testserver system-deps lint pytest clean retrain-demo
 
 run: setup
 	$(VENV)/bin/streamlit run hub/app.py --server.address $(HOST) --server.port $(PORT)
@@ -68,6 +69,14 @@ pytest: setup
 	XIYOU_TESTSERVER_BIN=$(abspath $(VENV_SERVE))/bin/transformers \
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; exit $$rc
+
+# The maintainer's whole loop on a CPU with a tiny model (docs/maintainers.md): the data steps against a local
+# `transformers serve`, build_dataset, train + merge, eval of base vs fine-tuned. OUT=dir (default runs/retrain-demo).
+OUT ?= runs/retrain-demo
+retrain-demo: setup setup-train setup-testserver
+	XIYOU_TRAIN_PYTHON=$(abspath $(VENV_TRAIN))/bin/python \
+	XIYOU_TESTSERVER_BIN=$(abspath $(VENV_SERVE))/bin/transformers \
+	$(VENV)/bin/python -m pipeline.retrain_demo --out $(OUT)
 
 clean:
 	rm -rf $(VENV) $(VENV_TRAIN) $(VENV_SERVE) .pytest_cache .ruff_cache build *.egg-info

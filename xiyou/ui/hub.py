@@ -53,7 +53,7 @@ from xiyou.room.mentions import mentioned
 from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
 from xiyou.story.membership import membership
-from xiyou.ui import messages, render
+from xiyou.ui import messages, render, story
 from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING
 from xiyou.ui.options import public_error
 
@@ -449,7 +449,7 @@ def _transcript(store: Store, conv: Conversation, rs: RoomSession) -> None:
         if m.speaker == PERSON:
             avatar, label = PERSON_AVATAR, m.name
         else:
-            character = characters.get(m.speaker)
+            character = characters.get(m.speaker) or story.speaker_character(m.speaker)
             avatar, label = (character.emoji, character.name) if character else ("🙂", m.name)
         messages.bubble(m, avatar=avatar, role=label, label=label, last_reply=mid == last_reply, busy=rs.running)
     for notice in notices[ni:]:
@@ -586,7 +586,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     """The whole room page for the stored room `conv`."""
     st.title(f"🏯 {conv.title}")
     try:
-        lineup_ = lineup(RoomSettings.load(conv.settings, []).chapter)
+        lineup_ = story.room_lineup(conv.settings)  # at the room's chapter, preferring its scene's (issue 16)
     except LineupError as e:
         st.error(f"The endpoints file is broken: {public_error(str(e))}", icon="🔴")
         st.stop()
@@ -596,12 +596,14 @@ def room_page(store: Store, conv: Conversation) -> None:
             st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.unavailable or '')}")
         st.stop()
     st.caption(public_error(lineup_.describe()))
+    plan = story.story_sidebar(store, conv)  # 📖 scene and narrator (issue 16)
     saved = RoomSettings.load(conv.settings, list(lineup_.seats))
     rs = _session(store, conv, saved)
     settings = sidebar(conv, rs.room, lineup_, saved)
     if settings != saved:
         store.save_settings(conv.id, {**conv.settings, **settings.to_json()})
     _apply(rs.room, lineup_, settings)
+    story.apply(rs.room, conv, lineup_, plan)
     action = messages.take_action()
     no_members = not rs.room.members
     prompt = st.chat_input(

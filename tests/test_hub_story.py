@@ -1,0 +1,153 @@
+"""The story in the hub's group room (issue 16) under Streamlit's AppTest, in offline canon mode on the shared novel:
+a scene picker, "after chapter N", who cannot join yet and why, the narrator, all stored with the conversation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from xiyou.env import REPO_ROOT
+from xiyou.store import SQLiteStore
+from xiyou.story import get_scene, membership
+
+APP = str(REPO_ROOT / "hub" / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def fresh_streamlit_cache():
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("XIYOU_PERSIST", raising=False)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def hub(novel_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path):
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    monkeypatch.setenv("XIYOU_CANON_CPS", "0")
+    for name in ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+    def start(conversation: str | None = None) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120)
+        if conversation:
+            at.query_params["c"] = conversation
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return start
+
+
+def cid(at: AppTest) -> str:
+    return at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
+
+
+def widget(at: AppTest, prefix: str):
+    key = f"{prefix}_{cid(at)}"
+    for kind in ("multiselect", "number_input", "selectbox", "toggle", "button"):
+        found = [w for w in at.get(kind) if getattr(w, "key", None) == key]
+        if found:
+            return found[0]
+    raise KeyError(key)
+
+
+def bubbles(at: AppTest) -> list[tuple[str, str]]:
+    out = []
+    for msg in at.main.get("chat_message"):
+        texts = [m.value for m in msg.markdown]
+        out.append((msg.name, "\n".join(texts[1:])))
+    return out
+
+
+def warnings(at: AppTest) -> str:
+    return " ".join(w.value for w in at.warning)
+
+
+def settings(data_dir: Path, conversation: str) -> dict:
+    conv = SQLiteStore(data_dir / "conversations.db").get(conversation)
+    assert conv is not None
+    return conv.settings
+
+
+def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(hub, data_dir) -> None:
+    at = hub()
+    assert widget(at, "hub_scene").value == "" and widget(at, "hub_chapter").value == 0  # the whole journey
+    scene = get_scene("gaolaozhuang")
+    widget(at, "hub_scene").set_value(scene.id).run()
+    assert not at.exception, at.exception
+    assert widget(at, "hub_members").value == list(scene.present)
+    assert widget(at, "hub_chapter").value == scene.chapter
+    said = bubbles(at)
+    assert len(said) == 1 and said[0][0] == "旁白" and scene.name in said[0][1] and scene.place in said[0][1]
+    assert at.main.get("chat_message")[0].avatar == "📜"
+    room = at.session_state[f"room_{cid(at)}"].room
+    assert room.chapter == scene.chapter and scene.name in (room.setting or "")
+    stored = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    assert [m.speaker for m in stored] == ["narrator"] and stored[0].text.startswith(f"【{scene.name}】")
+    # the room answers at the scene's point in the story: no canon line from a later chapter
+    at.chat_input(key=f"hub_input_{cid(at)}").set_value("悟空，八戒，你们说说这高老庄的事").run()
+    assert not at.exception, at.exception
+    cited = [e.citation.chapter for e in room.entries if e.citation is not None]
+    assert cited and max(cited) <= scene.chapter
+
+
+def test_a_chapter_before_the_scene_leaves_it_and_one_before_bajie_joins_says_why(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_scene").set_value("gaolaozhuang").run()
+    assert widget(at, "hub_members").value == ["sanzang", "wukong", "bajie"]
+    widget(at, "hub_chapter").set_value(15).run()  # 高老庄 is chapters 18-19
+    assert not at.exception, at.exception
+    assert widget(at, "hub_scene").value == "" and settings(data_dir, cid(at))["scene"] is None
+    assert settings(data_dir, cid(at))["chapter"] == 15
+    room = at.session_state[f"room_{cid(at)}"].room
+    assert room.setting is None and room.chapter == 15
+    assert "bajie" not in {m.id for m in room.members}  # he first speaks in chapter 19: said why, never a traceback
+    assert membership("bajie", 15).reason in warnings(at)
+    # a scene picked again brings its members and chapter back
+    widget(at, "hub_scene").set_value("liushahe").run()
+    assert not at.exception, at.exception
+    assert {m.id for m in room.members} == set(get_scene("liushahe").present) and room.chapter == 22
+    assert not warnings(at)
+
+
+def test_narrate_posts_a_line_of_the_novels_narration(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_scene").set_value("baigujing").run()
+    assert widget(at, "hub_narrate").disabled  # no narrator in the room yet
+    widget(at, "hub_narrator").set_value(True).run()
+    assert not at.exception, at.exception
+    before = bubbles(at)
+    widget(at, "hub_narrate").click().run()
+    assert not at.exception, at.exception
+    after = bubbles(at)
+    assert len(after) == len(before) + 1 and after[-1][0] == "旁白" and after[-1][1].strip()
+    assert "“" not in after[-1][1] or "道" not in after[-1][1]  # narration, not someone's line
+    stored = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    assert [m.speaker for m in stored] == ["narrator", "narrator"]
+
+
+def test_the_story_settings_survive_a_reload(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_scene").set_value("huoyanshan").run()
+    widget(at, "hub_narrator").set_value(True).run()
+    widget(at, "hub_chapter").set_value(70).run()  # later than the scene: it stays
+    assert not at.exception, at.exception
+    stored = settings(data_dir, cid(at))
+    assert (stored["scene"], stored["chapter"], stored["narrator"]) == ("huoyanshan", 70, True)
+    again = hub(cid(at))  # a new session opening the same conversation
+    assert widget(again, "hub_scene").value == "huoyanshan"
+    assert widget(again, "hub_chapter").value == 70
+    assert widget(again, "hub_narrator").value is True and not widget(again, "hub_narrate").disabled
+    assert bubbles(again) == bubbles(at)
+    room = again.session_state[f"room_{cid(again)}"].room
+    assert room.chapter == 70 and room.narrator is not None

@@ -2,6 +2,8 @@
 
 - `python app.py`: runs openxlab/start.py (the character's Streamlit app on 0.0.0.0:7860);
 - `streamlit run app.py`: draws the character's page directly (character from XIYOU_CHARACTER, default wukong).
+
+Either way conversations are kept in each visitor's session only (XIYOU_PERSIST=0 unless set).
 """
 
 import os
@@ -10,6 +12,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# A public demo: each visitor's chats stay in his browser session, never stored, never listed to another visitor
+# (set XIYOU_PERSIST=1 to store them, e.g. for a private deployment).
+os.environ.setdefault("XIYOU_PERSIST", "0")
 
 
 def _inside_streamlit() -> bool:

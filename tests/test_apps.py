@@ -308,3 +308,19 @@ def test_a_reply_goes_on_when_a_slider_is_touched_mid_reply(monkeypatch, novel_p
     assert after[-1].text == live.text.strip() and after[-1].text.startswith(first_piece.strip())
     assert not after[-1].interrupted and after[-1].chapter is not None
     assert live_key not in at.session_state
+
+
+def test_the_openxlab_entry_keeps_each_visitors_chats_to_himself(monkeypatch, novel_path: Path, tmp_path) -> None:
+    monkeypatch.setenv("XIYOU_PERSIST", "unset")  # recorded, so the value the entry sets is undone after the test
+    monkeypatch.delenv("XIYOU_PERSIST")
+    monkeypatch.setenv("XIYOU_CHARACTER", "bajie")
+    monkeypatch.setenv("XIYOU_BACKEND", "canon")
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    one = AppTest.from_file(str(REPO_ROOT / "openxlab" / "app.py"), default_timeout=300).run()
+    one.chat_input[0].set_value("二师兄，吃了吗").run()
+    assert len(bubbles(one)) == 3
+    two = AppTest.from_file(str(REPO_ROOT / "openxlab" / "app.py"), default_timeout=300)
+    two.query_params["c"] = one.query_params["c"]
+    two.run()
+    assert len(bubbles(two)) == 1  # another visitor, even with the first one's link, sees only the greeting
+    assert not (tmp_path / "data").exists()  # nothing written (XIYOU_DATA_DIR points there)

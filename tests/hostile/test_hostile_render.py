@@ -183,7 +183,7 @@ def test_app_and_hub_and_export_fetch_nothing(novel_path: Path, tmp_path: Path) 
                 port = free_port()
                 with streamlit_process(_page_cmd(str(viewer), port), port, {}, tmp_path / "viewer.log"):
                     page.goto(f"http://127.0.0.1:{port}/")
-                    expect(page.get_by_text("深不见底")).to_be_visible(timeout=60_000)
+                    expect(page.get_by_text("深不见底").first).to_be_visible(timeout=60_000)
                     _assert_clean(page, paths, "export")
             finally:
                 browser.close()

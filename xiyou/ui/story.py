@@ -193,7 +193,7 @@ def story_sidebar(store: Store, conv: Conversation) -> StoryRoom | None:
         except STORY_ERRORS as e:
             st.warning(public_error(str(e)), icon="📖")
         if plan is not None and plan.scene is not None:
-            st.caption(f"{plan.scene.place} · {plan.describe()}")
+            st.caption(f"📍 {plan.scene.place} · {plan.scene.chapter_label} · after chapter {plan.chapter}")
         narrator = st.toggle(
             "📜 旁白 · Narrator", value=story.narrator, key=keys["narrator"], on_change=_on_narrator, args=(conv.id,),
             help="说书人描写情景，从不替人物说话 · describes the scene, never speaks for the pilgrims",

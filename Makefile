@@ -55,7 +55,8 @@ $(VENV_SERVE)/.installed: requirements-testserver.txt
 
 # Debian packages for the browser tests: Chromium (driven by Playwright), emoji and CJK fonts for screenshots.
 system-deps:
-	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi 'Noto Sans CJK'; then \
+	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' \
+	    || ! fc-list 2>/dev/null | grep -qi 'Noto Color Emoji'; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji fonts-noto-cjk >/dev/null; \

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-FaultKind = Literal["rate_limit", "server_error", "stall", "drop", "malformed", "echo_headers"]
+FaultKind = Literal["rate_limit", "server_error", "stall", "drop", "malformed", "echo_headers", "error_body"]
 Where = Literal["before_headers", "mid_stream"]
 
 
@@ -78,6 +78,12 @@ class Fault:
         """An error answer whose body echoes the request's headers, `Authorization` included (as many proxies
         do): a client must not show it to anyone."""
         return cls("echo_headers", status=status)
+
+    @classmethod
+    def error_body(cls) -> Fault:
+        """200 with a JSON error object and no reply, streamed or not, as LMDeploy's proxy answers for a server it
+        still lists after the server died: `{"error_code": 10402, "text": "..."}`."""
+        return cls("error_body")
 
     @classmethod
     def malformed(cls) -> Fault:
@@ -226,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "echo_headers":
             headers = "; ".join(f"{k}: {v}" for k, v in req.headers.items())
             self._send_json(fault.status, _error(f"request refused (scripted); you sent {headers}", "echo"))
+            return
+        if fault is not None and fault.kind == "error_body":
+            self._send_json(200, {"error_code": 10402, "text": "Failed to get response after a period of time"})
             return
         refused = sorted(set(s.refuse_fields) & set(req.json))
         if refused:  # as transformers serve does for LMDeploy's extra fields

@@ -183,3 +183,20 @@ def test_the_redaction_routine_masks_keys_and_passwords_and_nothing_else(caplog)
         install_log_filter()  # the root logger's handlers, caplog's among them
         logger.info("calling %s with %s", "http://u:p4ss@h/v1", "Bearer sk-zzzzzzzzzz")
     assert "p4ss" not in caplog.text and "sk-zzzzzzzzzz" not in caplog.text and "Bearer ***" in caplog.text
+
+
+# --- a 200 that holds no reply (LMDeploy's proxy routing to a server that died) ----------------------------------
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_json_error_with_status_200_is_an_error_not_an_empty_reply(stream: bool) -> None:
+    with ScriptedOpenAI() as server:
+        server.queue_faults(Fault.error_body())
+        backend = OpenAIBackend(server.base_url, "wukong", max_retries=0)
+        with pytest.raises(BackendError) as err:
+            list(backend.stream(MESSAGES, GenerationSettings()))
+        assert "10402" in str(err.value)
+        # the engine (the data steps) reads the same answer as a failure too, never as an empty record
+        server.queue_faults(Fault.error_body())
+        config = EngineConfig(base_url=server.base_url, model="wukong", max_retries=0, stream=stream, progress=False)
+        got: dict[str, str] = {}
+        stats = run_requests(config, [Request(id="r0", messages=MESSAGES)], lambda r, t: got.__setitem__(r.id, t))
+    assert got == {} and stats.failed == 1 and "10402" in stats.failures[0]["error"]

@@ -135,11 +135,30 @@ def answer_text(data: Any) -> str:
     try:
         message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
-        raise BadAnswer("the answer has no choices[0].message") from None
+        said = _short(json.dumps(data, ensure_ascii=False), 300)
+        raise BadAnswer(f"the answer has no choices[0].message; the server said: {said}") from None
     content = message.get("content") if isinstance(message, dict) else None
     if content is not None and not isinstance(content, str):
         raise BadAnswer(f"the answer's content is not text: {type(content).__name__}")
     return content or ""
+
+
+def _not_streamed(response: httpx2.Response, body: bytes) -> BadAnswer:
+    kind = response.headers.get("content-type", "") or "no content type"
+    text = body.decode("utf-8", "replace").strip() or "an empty body"
+    return BadAnswer(f"HTTP {response.status_code} with {kind} instead of a stream of the reply: {_short(text, 300)}")
+
+
+def _expect_event_stream(response: httpx2.Response) -> None:
+    """A stream answered with plain JSON (LMDeploy's proxy says `{"error_code": …}` with 200 when the server it
+    routed to has died) holds no reply: BadAnswer with what the server said, never an empty reply."""
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        raise _not_streamed(response, response.read())
+
+
+async def _aexpect_event_stream(response: httpx2.Response) -> None:
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        raise _not_streamed(response, await response.aread())
 
 
 def _refuses_stop(exc: BaseException) -> bool:
@@ -287,6 +306,7 @@ class ChatClient:
             return
         started = False
         try:
+            _expect_event_stream(response.response)
             for chunk in response:
                 text, finished = chunk_delta(chunk)
                 if text:
@@ -342,6 +362,7 @@ class ChatClient:
             stream_cls=openai.AsyncStream[ChatCompletionChunk],
         )
         async with stream:  # closes the connection on a timeout, a cancel or an early stop
+            await _aexpect_event_stream(stream.response)
             async for chunk in stream:
                 text, finished = chunk_delta(chunk)
                 if text:

@@ -13,7 +13,7 @@ The hub page calls, in this order:
 
 The settings (`scene`, `narrator`; `chapter` and `members` when a scene is picked) are stored in the
 conversation's settings. Scene and narrator act in callbacks (before the page is drawn): they store the change and
-clear the widgets it decides (members, chapter), which then show the stored values.
+set the hub's widgets it decides (members, chapter) to the stored values.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def _cached_retriever(novel_key: str, chapter: int):
 
 
 # ----- callbacks (run before the page is drawn) --------------------------------------------------------------------
-def _save(cid: str, change: dict[str, Any], *decided: str) -> None:
-    """Store `change` in the conversation's settings; clear the `decided` widgets (they show the stored values)."""
+def _save(cid: str, change: dict[str, Any], widgets: dict[str, Any] | None = None) -> None:
+    """Store `change` in the conversation's settings; set the `widgets` it decides (by `_keys` name) to show it
+    (set, not cleared: a cleared widget keeps the old value in the browser, which sends it back)."""
     from xiyou.ui.conversations import session_store
 
     store = session_store()
@@ -110,8 +111,8 @@ def _save(cid: str, change: dict[str, Any], *decided: str) -> None:
     if conv is None:
         return
     store.save_settings(cid, {**conv.settings, **change})
-    for k in decided:
-        st.session_state.pop(_keys(cid)[k], None)
+    for name, value in (widgets or {}).items():
+        st.session_state[_keys(cid)[name]] = value
 
 
 def _on_scene(cid: str) -> None:
@@ -121,7 +122,12 @@ def _on_scene(cid: str) -> None:
         _save(cid, {"scene": None})
         return
     scene = get_scene(picked)
-    _save(cid, {"scene": scene.id, "chapter": scene.chapter, "members": list(scene.present)}, "members", "chapter")
+    members = list(scene.present)
+    _save(
+        cid,
+        {"scene": scene.id, "chapter": scene.chapter, "members": members},
+        {"members": members, "chapter": scene.chapter},
+    )
     st.session_state[keys["open"]] = scene.id  # the page posts the narrator's setting
 
 
@@ -163,7 +169,7 @@ def story_sidebar(store: Store, conv: Conversation) -> StoryRoom | None:
         story.scene = None
         conv.settings["scene"] = None
         store.save_settings(conv.id, conv.settings)
-        st.session_state.pop(keys["scene"], None)
+        st.session_state[keys["scene"]] = ""  # before the picker is drawn
     scenes = {s.id: s for s in list_scenes()}
     options = ["", *scenes]
     plan = None

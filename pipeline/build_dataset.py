@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.llm import short_hash
+from pipeline.options import character_or_error
 from pipeline.store import StoreError, read_jsonl
-from xiyou.character import Character, CharacterError, character_ids, get_character
+from xiyou.character import Character, character_ids
 from xiyou.io import write_dir_atomic, write_error, write_json_atomic, write_jsonl_atomic
 from xiyou.persona import broken_persona
 
@@ -295,10 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        character = get_character(args.character)
-    except CharacterError as e:
-        parser.error(f"--character: {e}")
+    character = character_or_error(parser, args.character)
     if not args.inputs and not args.canon:
         parser.error("nothing to build from: give --inputs FILE… and/or --canon")
     if not 0.0 <= args.val_ratio < 1.0:

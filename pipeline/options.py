@@ -21,6 +21,7 @@ from pipeline.llm import (
     load_api_key,
 )
 from xiyou.backends.stops import END_OF_TURN, MAX_STOP_STRINGS
+from xiyou.character import Character, CharacterError, get_character
 
 log = logging.getLogger("pipeline")
 
@@ -101,3 +102,11 @@ def engine_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         )
     except ValueError as e:
         parser.error(str(e))
+
+
+def character_or_error(parser: argparse.ArgumentParser, character_id: str) -> Character:
+    """The character of `--character`; an unknown id ends with the parser's error listing the valid ones."""
+    try:
+        return get_character(character_id)
+    except CharacterError as e:
+        parser.error(f"--character: {e}")

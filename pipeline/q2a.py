@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.llm import Request, short_hash
+from pipeline.options import character_or_error
 from pipeline.questions import read_questions
 from pipeline.step import Step, add_step_args, parse_args, run_step
-from xiyou.character import Character, CharacterError, character_ids, get_character
+from xiyou.character import Character, character_ids
 
 __all__ = ["main", "plan", "read_questions", "record_id", "to_record"]
 
@@ -75,10 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    try:
-        character = get_character(args.character)
-    except CharacterError as e:
-        parser.error(f"--character: {e}")
+    character = character_or_error(parser, args.character)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     questions = read_questions(args.questions)

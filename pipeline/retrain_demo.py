@@ -31,7 +31,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from xiyou.character import CharacterError, character_ids, get_character
+from pipeline.options import character_or_error
+from xiyou.character import character_ids
 from xiyou.env import REPO_ROOT, SHARED_DATA, novel_path
 from xiyou.process import Process, free_port, http_ok, run_echoed
 
@@ -149,10 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        character = get_character(args.character)
-    except CharacterError as e:
-        parser.error(f"--character: {e}")
+    character = character_or_error(parser, args.character)
     novel = args.novel or novel_path()
     if novel is None or not Path(novel).is_file():
         parser.error("no novel: pass --novel PATH or set XIYOU_NOVEL to the text of 《西游记》")

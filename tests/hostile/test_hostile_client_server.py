@@ -200,3 +200,20 @@ def test_a_json_error_with_status_200_is_an_error_not_an_empty_reply(stream: boo
         got: dict[str, str] = {}
         stats = run_requests(config, [Request(id="r0", messages=MESSAGES)], lambda r, t: got.__setitem__(r.id, t))
     assert got == {} and stats.failed == 1 and "10402" in stats.failures[0]["error"]
+
+
+def test_the_room_says_a_runaway_reply_was_cut() -> None:
+    from xiyou.character import load_characters
+    from xiyou.room import Room
+    from xiyou.room.member import Member
+
+    with ScriptedOpenAI(reply=RUNAWAY, chunk_chars=500) as server:
+        backend = OpenAIBackend(server.base_url, "wukong", max_retries=0)
+        settings = GenerationSettings(max_new_tokens=64)
+        room = Room([Member(load_characters()["wukong"], backend, timeout=30.0, settings=settings)])
+        room.say("悟空，说说你的本事")
+        list(room.run(banter=0))
+    [entry] = [e for e in room.entries if e.speaker == "wukong"]
+    assert len(entry.text) == reply_char_limit(64) < len(RUNAWAY)
+    [cut] = [n for n in room.notices if n.kind == "truncated"]
+    assert cut.speaker == "wukong" and cut.position == len(room.entries)  # shown right after the cut reply

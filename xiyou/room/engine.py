@@ -386,7 +386,8 @@ class Room:
                         break
                     if delta:
                         q.put(_Piece(delta))
-                q.put(_End())
+                notice = getattr(stream, "notice", None)  # the client's reply cap cut it short
+                q.put(_End(notice if isinstance(notice, str) and notice else None))
             except BaseException as e:
                 q.put(_Failed(e))
             finally:
@@ -421,6 +422,8 @@ class Room:
                 beat = deadline - timeout + HEARTBEAT_S
                 yield item.value
             elif isinstance(item, _End):
+                if item.notice:  # shown after the reply it cut
+                    self.notices.append(Notice("truncated", member.id, member.name, item.notice, len(self.entries) + 1))
                 return
             else:
                 raise item.error
@@ -435,7 +438,9 @@ class _Piece:
 
 @dataclasses.dataclass(frozen=True)
 class _End:
-    """The backend's stream ended."""
+    """The backend's stream ended; `notice` says why it was cut short (e.g. the reply cap), if it was."""
+
+    notice: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

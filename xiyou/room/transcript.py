@@ -19,7 +19,7 @@ PERSON = "person"
 #: The speaker id of the narrator (issue 16.4: scene settings, narration).
 NARRATOR = "narrator"
 
-NoticeKind = Literal["error", "dropped", "stopped"]
+NoticeKind = Literal["error", "dropped", "stopped", "truncated"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,8 +52,11 @@ POLL_S = 0.1
 HANDOVER_S = 5.0
 
 
+@dataclasses.dataclass(frozen=True)
 class _End:
-    """The backend's stream ended."""
+    """The backend's stream ended; `notice` says why it was cut short (e.g. the reply cap), if it was."""
+
+    notice: str | None = None
 
 
 @dataclasses.dataclass
@@ -71,6 +74,7 @@ class Live:
     chapter: int | None = None
     said_to: str | None = None
     error: str | None = None
+    notice: str | None = None
     ended: bool = False
 
     def take(self, timeout: float | None) -> bool:
@@ -81,6 +85,7 @@ class Live:
             return False
         if isinstance(piece, _End):
             self.ended = True
+            self.notice = piece.notice
         elif isinstance(piece, BaseException):
             self.error = str(piece) if isinstance(piece, BackendError) else f"{type(piece).__name__}: {piece}"
             self.ended = True
@@ -98,7 +103,8 @@ def _read(stream: Iterator[object], live: Live) -> None:
                 break
             if piece:
                 live.pieces.put(piece)
-        live.pieces.put(_End())
+        notice = getattr(stream, "notice", None)  # the client's reply cap cut it short
+        live.pieces.put(_End(notice if isinstance(notice, str) and notice else None))
     except BaseException as e:
         live.pieces.put(e)
     finally:
@@ -112,6 +118,10 @@ def _read(stream: Iterator[object], live: Live) -> None:
 
 def _live_key(conv: Conversation) -> str:
     return f"chat_live_{conv.id}"
+
+
+def _cut_key(conv: Conversation) -> str:
+    return f"chat_cut_{conv.id}"
 
 
 def backend_messages(character: Character, history: list[StoredMessage], mode: PromptMode = "meta") -> list[Message]:
@@ -213,6 +223,8 @@ def _draw_live(store: Store, conv: Conversation, character: Character) -> None:
         st.session_state.pop(_live_key(conv), None)
         if live.text.strip():
             _finish_live(store, conv, character, live, interrupted=False)
+            if live.notice:  # shown under the stored reply on the next run
+                st.session_state[_cut_key(conv)] = live.notice
     finally:
         live.lock.release()
     if live.text.strip():
@@ -322,6 +334,9 @@ def private_chat(
             last_reply=m.id == last_reply,
             busy=live_running,
         )
+    cut = st.session_state.pop(_cut_key(conv), None)
+    if cut:  # the last reply was cut short (the server ran past the reply cap)
+        st.warning(render.safe_markdown(cut), icon="✂️")
 
     if draft_key in st.session_state:
         draft = st.session_state[draft_key]

@@ -425,6 +425,8 @@ def _notice(notice: Notice) -> None:
         st.error(message, icon="🔴")
     elif notice.kind == "dropped":
         st.warning(message, icon="🤐")
+    elif notice.kind == "truncated":
+        st.warning(message, icon="✂️")
     else:
         st.info(message, icon="⏹️")
 

@@ -299,7 +299,7 @@ def test_a_reply_goes_on_when_a_slider_is_touched_mid_reply(monkeypatch, novel_p
     live = chat.Live(chat.threading.Event())
     stream = backend.stream(chat.backend_messages(get_character("wukong"), store.messages(conversation)), settings)
     first_piece = live.text = next(piece for piece in stream if isinstance(piece, str))
-    chat.threading.Thread(target=chat._read, args=(stream, live), daemon=True).start()
+    chat.threading.Thread(target=chat.pump, args=(lambda: stream, live.pieces.put, live.cancel), daemon=True).start()
     at.session_state[live_key] = live
     at.sidebar.slider(key="temperature").set_value(0.3).run()  # a slider touched: the next run takes the reply over
     after = history_messages(at)

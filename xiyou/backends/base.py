@@ -140,6 +140,44 @@ def collect_cited(
     return text, (found[-1] if found else None)
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamEnd:
+    """`pump`'s last item when the reply ended; `notice` says why it was cut short (the client's reply cap)."""
+
+    notice: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamFailed:
+    """`pump`'s last item when the backend raised `error`."""
+
+    error: BaseException
+
+
+def pump(start: Callable[[], Iterable[Piece]], put: Callable[[object], None], cancel: threading.Event) -> None:
+    """Read one reply for a page or the room, in a worker thread: `put` each piece (text or Citation) as it comes,
+    then one StreamEnd, or a StreamFailed if the backend raised. Stops at `cancel`; closes the stream in any case."""
+    stream = None
+    try:
+        stream = start()
+        for piece in stream:
+            if cancel.is_set():
+                break
+            if piece:
+                put(piece)
+        notice = getattr(stream, "notice", None)  # the client's reply cap cut it short
+        put(StreamEnd(notice if isinstance(notice, str) and notice else None))
+    except BaseException as e:
+        put(StreamFailed(e))
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
+
+
 def collect(backend: Backend, messages: Sequence[Message], settings: GenerationSettings) -> str:
     """The whole reply as one string, text only (for scripts, the pipeline and the evaluation)."""
     return collect_cited(backend, messages, settings)[0]

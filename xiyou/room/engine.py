@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
-from xiyou.backends.base import BackendError, Citation
+from xiyou.backends.base import BackendError, Citation, Piece, StreamEnd, StreamFailed, pump
 from xiyou.character import Character, load_characters
 from xiyou.prompts import mode_of
 from xiyou.room.events import Delta, Event, MemberFailed, ReplyDropped, Stopped, TurnEnded, TurnStarted, Waiting
@@ -375,30 +375,11 @@ class Room:
         While the backend is silent, yields the seconds waited so far (a float) every HEARTBEAT_S."""
         backend = member.backend
         assert backend is not None
-        q: queue.SimpleQueue[_Piece | _End | _Failed] = queue.SimpleQueue()
-
-        def work() -> None:
-            stream = None
-            try:
-                stream = backend.stream(messages, settings, cancel)
-                for delta in stream:
-                    if cancel.is_set():
-                        break
-                    if delta:
-                        q.put(_Piece(delta))
-                notice = getattr(stream, "notice", None)  # the client's reply cap cut it short
-                q.put(_End(notice if isinstance(notice, str) and notice else None))
-            except BaseException as e:
-                q.put(_Failed(e))
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    try:
-                        close()
-                    except Exception:
-                        pass
-
-        threading.Thread(target=work, name=f"room-{member.id}", daemon=True).start()
+        q: queue.SimpleQueue[Piece | StreamEnd | StreamFailed] = queue.SimpleQueue()
+        threading.Thread(
+            target=pump, args=(lambda: backend.stream(messages, settings, cancel), q.put, cancel),
+            name=f"room-{member.id}", daemon=True,
+        ).start()  # fmt: skip
         timeout = member.timeout
         started = time.monotonic()
         deadline = started + timeout
@@ -417,37 +398,17 @@ class Room:
                     beat = now + HEARTBEAT_S
                     yield now - started
                 continue
-            if isinstance(item, _Piece):
-                deadline = time.monotonic() + timeout
-                beat = deadline - timeout + HEARTBEAT_S
-                yield item.value
-            elif isinstance(item, _End):
+            if isinstance(item, StreamEnd):
                 if item.notice:  # shown after the reply it cut
                     self.notices.append(Notice("truncated", member.id, member.name, item.notice, len(self.entries) + 1))
                 return
-            else:
+            if isinstance(item, StreamFailed):
                 raise item.error
+            deadline = time.monotonic() + timeout
+            beat = deadline - timeout + HEARTBEAT_S
+            yield item
 
 
-@dataclasses.dataclass(frozen=True)
-class _Piece:
-    """From the backend's worker thread: a text delta or the reply's Citation."""
-
-    value: str | Citation
-
-
-@dataclasses.dataclass(frozen=True)
-class _End:
-    """The backend's stream ended; `notice` says why it was cut short (e.g. the reply cap), if it was."""
-
-    notice: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    """The backend raised `error`."""
-
-    error: BaseException
 
 
 def _describe(member: Member, error: BaseException) -> str:

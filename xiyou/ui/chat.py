@@ -20,12 +20,20 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections.abc import Iterator
 
 import streamlit as st
 
 from xiyou import env
-from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, Message
+from xiyou.backends.base import (
+    Backend,
+    BackendError,
+    Citation,
+    GenerationSettings,
+    Message,
+    StreamEnd,
+    StreamFailed,
+    pump,
+)
 from xiyou.character import Character, get_character
 from xiyou.prompts import PromptMode, build_messages, describe, mode_of
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
@@ -52,11 +60,6 @@ POLL_S = 0.1
 HANDOVER_S = 5.0
 
 
-@dataclasses.dataclass(frozen=True)
-class _End:
-    """The backend's stream ended; `notice` says why it was cut short (e.g. the reply cap), if it was."""
-
-    notice: str | None = None
 
 
 @dataclasses.dataclass
@@ -83,37 +86,18 @@ class Live:
             piece = self.pieces.get(timeout=timeout) if timeout else self.pieces.get_nowait()
         except queue.Empty:
             return False
-        if isinstance(piece, _End):
+        if isinstance(piece, StreamEnd):
             self.ended = True
             self.notice = piece.notice
-        elif isinstance(piece, BaseException):
-            self.error = str(piece) if isinstance(piece, BackendError) else f"{type(piece).__name__}: {piece}"
+        elif isinstance(piece, StreamFailed):
+            error = piece.error
+            self.error = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
             self.ended = True
         elif isinstance(piece, str):
             self.text += piece
         elif isinstance(piece, Citation):  # where in the novel the line comes from
             self.chapter, self.said_to = piece.chapter, piece.said_to
         return True
-
-
-def _read(stream: Iterator[object], live: Live) -> None:
-    try:
-        for piece in stream:
-            if live.cancel.is_set():
-                break
-            if piece:
-                live.pieces.put(piece)
-        notice = getattr(stream, "notice", None)  # the client's reply cap cut it short
-        live.pieces.put(_End(notice if isinstance(notice, str) and notice else None))
-    except BaseException as e:
-        live.pieces.put(e)
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                pass
 
 
 def _live_key(conv: Conversation) -> str:
@@ -198,7 +182,9 @@ def _start_live(
         sent.append({"role": "user", "content": "（请接着说。）"})
     live = Live(threading.Event(), mode, target.id if target else None)
     stream = backend.stream(sent, settings, live.cancel)
-    threading.Thread(target=_read, args=(stream, live), name=f"chat-{character.id}", daemon=True).start()
+    threading.Thread(
+        target=pump, args=(lambda: stream, live.pieces.put, live.cancel), name=f"chat-{character.id}", daemon=True
+    ).start()
     st.session_state[_live_key(conv)] = live
 
 

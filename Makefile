@@ -7,6 +7,7 @@
 #   .venv              app + tests        requirements.txt + requirements-dev.txt
 #   .venv-train        XTuner training    requirements-train.txt          (pipeline.train; tests of it)
 #   .venv-testserver   `transformers serve`, an OpenAI-compatible server on CPU for tests of client code
+#   .venv-proxy        LMDeploy's proxy alone (lmdeploy --no-deps), for the real test of `pipeline.serve --proxy`
 
 PYTHON ?= python3.11
 TORCH  := torch==2.13.0
@@ -15,17 +16,18 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 VENV       := .venv
 VENV_TRAIN := .venv-train
 VENV_SERVE := .venv-testserver
+VENV_PROXY := .venv-proxy
 
 export XIYOU_NOVEL ?= $(abspath ../shared/data/xiyouji.txt)
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test setup setup-train setup-testserver system-deps lint pytest clean retrain-demo
+.PHONY: run test setup setup-train setup-testserver setup-proxy system-deps lint pytest clean retrain-demo
 
 run: setup
 	$(VENV)/bin/streamlit run hub/app.py --server.address $(HOST) --server.port $(PORT)
 
-test: setup setup-train setup-testserver system-deps lint pytest
+test: setup setup-train setup-testserver setup-proxy system-deps lint pytest
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -53,6 +55,16 @@ $(VENV_SERVE)/.installed: requirements-testserver.txt
 	$(VENV_SERVE)/bin/pip install $(PIP_FLAGS) -r requirements-testserver.txt
 	touch $@
 
+setup-proxy: $(VENV_PROXY)/.installed
+# LMDeploy's proxy alone (no GPU needed), for the real test of `pipeline.serve --proxy`; see requirements-proxy.txt.
+$(VENV_PROXY)/.installed: requirements-proxy.txt requirements-proxy-nodeps.txt
+	test -x $(VENV_PROXY)/bin/python || $(PYTHON) -m venv $(VENV_PROXY)
+	$(VENV_PROXY)/bin/pip install $(PIP_FLAGS) $(TORCH)
+	$(VENV_PROXY)/bin/pip install $(PIP_FLAGS) -r requirements-proxy.txt
+	$(VENV_PROXY)/bin/pip install $(PIP_FLAGS) --no-deps -r requirements-proxy-nodeps.txt
+	$(VENV_PROXY)/bin/lmdeploy serve proxy --help >/dev/null
+	touch $@
+
 # Debian packages for the browser tests: Chromium (driven by Playwright), emoji and CJK fonts for screenshots.
 system-deps:
 	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' \
@@ -68,6 +80,7 @@ lint: setup
 pytest: setup
 	XIYOU_TRAIN_PYTHON=$(abspath $(VENV_TRAIN))/bin/python \
 	XIYOU_TESTSERVER_BIN=$(abspath $(VENV_SERVE))/bin/transformers \
+	XIYOU_LMDEPLOY_PROXY=$(abspath $(VENV_PROXY))/bin/lmdeploy \
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; exit $$rc
 
@@ -80,4 +93,4 @@ retrain-demo: setup setup-train setup-testserver
 	$(VENV)/bin/python -m pipeline.retrain_demo --out $(OUT)
 
 clean:
-	rm -rf $(VENV) $(VENV_TRAIN) $(VENV_SERVE) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(VENV_TRAIN) $(VENV_SERVE) $(VENV_PROXY) .pytest_cache .ruff_cache build *.egg-info

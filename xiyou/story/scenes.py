@@ -69,9 +69,10 @@ class Scene:
 
     def setting(self) -> str:
         """The narrator's opening: where and when, the situation, then the scene's first lines from the novel."""
-        quoted = "\n".join(f"{line.speaker}道：“{_as_quoted(line.text)}”" for line in self.opening)
+        # paragraphs (blank lines): the pages render Markdown, where a single line break is no break
+        quoted = "\n\n".join(f"{line.speaker}道：“{_as_quoted(line.text)}”" for line in self.opening)
         head = f"【{self.name}】{self.chapter_label} · {self.place}"
-        return f"{head}\n{self.situation}\n\n{quoted}" if quoted else f"{head}\n{self.situation}"
+        return f"{head}\n\n{self.situation}\n\n{quoted}" if quoted else f"{head}\n\n{self.situation}"
 
 
 def _as_quoted(text: str) -> str:

@@ -61,6 +61,8 @@ def main() -> None:
     import os
 
     os.environ.setdefault("XIYOU_CANON_CPS", "0")
+    from lines import locate  # beside this script
+
     from xiyou.backends.canon import CanonBackend
     from xiyou.canon import get_canon
     from xiyou.character import get_character
@@ -95,7 +97,7 @@ def main() -> None:
             {
                 "id": row["id"],
                 "character": cid,
-                "reply": text.replace("\n", " "),
+                "line": locate(canon, cid, text),  # where the line stands in the novel: its text is read there
                 "citation": chapter,
                 "deflection": deflected,
                 "name_changes_reply": str(int(renamed)),

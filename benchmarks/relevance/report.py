@@ -42,7 +42,7 @@ def report(name: str) -> None:
         every = [s for v in by_char.values() for s in v]
         replies_path = HERE / f"replies_{name}_{mode}.tsv"
         replies = _tsv(replies_path) if replies_path.is_file() else []
-        distinct = len({r["reply"] for r in replies}) / len(replies) if replies else float("nan")
+        distinct = len({r["line"] for r in replies}) / len(replies) if replies else float("nan")
         deflected = sum(r.get("deflection") == "1" for r in replies) / len(replies) if replies else float("nan")
         summary_path = HERE / f"summary_{name}_{mode}.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
@@ -53,10 +53,26 @@ def report(name: str) -> None:
         )
 
 
+def show_replies(name: str, mode: str) -> None:
+    from lines import text_at  # beside this script
+
+    from xiyou.canon import get_canon
+
+    canon = get_canon()
+    questions = {q["id"]: q["question"] for q in _tsv(HERE / f"questions_{name}.tsv")}
+    for r in _tsv(HERE / f"replies_{name}_{mode}.tsv"):
+        print(f"{r['id']}\t{questions.get(r['id'], '?')}\t{text_at(canon, r['line'])}\t{r['citation']}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", action="append", help="question set(s) to report (default: every scored one)")
+    p.add_argument("--replies", nargs=2, metavar=("SET", "MODE"), help="print each question and its reply instead, "
+                   "the reply read from the novel (XIYOU_NOVEL) where the file says it stands")
     args = p.parse_args()
+    if args.replies:
+        show_replies(*args.replies)
+        return
     sets = args.set or sorted(path.stem.removeprefix("scores_") for path in HERE.glob("scores_*.tsv"))
     for name in sets:
         report(name)

@@ -92,6 +92,7 @@ def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(h
     assert at.main.get("chat_message")[0].avatar == "📜"
     room = at.session_state[f"room_{cid(at)}"].room
     assert room.chapter == scene.chapter and scene.name in (room.setting or "")
+    assert room.prefer_chapters == scene.chapters  # persona members' examples: the scene's lines first
     stored = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
     assert [m.speaker for m in stored] == ["narrator"] and stored[0].text.startswith(f"【{scene.name}】")
     # the room answers at the scene's point in the story: no canon line from a later chapter

@@ -7,6 +7,7 @@ description. `xiyou prompt --chapter N` shows it, and refuses someone the story 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from pipeline.evaluation.leaks import first_mentions, leaks
 from xiyou.character import load_characters
 from xiyou.cli import main
 from xiyou.prompts import system_prompt
-from xiyou.story import MembershipError, check_members, membership
+from xiyou.story import MembershipError, check_members, get_scene, membership
 from xiyou.story.stages import stage_of, stages
 
 C = load_characters()
@@ -87,3 +88,35 @@ def test_xiyou_prompt_shows_him_at_the_chapter_and_refuses_who_is_not_in_the_sto
     assert C["wukong"].description in whole.output
     absent = runner.invoke(main, ["prompt", "bajie", "你是谁？", "--prompt", "persona", "--chapter", "5"], env=env)
     assert absent.exit_code == 2 and "第十九回" in absent.output
+
+
+SCENE_QUESTIONS = ("这里好热啊，怎么过去？", "那妇人是谁？", "师父在哪里？", "你去借扇子吧", "妖精在哪里？", "歇歇罢")
+
+
+def example_chapters(prompt: str) -> list[int]:
+    from xiyou.canon.loader import parse_number
+    from xiyou.canon.rag import HEADER
+
+    start = prompt.find(HEADER.split("{")[0])
+    assert start >= 0, "no canon examples in the prompt"
+    return [parse_number(m) for m in re.findall(r"（第([零一二三四五六七八九十百]+)回）", prompt[start:])]
+
+
+def test_in_a_scene_the_persona_examples_come_from_its_chapters_first(canon) -> None:
+    counts = {False: 0, True: 0}
+    for scene in (get_scene("huoyanshan"), get_scene("baigujing"), get_scene("gaolaozhuang")):
+        for cid in scene.present:
+            for q in SCENE_QUESTIONS:
+                ask = [{"role": "user", "content": q}]
+                for prefer in (False, True):
+                    prompt = system_prompt(
+                        C[cid], "persona", conversation=ask, canon=canon, chapter=scene.chapter,
+                        prefer_chapters=scene.chapters if prefer else None,
+                    )  # fmt: skip
+                    chapters = example_chapters(prompt)
+                    assert chapters and max(chapters) <= scene.chapter
+                    inside = [c in scene.chapters for c in chapters]
+                    counts[prefer] += sum(inside)
+                    if prefer:  # the scene's own lines first, then the earlier ones
+                        assert inside == sorted(inside, reverse=True), (scene.id, cid, q, chapters)
+    assert counts[True] > 2 * counts[False], counts

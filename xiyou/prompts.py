@@ -125,7 +125,12 @@ def _stage(character: Character, chapter: int | None) -> tuple[Any, bool]:
 
 
 def _examples(
-    character: Character, conversation: Sequence[Message], canon: Any, chapter: int | None, budget: int
+    character: Character,
+    conversation: Sequence[Message],
+    canon: Any,
+    chapter: int | None,
+    budget: int,
+    prefer_chapters: range | None = None,
 ) -> str:
     if not any(m["role"] == "user" for m in conversation):
         return ""
@@ -138,6 +143,8 @@ def _examples(
     kwargs: dict[str, Any] = {"k": EXAMPLES_K, "token_budget": budget}
     if chapter is not None:
         kwargs["max_chapter"] = chapter
+    if prefer_chapters is not None:
+        kwargs["prefer_chapters"] = prefer_chapters
     name = _name_at(character, chapter)
     if name != character.name:  # the examples are labelled with the name he goes by then
         character = character.model_copy(update={"name": name})
@@ -165,6 +172,7 @@ def system_prompt(
     canon: Any = None,
     chapter: int | None = None,
     story: str | None = None,
+    prefer_chapters: range | None = None,
     examples_budget: int = EXAMPLES_TOKEN_BUDGET,
 ) -> str:
     """The system prompt of `character` in `mode` (see the module doc).
@@ -175,6 +183,8 @@ def system_prompt(
     - `chapter`: the conversation is set after this chapter (1-100): the story so far and what he cannot know yet
       (xiyou.story.rooms.story_context) are added, and examples come from chapters up to it only.
     - `story`: more of the story (a scene, say), given to the character as it is.
+    - `prefer_chapters`: a scene's chapters: persona mode's canon examples come from them first, then from the
+      other chapters (up to `chapter`).
     """
     if mode not in PROMPT_MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; use one of: {', '.join(PROMPT_MODES)}")
@@ -184,7 +194,7 @@ def system_prompt(
     room_part = room_preamble(character, present, person or "施主") if present is not None else ""
     if mode == "meta":
         return "\n\n".join(p for p in (character.meta_instruction, story_part, room_part) if p)
-    examples = _examples(character, conversation, canon, chapter, examples_budget)
+    examples = _examples(character, conversation, canon, chapter, examples_budget, prefer_chapters)
     return "\n\n".join(p for p in (_persona_core(character, chapter), story_part, room_part, examples) if p)
 
 

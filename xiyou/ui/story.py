@@ -241,6 +241,7 @@ def apply(room: Room, conv: Conversation, lineup_: Lineup, plan: StoryRoom | Non
     keys = _keys(conv.id)
     scene = plan.scene if plan is not None else None
     room.setting = scene_story(scene)
+    room.prefer_chapters = scene.chapters if scene is not None else None  # persona members' examples
     if plan is not None and plan.chapter is not None:
         from xiyou.ui.hub import _file_key
 

@@ -182,6 +182,17 @@ def test_a_story_question_gets_his_own_telling_of_it(canon: Canon, cid: str, que
     assert told in line and citation is not None, line
 
 
+@pytest.mark.parametrize(
+    ("cid", "question", "novel_name"),
+    [("wukong", "你为什么要打白骨精？", "白骨夫人"), ("sanzang", "你的紧箍咒是谁教的？", "紧箍儿咒")],
+)
+def test_a_name_as_told_today_finds_the_novels_name(canon: Canon, cid: str, question: str, novel_name: str) -> None:
+    """The novel says 白骨夫人 and 紧箍儿咒, never 白骨精 and only rarely 紧箍咒: these questions were shrugged off."""
+    backend = CanonBackend(get_character(cid), canon)
+    line, _ = ask(backend, question)
+    assert novel_name in line and backend.last_relevance >= answers.DEFLECT_BELOW, line
+
+
 def test_deflection_rules() -> None:
     assert answers.is_deflection("不知，不知。", [])
     assert answers.is_deflection("莫管，莫管，我有处治。", [])

@@ -155,6 +155,19 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "担心": ("忧", "愁", "挂念"),
     "走路": ("走路", "行路"),
 }
+#: Names as told today that the novel writes otherwise (its forms are what the query looks for): named things.
+NOVEL_NAMES: dict[str, tuple[str, ...]] = {
+    "紧箍咒": ("紧箍儿咒", "紧箍儿", "定心真言"),
+    "白骨精": ("尸魔", "白骨夫人"),
+    "二郎神": ("二郎", "显圣", "真君"),
+    "女儿国": ("西梁", "女国"),
+    "钉耙": ("钉钯",),
+    "九齿钉耙": ("钉钯",),
+    "如来佛祖": ("如来", "佛祖"),
+    "小白龙": ("小龙", "龙马"),
+    "白龙马": ("小龙", "龙马"),
+    "唐僧肉": ("唐僧的肉", "唐僧肉"),
+}
 #: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
 FUNCTION_WORDS = frozenset(
     """的 了 吗 呢 吧 啊 呀 哦 嘛 么 是 在 有 和 与 及 跟 就 都 也 还 又 很 太 更 最 这 那 个 一 不 没 没有
@@ -263,16 +276,16 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
             continue
         if word in FUNCTION_WORDS:
             continue
+        cid = names.resolve(word)
         if word in QUESTION_CUES:
             weight, kind = WEIGHT_CUE, "cue"
-        elif vocabulary.is_entity(word):
+        elif cid or word in NOVEL_NAMES or vocabulary.is_entity(word):
             weight, kind = WEIGHT_ENTITY, "entity"
         elif len(word) == 1 and not word.isascii():
             weight, kind = WEIGHT_SINGLE, "single"
         else:
             weight, kind = WEIGHT_WORD, "word"
-        novel_forms = [f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS]
-        cid = names.resolve(word) if kind == "entity" else None
+        novel_forms = [f for f in (*NOVEL_FORMS.get(word, ()), *NOVEL_NAMES.get(word, ())) if f not in FUNCTION_WORDS]
         if cid:  # one of the four: any of his names (八戒 → 悟能, 猪八戒 …)
             novel_forms += [a for a in names.aliases(cid) if len(a) >= 2]
         forms = tuple(dict.fromkeys([word, *novel_forms]))

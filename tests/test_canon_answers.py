@@ -130,6 +130,69 @@ def test_plain_deflections_come_first(canon: Canon) -> None:
         assert answers.purity(line) >= answers.PURE, (cid, line)
 
 
+MODERN = [
+    *OFF_BOOK,
+    "如何进行排序和搜索操作？",
+    "什么是微服务架构？",
+    "你最近有没有参加过体育比赛？",
+    "你怎么看待现代人对健康的态度？",
+    "如何规划自己的暑期实践？",
+    "你对房价怎么看？",
+]
+
+
+@pytest.mark.parametrize("cid", ("sanzang", "wukong", "bajie"))
+def test_a_modern_question_gets_a_clean_shrug(canon: Canon, cid: str) -> None:
+    """'I don't know' or 'no idle talk', not a shrug full of its scene ('不当人子！莫说这空头话！快起来，…')."""
+    backend = CanonBackend(get_character(cid), canon)
+    shrugs = 0
+    for q in MODERN:
+        line, _ = ask(backend, q)
+        if backend.last_relevance < answers.DEFLECT_BELOW:  # the book cannot answer it
+            assert answers.is_clean_shrug(line), (cid, q, line)
+            shrugs += 1
+    assert shrugs >= len(MODERN) - 2
+    assert answers.is_clean_shrug("贫僧不知。") and answers.is_clean_shrug("少题闲话，我们赶早儿去来。")
+    assert not answers.is_clean_shrug("不当人子！莫说这空头话！快起来，莫误了走路。")
+    assert not answers.is_clean_shrug("我挑担前走，不曾在心，也不曾听见。")
+    assert not answers.is_clean_shrug("罢了！罢了！")
+
+
+def test_a_character_with_one_clean_shrug_still_gets_it_most_often(canon: Canon) -> None:
+    """悟净 has one clean shrug: it comes up more often than any other deflection, and others still rotate in."""
+    backend = CanonBackend(get_character("wujing"), canon)
+    replies = [ask(backend, q)[0] for q in MODERN]
+    clean = [r for r in replies if answers.is_clean_shrug(r)]
+    assert len(clean) > len(replies) / 3 and len(set(replies)) >= 2, replies
+
+
+@pytest.mark.parametrize(
+    ("cid", "question", "told"),
+    [
+        ("wukong", "你的金箍棒是从哪里得来的？", "龙宫"),
+        ("wukong", "你住在花果山哪个洞？", "水帘洞"),
+        ("wujing", "你为什么叫沙和尚？", "沙悟净"),
+        ("sanzang", "你为什么不吃荤？", "胎里素"),
+    ],
+)
+def test_a_story_question_gets_his_own_telling_of_it(canon: Canon, cid: str, question: str, told: str) -> None:
+    """The line that answers names what it is about: his own words about the thing asked weigh more than what was
+    said to him (which once brought '也罢了。' for the 金箍棒)."""
+    line, citation = ask(CanonBackend(get_character(cid), canon), question)
+    assert told in line and citation is not None, line
+
+
+@pytest.mark.parametrize(
+    ("cid", "question", "novel_name"),
+    [("wukong", "你为什么要打白骨精？", "白骨夫人"), ("sanzang", "你的紧箍咒是谁教的？", "紧箍儿咒")],
+)
+def test_a_name_as_told_today_finds_the_novels_name(canon: Canon, cid: str, question: str, novel_name: str) -> None:
+    """The novel says 白骨夫人 and 紧箍儿咒, never 白骨精 and only rarely 紧箍咒: these questions were shrugged off."""
+    backend = CanonBackend(get_character(cid), canon)
+    line, _ = ask(backend, question)
+    assert novel_name in line and backend.last_relevance >= answers.DEFLECT_BELOW, line
+
+
 def test_deflection_rules() -> None:
     assert answers.is_deflection("不知，不知。", [])
     assert answers.is_deflection("莫管，莫管，我有处治。", [])

@@ -92,6 +92,7 @@ def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(h
     assert at.main.get("chat_message")[0].avatar == "📜"
     room = at.session_state[f"room_{cid(at)}"].room
     assert room.chapter == scene.chapter and scene.name in (room.setting or "")
+    assert room.prefer_chapters == scene.chapters  # persona members' examples: the scene's lines first
     stored = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
     assert [m.speaker for m in stored] == ["narrator"] and stored[0].text.startswith(f"【{scene.name}】")
     # the room answers at the scene's point in the story: no canon line from a later chapter
@@ -151,3 +152,71 @@ def test_the_story_settings_survive_a_reload(hub, data_dir) -> None:
     assert bubbles(again) == bubbles(at)
     room = again.session_state[f"room_{cid(again)}"].room
     assert room.chapter == 70 and room.narrator is not None
+
+
+def keyed(at: AppTest, prefix: str) -> list:
+    return [b for b in at.button if (b.key or "").startswith(prefix)]
+
+
+def test_a_narrators_line_offers_only_what_works_on_it(hub, data_dir) -> None:
+    at = hub()
+    widget(at, "hub_scene").set_value("baigujing").run()
+    widget(at, "hub_narrator").set_value(True).run()
+    widget(at, "hub_narrate").click().run()
+    assert not at.exception, at.exception
+    assert [name for name, _ in bubbles(at)] == ["旁白", "旁白"]
+    # narration is told, not answered: no 🔄 regenerate / ➡️ continue on it (📜 Narrate tells the next passage)
+    assert not keyed(at, "msg_regen_") and not keyed(at, "msg_cont_")
+    store = SQLiteStore(data_dir / "conversations.db")
+    told = store.messages(cid(at))
+    # what it does show works: ⋯ delete takes the line out of the transcript and the store
+    keyed(at, f"msg_delete_{told[-1].id}")[0].click().run()
+    assert not at.exception, at.exception
+    assert len(bubbles(at)) == 1 and [m.id for m in store.messages(cid(at))] == [told[0].id]
+    # a character's last reply keeps its 🔄, and it works: a second version, ◀ ▶ between them
+    at.chat_input(key=f"hub_input_{cid(at)}").set_value("悟空，那女子是什么人？").run()
+    assert not at.exception, at.exception
+    last = store.messages(cid(at))[-1]
+    assert last.speaker != "narrator"
+    keyed(at, f"msg_regen_{last.id}")[0].click().run()
+    assert not at.exception, at.exception
+    again = next(m for m in store.messages(cid(at)) if m.id == last.id)
+    assert len(again.alternatives) == 2 and keyed(at, f"msg_prev_{last.id}")
+
+
+def test_a_scene_picked_in_a_room_with_a_conversation_starts_a_new_room(hub, data_dir) -> None:
+    at = hub()
+    first = cid(at)
+    at.chat_input(key=f"hub_input_{first}").set_value("悟空，你从哪里来？").run()
+    assert not at.exception, at.exception
+    store = SQLiteStore(data_dir / "conversations.db")
+    before = [(m.speaker, m.text) for m in store.messages(first)]
+    assert len(before) >= 2
+    scene = get_scene("gaolaozhuang")
+    widget(at, "hub_scene").set_value(scene.id).run()
+    assert not at.exception, at.exception
+    new = cid(at)
+    assert new != first  # the scene opened in a room of its own: its setting first, nothing from the other room
+    said = bubbles(at)
+    assert len(said) == 1 and said[0][0] == "旁白" and scene.name in said[0][1]
+    assert widget(at, "hub_scene").value == scene.id and widget(at, "hub_members").value == list(scene.present)
+    assert settings(data_dir, new)["scene"] == scene.id
+    assert any("新的群聊" in t.value for t in at.toast)
+    # the conversation that was going on is kept as it was, and listed
+    assert [(m.speaker, m.text) for m in store.messages(first)] == before
+    assert settings(data_dir, first).get("scene") is None
+    assert keyed(at, f"conv_open_{first}") and keyed(at, f"conv_open_{new}")
+    old = hub(first)
+    assert widget(old, "hub_scene").value == "" and len(bubbles(old)) == len(before)
+
+
+def test_a_scene_picked_again_before_anyone_speaks_replaces_the_setting(hub, data_dir) -> None:
+    at = hub()
+    first = cid(at)
+    widget(at, "hub_scene").set_value("gaolaozhuang").run()
+    widget(at, "hub_scene").set_value("baigujing").run()
+    assert not at.exception, at.exception
+    assert cid(at) == first
+    said = bubbles(at)
+    assert len(said) == 1 and get_scene("baigujing").name in said[0][1]
+    assert [m.speaker for m in SQLiteStore(data_dir / "conversations.db").messages(first)] == ["narrator"]

@@ -86,6 +86,20 @@ def test_no_later_line_reaches_a_model_members_prompt(canon, cid: str, mode: str
             assert leaks(added, n, table=table, ignore=C[cid].names) == [], (cid, n, q)
 
 
+def test_a_scene_rooms_persona_members_get_the_scenes_lines_first(canon) -> None:
+    scene = get_scene("huoyanshan")
+    backend = Recording("persona")
+    room = Room(
+        [Member(C["wukong"], backend)], policy="all", banter_turns=0, chapter=scene.chapter,
+        prefer_chapters=scene.chapters,
+    )  # fmt: skip
+    room.say("师父在哪里？")  # anywhere in the book, the best matches are outside the scene
+    list(room.run())
+    system = backend.seen[-1][0]["content"]
+    examples = _refs(system[system.index("以下是《西游记》原著中") :])
+    assert examples and all(c in scene.chapters for c in examples[:3]) and max(examples) <= scene.chapter, examples
+
+
 def test_plan_story_room_takes_members_and_chapter_from_the_scene(canon) -> None:
     plan = plan_story_room(scene="huoyanshan", canon=canon)
     assert plan.ids == IDS and plan.chapter == 61 and plan.chapters == range(59, 62)

@@ -72,6 +72,19 @@ def _mode(character: Character, kind: str | None, endpoints: str | None, overrid
     return endpoint.prompt if endpoint is not None and endpoint.backend != "canon" else "meta"
 
 
+def _check_in_story(character: Character, chapter: int | None) -> None:
+    """UsageError when the story has not brought `character` in by `chapter` (xiyou.story.membership): says from
+    which chapter he can be asked."""
+    if chapter is None:
+        return
+    from xiyou.story import MembershipError, check_members
+
+    try:
+        check_members([character.id], chapter)
+    except MembershipError as e:
+        raise click.UsageError(str(e)) from None
+
+
 def _context(chapter: int | None) -> dict[str, object]:
     return {"chapter": chapter} if chapter is not None else {}
 
@@ -100,7 +113,8 @@ _chapter_option = click.option(
     "--chapter",
     type=click.IntRange(1, 100),
     default=None,
-    help="Set the conversation after this chapter: canon examples only from chapters up to it.",
+    help="Set the conversation after this chapter: who he is by then, the story so far, canon examples only from "
+    "chapters up to it.",
 )
 
 
@@ -123,6 +137,7 @@ def prompt_cmd(
 ) -> None:
     """Show the exact messages that would be sent to ID for QUESTION (no model is asked)."""
     character = _character(character_id)
+    _check_in_story(character, chapter)
     mode = _mode(character, kind, endpoints, prompt_mode)
     messages = build_messages(character, [{"role": "user", "content": question}], mode, **_context(chapter))
     if as_json:
@@ -243,13 +258,7 @@ def chat_cmd(
 ) -> None:
     """Talk with one character in the terminal, on any backend (history, streaming; /clear, /exit)."""
     character = _character(character_id)
-    if chapter is not None:  # the story must have brought him in by then (xiyou.story.membership)
-        from xiyou.story import MembershipError, check_members
-
-        try:
-            check_members([character.id], chapter)
-        except MembershipError as e:
-            raise click.UsageError(str(e)) from None
+    _check_in_story(character, chapter)
     backend = _backend(character, kind, endpoints)
     if chapter is not None and hasattr(backend, "max_chapter"):
         backend.max_chapter = chapter  # a canon backend: lines from chapters up to it only

@@ -9,7 +9,9 @@
   conversation, each with its chapter (at most `EXAMPLES_TOKEN_BUDGET` estimated tokens, xiyou.tokens;
   retrieval is xiyou.canon.rag's).
 - both: a conversation set after chapter N gets the story so far and what he cannot know yet (xiyou.story's
-  `story_context`, one copy), and canon examples from chapters up to N only.
+  `story_context`, one copy), and canon examples from chapters up to N only. In persona mode the description is
+  then who he is by chapter N (xiyou.story.stages: 悟空 at chapter 5 is 齐天大圣, not 唐僧's disciple), with how
+  others address him then, and the name he goes by then (玄奘 before he is 唐三藏).
 
 `build_messages(character, history, mode)` is what a page, the room, the CLI and the evaluation send;
 `system_prompt` is its first message. A backend's mode travels with it (`mode_of(backend)`; the backend factory
@@ -50,36 +52,51 @@ def room_preamble(speaker: Character, present: Sequence[Character], person: str)
     )
 
 
-def speaking_register(character: Character) -> str:
+def speaking_register(character: Character, omit: Sequence[str] = (), name: str | None = None) -> str:
     """How he speaks, from his character file: the `meta_instruction`'s sentences about him (not those about an AI
-    assistant) and the role-play guidance of his `persona_prompt` (its tail, without "我的问题是：")."""
+    assistant, nor those holding a word of `omit`) and the role-play guidance of his `persona_prompt` (its tail,
+    without "我的问题是：", calling him `name` when given)."""
     about_him = [s for s in (m.group(0).strip() for m in _SENTENCE.finditer(character.meta_instruction)) if s]
-    kept = [s for s in about_him if not _OUT_OF_ROLE.search(s)]
+    kept = [s for s in about_him if not _OUT_OF_ROLE.search(s) and not any(w in s for w in omit)]
     tail = character.persona_prompt[len(character.description) :]
     tail = re.sub(r"^\s*请你扮演\S*?(?:回答我的问题)?[，,]", "", tail)
     tail = re.sub(r"[，,]?\s*我的问题是[：:]?\s*$", "", tail).strip("，,。 ")
+    if name:
+        tail = tail.replace(character.name, name)
     parts = ["".join(kept)] if kept else []
     if tail:
         parts.append(tail + "。")
     return "".join(parts)
 
 
-def _persona_core(character: Character) -> str:
+def _persona_core(character: Character, chapter: int | None = None) -> str:
+    """Who he is, how he speaks, the rules. With a chapter: who he is by then (xiyou.story.stages), how others
+    address him then, and, before he has joined the pilgrimage, nothing of it."""
+    stage, pilgrim = _stage(character, chapter)
+    name = _name_at(character, chapter)
     refs = character.self_refs
     others = "、".join(f"“{r}”" for r in refs[1:])
     self_ref = f"自称多用“{refs[0]}”" + (f"（也说{others}）" if others else "") + "，"
-    called = "、".join(character.forms_of_address[:6])
+    called = "、".join((stage.called if stage is not None and stage.called else character.forms_of_address)[:6])
+    register = speaking_register(character, stage.omit if stage is not None else (), name)
+    if chapter is None:
+        opening = f"你就是{name}，《西游记》里的{name}，此刻正在取经路上。下面说的就是你自己。"
+    elif pilgrim:
+        opening = f"你就是{name}，《西游记》里的{name}，此刻正在取经路上。下面说的就是此刻的你自己。"
+    else:
+        opening = f"你就是{name}，《西游记》里的{name}。下面说的就是此刻的你自己。"
+    others_line = "不替师父、师兄弟或任何旁人说话" if pilgrim else "不替任何旁人说话"
     return "\n\n".join(
         [
-            f"你就是{character.name}，《西游记》里的{character.name}，此刻正在取经路上。下面说的就是你自己。",
-            f"【你是谁】\n{character.description}",
+            opening,
+            f"【你是谁】\n{stage.description if stage is not None else character.description}",
             "【你怎么说话】\n"
-            f"{self_ref}别人称呼你{called}。{speaking_register(character)}"
+            f"{self_ref}别人称呼你{called}。{register}"
             "口气要像原著里的你：白话里夹些古白话，句子短，有脾气、有情绪；一次说一小段，不写长篇大论，不列清单。",
             "【规矩】\n"
-            f"1. 你自始至终都是{character.name}。不说自己是人工智能、模型、助手或程序，不提“角色扮演”“设定”“提示”，"
+            f"1. 你自始至终都是{name}。不说自己是人工智能、模型、助手或程序，不提“角色扮演”“设定”“提示”，"
             "不跳出角色解释什么。\n"
-            f"2. 只说{character.name}自己的话：不替师父、师兄弟或任何旁人说话，不写别人的台词，不写旁白，"
+            f"2. 只说{name}自己的话：{others_line}，不写别人的台词，不写旁白，"
             "开头不写自己的名字。\n"
             "3. 遇到原著里没有的东西（现代的事物、外国的说法），用你那个世界的眼光去理解、去打趣，"
             "不要像百科一样讲解。\n"
@@ -88,8 +105,32 @@ def _persona_core(character: Character) -> str:
     )
 
 
+def _name_at(character: Character, chapter: int | None) -> str:
+    """What the persona prompt calls him at `chapter`: his stage's name (玄奘 before he is 唐三藏), else his own."""
+    stage, _pilgrim = _stage(character, chapter)
+    return stage.name if stage is not None and stage.name else character.name
+
+
+def _stage(character: Character, chapter: int | None) -> tuple[Any, bool]:
+    """(his stage at `chapter` or None, whether he is on the pilgrimage by then)."""
+    if chapter is None:
+        return None, True
+    from xiyou.canon.exchanges import CHARACTER_IDS
+    from xiyou.story.membership import membership
+    from xiyou.story.stages import stage_of
+
+    if character.id not in CHARACTER_IDS:  # a character file of one's own: no stages, no membership
+        return None, True
+    return stage_of(character.id, chapter), membership(character.id, chapter).status == "pilgrim"
+
+
 def _examples(
-    character: Character, conversation: Sequence[Message], canon: Any, chapter: int | None, budget: int
+    character: Character,
+    conversation: Sequence[Message],
+    canon: Any,
+    chapter: int | None,
+    budget: int,
+    prefer_chapters: range | None = None,
 ) -> str:
     if not any(m["role"] == "user" for m in conversation):
         return ""
@@ -102,6 +143,11 @@ def _examples(
     kwargs: dict[str, Any] = {"k": EXAMPLES_K, "token_budget": budget}
     if chapter is not None:
         kwargs["max_chapter"] = chapter
+    if prefer_chapters is not None:
+        kwargs["prefer_chapters"] = prefer_chapters
+    name = _name_at(character, chapter)
+    if name != character.name:  # the examples are labelled with the name he goes by then
+        character = character.model_copy(update={"name": name})
     return canon_examples(character, conversation, canon, **kwargs)
 
 
@@ -126,6 +172,7 @@ def system_prompt(
     canon: Any = None,
     chapter: int | None = None,
     story: str | None = None,
+    prefer_chapters: range | None = None,
     examples_budget: int = EXAMPLES_TOKEN_BUDGET,
 ) -> str:
     """The system prompt of `character` in `mode` (see the module doc).
@@ -136,6 +183,8 @@ def system_prompt(
     - `chapter`: the conversation is set after this chapter (1-100): the story so far and what he cannot know yet
       (xiyou.story.rooms.story_context) are added, and examples come from chapters up to it only.
     - `story`: more of the story (a scene, say), given to the character as it is.
+    - `prefer_chapters`: a scene's chapters: persona mode's canon examples come from them first, then from the
+      other chapters (up to `chapter`).
     """
     if mode not in PROMPT_MODES:
         raise ValueError(f"unknown prompt mode {mode!r}; use one of: {', '.join(PROMPT_MODES)}")
@@ -145,8 +194,8 @@ def system_prompt(
     room_part = room_preamble(character, present, person or "施主") if present is not None else ""
     if mode == "meta":
         return "\n\n".join(p for p in (character.meta_instruction, story_part, room_part) if p)
-    examples = _examples(character, conversation, canon, chapter, examples_budget)
-    return "\n\n".join(p for p in (_persona_core(character), story_part, room_part, examples) if p)
+    examples = _examples(character, conversation, canon, chapter, examples_budget, prefer_chapters)
+    return "\n\n".join(p for p in (_persona_core(character, chapter), story_part, room_part, examples) if p)
 
 
 def _story_so_far(character: Character, chapter: int | None) -> str:

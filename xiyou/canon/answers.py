@@ -47,7 +47,12 @@ WEIGHT_SINGLE = 0.5  # a one-character content word (吃, 饭, 山): meaningful 
 COVERAGE_CUE = 0.3  # in the relevance, a question word found says little about the topic
 WEIGHT_YOU = 0.4  # 你/您: what was said to him asked about him (ranking only; says nothing of the topic)
 SECOND_PERSON = frozenset({"你", "您"})
-REPLY_FIELD = 0.8  # a word found in the reply counts a little less than in what was said to the character
+#: In the ranking, a topic word (a name of the novel, a content word of two characters or more) found in his own
+#: line counts more than in what was said to him: a line that answers names what it is about. Other query words
+#: (question words, one-character words) found in his line count REPLY_COVER.
+REPLY_FIELD = 2.6
+TOPIC_KINDS = frozenset({"entity", "word", "single"})
+REPLY_COVER = 0.8  # in the relevance, a word found in his line counts a little less than in what was said to him
 SHORT_FORM = 0.5  # a one-character novel form of a longer modern word
 GRAM_FIELD = 0.3  # the character-bigram score, relative to the word score
 SHORT_REPLY, SHORT_FACTOR = 8, 0.7  # a bare '去来！' says little: ranked lower, not excluded
@@ -149,6 +154,19 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "最喜欢": ("爱", "喜"),
     "担心": ("忧", "愁", "挂念"),
     "走路": ("走路", "行路"),
+}
+#: Names as told today that the novel writes otherwise (its forms are what the query looks for): named things.
+NOVEL_NAMES: dict[str, tuple[str, ...]] = {
+    "紧箍咒": ("紧箍儿咒", "紧箍儿", "定心真言"),
+    "白骨精": ("尸魔", "白骨夫人"),
+    "二郎神": ("二郎", "显圣", "真君"),
+    "女儿国": ("西梁", "女国"),
+    "钉耙": ("钉钯",),
+    "九齿钉耙": ("钉钯",),
+    "如来佛祖": ("如来", "佛祖"),
+    "小白龙": ("小龙", "龙马"),
+    "白龙马": ("小龙", "龙马"),
+    "唐僧肉": ("唐僧的肉", "唐僧肉"),
 }
 #: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
 FUNCTION_WORDS = frozenset(
@@ -258,16 +276,16 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
             continue
         if word in FUNCTION_WORDS:
             continue
+        cid = names.resolve(word)
         if word in QUESTION_CUES:
             weight, kind = WEIGHT_CUE, "cue"
-        elif vocabulary.is_entity(word):
+        elif cid or word in NOVEL_NAMES or vocabulary.is_entity(word):
             weight, kind = WEIGHT_ENTITY, "entity"
         elif len(word) == 1 and not word.isascii():
             weight, kind = WEIGHT_SINGLE, "single"
         else:
             weight, kind = WEIGHT_WORD, "word"
-        novel_forms = [f for f in NOVEL_FORMS.get(word, ()) if f not in FUNCTION_WORDS]
-        cid = names.resolve(word) if kind == "entity" else None
+        novel_forms = [f for f in (*NOVEL_FORMS.get(word, ()), *NOVEL_NAMES.get(word, ())) if f not in FUNCTION_WORDS]
         if cid:  # one of the four: any of his names (八戒 → 悟能, 猪八戒 …)
             novel_forms += [a for a in names.aliases(cid) if len(a) >= 2]
         forms = tuple(dict.fromkeys([word, *novel_forms]))
@@ -364,8 +382,10 @@ class Answerer:
                 part = SHORT_FORM if len(form) < len(term.text) and len(form) == 1 else 1.0
                 in_context, held_context = self.context.scores(form)
                 in_reply, held_reply = self.reply.scores(form)
-                best_score = np.maximum(best_score, part * (in_context + REPLY_FIELD * in_reply))
-                found = np.maximum(found, part * np.where(held_context, 1.0, np.where(held_reply, REPLY_FIELD, 0.0)))
+                score = in_context + (REPLY_FIELD if term.kind in TOPIC_KINDS else REPLY_COVER) * in_reply
+                held = np.where(held_context, 1.0, np.where(held_reply, REPLY_COVER, 0.0))
+                best_score = np.maximum(best_score, part * score)
+                found = np.maximum(found, part * held)
             total += term.weight * best_score
             covered += term.coverage_weight * found
             if term.kind == "entity":
@@ -515,15 +535,33 @@ def purity(text: str) -> float:
     return 1.0 - len(rest) / len(t)
 
 
+#: The clean shrugs: he does not know, or the talk is idle (no '罢了', no '我有处治', no '知道是甚缘故').
+_CLEAN_SHRUG = re.compile(r"不知|不晓得|不曾见|不曾听见|少题|休题|休提|闲话|不必烦叙|管他|胡说|胡谈")
+MIN_CLEAN = 2  # clean shrugs needed to rotate among them alone
+CLEAN = 0.8  # purity of a clean shrug: at most a few words of its scene ('我挑担前走，…' is not one)
+
+
+def is_clean_shrug(text: str) -> bool:
+    """A deflection that fits any question: almost all of it the shrug itself, and it says he does not know or
+    that the talk is idle (`贫僧不知。`, `少题闲话，我们赶早儿去来。`), not `罢了！罢了！` or
+    `我挑担前走，不曾在心，也不曾听见。`."""
+    return purity(text) >= CLEAN and bool(_CLEAN_SHRUG.search(text))
+
+
 def pick_deflection(
     lines: Sequence[Exchange], query: str, exclude: Collection[str], max_chapter: int | None
 ) -> Exchange | None:
-    """A deflection line for `query`: the plain ones first (purity >= PURE: '贫僧不知。'), then the others; within
-    each, picked by a stable hash of the query, skipping lines already said in the conversation."""
+    """A deflection line for `query`: the clean shrugs first (`is_clean_shrug`), then the other plain ones (purity
+    >= PURE), then the rest; within each, picked by a stable hash of the query, skipping lines already said in the
+    conversation. With fewer than MIN_CLEAN clean shrugs (悟净 shrugs little), the plain ones rotate with them, each
+    clean one coming up twice as often."""
     pool = [ex for ex in lines if (max_chapter is None or ex.chapter <= max_chapter)]
     start = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big")
-    plain = [ex for ex in pool if purity(ex.reply.text) >= PURE]
-    for tier in (plain, [ex for ex in pool if purity(ex.reply.text) < PURE]):
+    clean = [ex for ex in pool if is_clean_shrug(ex.reply.text)]
+    plain = [ex for ex in pool if purity(ex.reply.text) >= PURE and ex not in clean]
+    if len(clean) < MIN_CLEAN:  # one line is no rotation: his other plain ones join it, at half its share
+        clean, plain = clean * 2 + plain, []
+    for tier in (clean, plain, [ex for ex in pool if purity(ex.reply.text) < PURE]):
         for i in range(len(tier)):
             ex = tier[(start + i) % len(tier)]
             if ex.reply.text.strip() not in exclude:

@@ -161,21 +161,29 @@ class Canon:
             for field in ("context", "reply"):
                 self.index(cid, field)
 
-    def chapter_mask(self, character_id: str, max_chapter: int | None):
-        """Boolean mask over the character's exchanges: True for chapters <= max_chapter (None: no mask)."""
-        if max_chapter is None:
+    def chapter_mask(self, character_id: str, max_chapter: int | None, min_chapter: int | None = None):
+        """Boolean mask over the character's exchanges: True for chapters within min_chapter..max_chapter (None
+        for both: no mask)."""
+        if max_chapter is None and min_chapter is None:
             return None
         import numpy as np
 
-        return np.asarray([ex.chapter <= max_chapter for ex in self.exchanges(character_id)], dtype=bool)
+        low, high = min_chapter or 1, max_chapter if max_chapter is not None else 10**6
+        return np.asarray([low <= ex.chapter <= high for ex in self.exchanges(character_id)], dtype=bool)
 
     def search(
-        self, character_id: str, query: str, k: int = 5, field: str = "both", max_chapter: int | None = None
+        self,
+        character_id: str,
+        query: str,
+        k: int = 5,
+        field: str = "both",
+        max_chapter: int | None = None,
+        min_chapter: int | None = None,
     ) -> list[Hit]:
         """The k exchanges of the character that best match `query` (BM25 over context + reply), best first.
 
         `field`: "both" (default), "context" (what was said to the character) or "reply" (the character's words).
-        `max_chapter`: only exchanges from chapters up to it (masked before the top k is taken).
+        `max_chapter`, `min_chapter`: only exchanges from chapters within them (masked before the top k is taken).
         """
         fields = ("context", "reply") if field == "both" else (field,)
         scores = None
@@ -183,7 +191,7 @@ class Canon:
             s = self.index(character_id, f).scores(query)
             scores = s if scores is None else scores + s
         exchanges = self._exchanges[character_id]
-        allowed = self.chapter_mask(character_id, max_chapter)
+        allowed = self.chapter_mask(character_id, max_chapter, min_chapter)
         return [Hit(exchanges[i], float(scores[i])) for i in top_k(scores, k, allowed)]
 
 

@@ -35,13 +35,22 @@ def canon_examples(
     k: int = DEFAULT_K,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     max_chapter: int | None = None,
+    prefer_chapters: range | None = None,
 ) -> str:
-    """The examples block for the system prompt ("" when nothing matches or the budget is too small)."""
+    """The examples block for the system prompt ("" when nothing matches or the budget is too small).
+
+    `prefer_chapters` (a scene's chapters): the best matches from them come first, then the others (up to
+    `max_chapter`)."""
     user_turns = [m["content"] for m in messages if m["role"] == "user"]
     if not user_turns or k <= 0:
         return ""
     query = user_turns[-1]
     hits = canon.search(character.id, query, k=k, max_chapter=max_chapter)
+    if prefer_chapters is not None and len(prefer_chapters):
+        last = prefer_chapters[-1] if max_chapter is None else min(prefer_chapters[-1], max_chapter)
+        inside = canon.search(character.id, query, k=k, max_chapter=last, min_chapter=prefer_chapters[0])
+        seen = {h.exchange.id for h in inside}
+        hits = [*inside, *(h for h in hits if h.exchange.id not in seen)][:k]
     if not hits:
         return ""
     header = HEADER.format(name=character.name)

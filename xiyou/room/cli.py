@@ -163,6 +163,7 @@ def room_cmd(
         narrate_banter=narrate_banter,
         chapter=story.chapter,
         setting=scene_story(story.scene),
+        prefer_chapters=prefer,
     )
     opening = open_scene(room, story)
     if opening is not None:

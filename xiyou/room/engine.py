@@ -88,6 +88,7 @@ class Room:
         narrate_banter: bool = False,
         chapter: int | None = None,
         setting: str | None = None,
+        prefer_chapters: range | None = None,
     ) -> None:
         self.members: list[Member] = []
         self.entries: list[Entry] = []
@@ -110,6 +111,8 @@ class Room:
         #: speaker's system prompt carries them (xiyou.prompts), and canon examples stop at the chapter.
         self.chapter = chapter
         self.setting = setting
+        #: A scene's chapters: persona members' canon examples come from them first (xiyou.prompts).
+        self.prefer_chapters = prefer_chapters
         self.set_members(members)
 
     # ----- members -----------------------------------------------------------------------------------------
@@ -293,7 +296,7 @@ class Room:
         character = member.character
         present = [m.character for m in self.members]
         mode = mode_of(member.backend)
-        story = {"chapter": self.chapter, "story": self.setting}
+        story = {"chapter": self.chapter, "story": self.setting, "prefer_chapters": self.prefer_chapters}
         messages = build_view(character, self.entries, present, self.person, self.token_budget, mode, **story)
         if member.retriever is not None:
             try:

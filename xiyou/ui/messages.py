@@ -1,7 +1,8 @@
 """Chat bubbles with the controls people expect, shared by the private chat and the room pages.
 
 Every message has a small ⋯ menu (edit, delete); the last reply also has 🔄 regenerate (the earlier versions are
-kept: ◀ ▶ switch between them, "swipes") and ➡️ continue (the character goes on from where it stopped). A
+kept: ◀ ▶ switch between them, "swipes") and ➡️ continue (the character goes on from where it stopped), except
+a narrator's line: it is told, not answered (the room's 📜 Narrate tells the next passage). A
 control does not act itself: it records a `MessageAction` that the page takes at the top of its next run
 (`take_action`) and applies to its store, so the page reads top to bottom.
 
@@ -17,6 +18,7 @@ from typing import Literal
 import streamlit as st
 
 from xiyou.backends.base import Citation
+from xiyou.room.transcript import NARRATOR
 from xiyou.store import StoredMessage
 from xiyou.ui import render
 
@@ -78,7 +80,7 @@ def bubble(
         if busy:
             return
         with st.container(horizontal=True, gap="small", key=f"msg_controls_{mid}"):
-            if last_reply:
+            if last_reply and message.speaker != NARRATOR:  # narration is told, not answered: no regenerate
                 st.button("🔄", key=f"msg_regen_{mid}", help="重新回答 · regenerate (the earlier answer is kept)",
                           on_click=request, args=(MessageAction("regenerate", mid),), type="tertiary")  # fmt: skip
                 n = len(message.alternatives)

@@ -7,7 +7,8 @@ The hub page calls, in this order:
 - `room_lineup(settings)` for its lineup: at the room's chapter (the hub's `lineup(chapter)`), and in a scene one
   whose canon members prefer the scene's chapters;
 - `story_sidebar(store, conv)` before it reads the room settings: draws the sidebar's 📖 Scene section; a chapter
-  set before the scene (or to the whole journey) leaves the scene;
+  set before the scene (or to the whole journey) leaves the scene; a scene picked in a room where a conversation
+  is going on starts a new room for it (the old one stays in the conversation list, unchanged);
 - `apply(room, conv, lineup_, plan)` after its own `_apply`: the room's setting, narrator and chapter-bounded canon
   hints; a scene just picked opens the transcript with the narrator's setting.
 
@@ -116,18 +117,39 @@ def _save(cid: str, change: dict[str, Any], widgets: dict[str, Any] | None = Non
 
 
 def _on_scene(cid: str) -> None:
+    """A scene picked: in a room where nothing has been said yet (at most an earlier scene's setting) it is set
+    there; in a room with a conversation going on it starts a room of its own (the same room settings, the
+    scene's members and chapter), which the page opens, and this one stays as it was in the conversation list.
+    "No scene" leaves the scene, the transcript as it is."""
+    from xiyou.ui.conversations import session_store, show
+
     keys = _keys(cid)
     picked = st.session_state.get(keys["scene"]) or None
     if picked is None:
         _save(cid, {"scene": None})
         return
+    store = session_store()
+    conv = store.get(cid)
+    if conv is None:
+        return
     scene = get_scene(picked)
     members = list(scene.present)
-    _save(
-        cid,
-        {"scene": scene.id, "chapter": scene.chapter, "members": members},
-        {"members": members, "chapter": scene.chapter},
-    )
+    change = {"scene": scene.id, "chapter": scene.chapter, "members": members}
+    stored = store.messages(cid)
+    if any(m.speaker != NARRATOR for m in stored):
+        st.session_state[keys["scene"]] = StorySettings.load(conv.settings).scene or ""  # this room keeps its own
+        new = store.create("room", scene.name, {**conv.settings, **change})
+        st.session_state[_keys(new.id)["open"]] = scene.id  # the new room opens with the narrator's setting
+        show(new.id)
+        st.toast(f"📖 {scene.name}：在新的群聊里开场，原来的对话留在对话列表里 · "
+                 "the scene starts in a new room; the earlier conversation stays in the list")  # fmt: skip
+        return
+    if stored:  # only an earlier scene's setting: the new scene replaces it (as the room's 🧹 Reset does)
+        from xiyou.ui.hub import _on_reset
+
+        _on_reset(cid)
+        store.replace_messages(cid, [])  # also when this session has not drawn the room yet
+    _save(cid, change, {"members": members, "chapter": scene.chapter})
     st.session_state[keys["open"]] = scene.id  # the page posts the narrator's setting
 
 
@@ -219,6 +241,7 @@ def apply(room: Room, conv: Conversation, lineup_: Lineup, plan: StoryRoom | Non
     keys = _keys(conv.id)
     scene = plan.scene if plan is not None else None
     room.setting = scene_story(scene)
+    room.prefer_chapters = scene.chapters if scene is not None else None  # persona members' examples
     if plan is not None and plan.chapter is not None:
         from xiyou.ui.hub import _file_key
 

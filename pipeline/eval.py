@@ -38,6 +38,14 @@ def reply_id(character_id: str, question: str, sample: int, chapter: int | None 
     return f"{character_id}:{short_hash(question)}:{sample}" + (f":c{chapter}" if chapter is not None else "")
 
 
+def prompt_mode_label(kind: str, backend: Backend) -> str:
+    """How a character answered in this run: "canon" (lines from the novel), "persona" (a general model with the
+    persona prompt) or "fine-tuned" (the meta prompt, as trained)."""
+    if kind == "canon":
+        return "canon"
+    return "persona" if mode_of(backend) == "persona" else "fine-tuned"
+
+
 def make_backends(args: argparse.Namespace, characters: list[Character], canon) -> dict[str, Backend]:
     """One backend per character, as chosen on the command line."""
     if args.backend == "canon":
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    run["modes"] = {c.id: prompt_mode_label(args.backend, backends[c.id]) for c in characters}
     if args.chapter is not None:
         from pipeline.evaluation.leaks import first_mentions, leak_figures
 
@@ -282,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_line(cid, m))
     for cid, row in run.get("leaks", {}).items():
         print(
-            f"{cid:8s} leaks after chapter {args.chapter}: {row['leaking']}/{row['replies']} replies "
+            f"{cid:8s} {run['modes'][cid]:10s} leaks after chapter {args.chapter}: "
+            f"{row['leaking']}/{row['replies']} replies "
             f"({row['rate']:.1%}) {' '.join(row['what']) or ''}".rstrip()
         )
     print(f"report: {paths['report']}", file=sys.stderr)

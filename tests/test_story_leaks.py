@@ -60,3 +60,38 @@ def test_a_citation_after_the_chapter_leaks_and_none_means_the_whole_book(table)
 
 def test_a_longer_name_is_counted_once(table) -> None:
     assert leaks("金角大王拿了我", 20, table=table) == [Leak("name", "金角大王", 32)]
+
+
+@pytest.mark.slow
+def test_pipeline_eval_reports_a_persona_runs_leaks_with_its_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, novel_path, canon
+) -> None:
+    import json
+
+    from scripted_openai import ScriptedOpenAI
+
+    from pipeline import eval as evaluation
+    from xiyou.character import load_characters
+    from xiyou.prompts import build_messages
+
+    questions = tmp_path / "q.txt"
+    questions.write_text("你见过白骨精吗？\n", encoding="utf-8")
+    monkeypatch.delenv("XIYOU_ENDPOINTS", raising=False)
+    with ScriptedOpenAI(reply="俺老孙在白虎岭打过白骨夫人。") as server:  # a reply that knows chapter 27
+        monkeypatch.setenv("XIYOU_API_BASE_URL", server.base_url)
+        monkeypatch.setenv("XIYOU_API_MODEL", "general")
+        code = evaluation.main([
+            "--backend", "endpoints", "--characters", "wukong", "--novel", str(novel_path), "--chapter", "20",
+            "--questions", str(questions), "--no-sample-questions", "--out", str(tmp_path / "run"),
+        ])  # fmt: skip
+        [request] = server.chat_requests()
+    assert code == 0
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    wukong = load_characters()["wukong"]  # asked with who he is by chapter 20, not the whole book's description
+    asked = [{"role": "user", "content": "你见过白骨精吗？"}]
+    assert request.messages == build_messages(wukong, asked, "persona", chapter=20)
+    run = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["run"]
+    assert run["modes"] == {"wukong": "persona"} and run["leaks"]["wukong"]["leaking"] == 1
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "## Future-knowledge leaks (after chapter 20)" in report
+    assert "| wukong | persona | 1 | 1 | 100.0% | 白骨夫人 ×1、白虎岭 ×1 |" in report

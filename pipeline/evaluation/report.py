@@ -129,6 +129,7 @@ def render_markdown(
     for label, row in zip(labels, data["confusion"]["matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "![confusion](confusion.png)", "", "![metrics](metrics.png)", ""]
+    lines += _leak_lines(run)
     if comparison:
         lines += [
             f"## Change since {old_name}",
@@ -141,6 +142,29 @@ def render_markdown(
             lines.append(f"| {cid} | {METRICS[key][0]} | {_fmt(before)} | {_fmt(now)} | {_change(change)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _leak_lines(run: dict[str, Any]) -> list[str]:
+    """The future-knowledge leaks of a run set after chapter N (pipeline/evaluation/leaks.py), per character with the
+    mode he answered in; [] for a run over the whole journey."""
+    leaks = run.get("leaks")
+    if not leaks:
+        return []
+    modes = run.get("modes", {})
+    lines = [
+        f"## Future-knowledge leaks (after chapter {run.get('chapter')})",
+        "",
+        "A reply leaks when it cites a later chapter or names someone or something the novel first mentions later.",
+        "",
+        "| character | mode | replies | leaking | rate | leaked most |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for cid, row in leaks.items():
+        what = "、".join(f"{name} ×{n}" for name, n in row["what"].items()) or "–"
+        lines.append(
+            f"| {cid} | {modes.get(cid, '?')} | {row['replies']} | {row['leaking']} | {row['rate']:.1%} | {what} |"
+        )
+    return [*lines, ""]
 
 
 def draw_charts(data: dict[str, Any], out_dir: Path) -> list[Path]:

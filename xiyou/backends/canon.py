@@ -27,7 +27,7 @@ from xiyou.character import Character
 #: Default pace of a canon reply, in characters per second (about typing speed; reads comfortably).
 DEFAULT_CPS = 15.0
 #: How much more a line from the preferred chapters (a scene's) scores than any other.
-PREFER_BOOST = 2.0
+PREFER_BOOST = 3.0
 CPS_VAR = "XIYOU_CANON_CPS"
 _CLAUSE_END = re.compile(r"(?<=[，。！？；：、,.!?;…])")
 _LABEL = re.compile(r"^\s*([^：:\n]{1,20})[：:]")

@@ -193,6 +193,23 @@ def test_a_name_as_told_today_finds_the_novels_name(canon: Canon, cid: str, ques
     assert novel_name in line and backend.last_relevance >= answers.DEFLECT_BELOW, line
 
 
+def test_narration_the_extraction_took_in_matches_nothing(canon: Canon) -> None:
+    """八戒's '行的好慈悯！…' follows a 'speech' holding a page of narration (a stray 喜欢 in it): it once answered
+    every question about what he likes to eat."""
+    exchange = next(ex for ex in canon.exchanges("bajie") if ex.reply.text.startswith("行的好慈悯"))
+    assert "\n" in exchange.context.text or "“" in exchange.context.text
+    backend = CanonBackend(get_character("bajie"), canon)
+    for q in ("你喜欢吃巧克力吗？", "你喜欢吃披萨吗？"):
+        line, _ = ask(backend, q)
+        assert line != exchange.reply.text and answers.is_clean_shrug(line), (q, line)
+
+
+@pytest.mark.parametrize("cid", ("sanzang", "wukong", "bajie"))
+def test_a_greeting_gets_a_greeting(canon: Canon, cid: str) -> None:
+    line, _ = ask(CanonBackend(get_character(cid), canon), "你好")
+    assert any(w in line for w in ("问讯", "稽首", "作揖", "有礼", "拜揖")), line
+
+
 def test_deflection_rules() -> None:
     assert answers.is_deflection("不知，不知。", [])
     assert answers.is_deflection("莫管，莫管，我有处治。", [])

@@ -154,6 +154,9 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "最喜欢": ("爱", "喜"),
     "担心": ("忧", "愁", "挂念"),
     "走路": ("走路", "行路"),
+    # a greeting: how the novel greets
+    "你好": ("问讯", "稽首", "作揖", "有礼", "拜揖"),
+    "您好": ("问讯", "稽首", "作揖", "有礼", "拜揖"),
 }
 #: Names as told today that the novel writes otherwise (its forms are what the query looks for): named things.
 NOVEL_NAMES: dict[str, tuple[str, ...]] = {
@@ -294,6 +297,15 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
     return list(terms.values())
 
 
+_SPEECH_BREAK = re.compile(r"[“”\n]")
+
+
+def _last_speech(context: str) -> str:
+    """What was said to him, as matched: where the extraction took in narration and other speeches with it (a quote
+    mark or a line break inside), only the last speech (else a stray '喜欢' in the narration matches anything)."""
+    return _SPEECH_BREAK.split(context)[-1] or context
+
+
 class Field:
     """The texts of one field (contexts or replies) of a character's exchanges, for word-level BM25."""
 
@@ -349,7 +361,7 @@ class Answerer:
         self.character_id = character_id
         self.vocabulary = vocabulary
         self.exchanges: list[Exchange] = canon.exchanges(character_id)
-        self.context = Field([ex.context.text if ex.context else "" for ex in self.exchanges])
+        self.context = Field([_last_speech(ex.context.text) if ex.context else "" for ex in self.exchanges])
         self.reply = Field([ex.reply.text for ex in self.exchanges])
         self.chapters = np.asarray([ex.chapter for ex in self.exchanges], dtype=np.int32)
         self.asked = np.asarray(

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 #: Below this relevance (0..1) the canon backend deflects instead of quoting a weak match. Calibrated with
 #: `python benchmarks/relevance/calibrate.py` on the calibration questions (see benchmarks/relevance/README.md).
-DEFLECT_BELOW = 0.45
+DEFLECT_BELOW = 0.46
 
 #: Weights of the kinds of query words.
 WEIGHT_CUE = 1.5

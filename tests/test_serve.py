@@ -303,7 +303,7 @@ def test_server_group_starts_waits_for_health_and_stops_all(tiny_model_dir: Path
     )
     with serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240) as group:
         group.start_all()
-        procs = [s.process for s in group.running]
+        procs = [s.proc.popen for s in group.running]
         assert all(http_ok(spec.health_url) for spec in plan.servers)
         # The endpoints the plan wrote reach each character's own server, by the character's model name.
         for cid in ("wukong", "bajie"):
@@ -312,10 +312,10 @@ def test_server_group_starts_waits_for_health_and_stops_all(tiny_model_dir: Path
                             GenerationSettings(max_new_tokens=24))  # fmt: skip
             assert reply.startswith("俺老孙来也")  # the tiny model's scripted reply
         # A server dying is noticed: the wait ends and names it (the command then stops the others).
-        os.killpg(group.running[1].process.pid, signal.SIGKILL)
+        os.killpg(group.running[1].proc.pid, signal.SIGKILL)
         died = group.wait_until_stopped()
         assert died is not None and died.spec.name == "bajie"
-        assert group.running[0].alive()
+        assert group.running[0].proc.alive()
     assert all(p.poll() is not None for p in procs)
     assert not any(http_ok(spec.health_url, timeout=1) for spec in plan.servers)
 

@@ -19,6 +19,8 @@ VENV_SERVE := .venv-testserver
 VENV_PROXY := .venv-proxy
 
 export XIYOU_NOVEL ?= $(abspath ../shared/data/xiyouji.txt)
+# the suite runs on this many pytest-xdist workers (the machines here have 2 cores); PYTEST_WORKERS=0: one process
+PYTEST_WORKERS ?= 2
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
@@ -81,7 +83,7 @@ pytest: setup
 	XIYOU_TRAIN_PYTHON=$(abspath $(VENV_TRAIN))/bin/python \
 	XIYOU_TESTSERVER_BIN=$(abspath $(VENV_SERVE))/bin/transformers \
 	XIYOU_LMDEPLOY_PROXY=$(abspath $(VENV_PROXY))/bin/lmdeploy \
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; exit $$rc
 
 # The maintainer's whole loop on a CPU with a tiny model (docs/maintainers.md): the data steps against a local

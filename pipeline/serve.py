@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -421,22 +420,10 @@ def endpoints_text(plan: Plan) -> str:
 
 @dataclasses.dataclass
 class RunningServer:
+    """A started server: what was asked for (`spec`) and its process (`proc`: pid, log, alive, stop)."""
+
     spec: ServerSpec
     proc: Process
-
-    @property
-    def process(self) -> subprocess.Popen:
-        return self.proc.popen
-
-    @property
-    def log_path(self) -> Path | None:
-        return self.proc.log_path
-
-    def log_tail(self, lines: int = 30) -> str:
-        return self.proc.log_tail(lines)
-
-    def alive(self) -> bool:
-        return self.proc.alive()
 
 
 def _proxy_request(proxy: ServerSpec, path: str, body: dict | None = None, timeout: float = 5.0) -> object:
@@ -521,22 +508,22 @@ class ServerGroup:
             if self.stop.is_set():
                 raise Interrupted("interrupted while the servers were starting")
             for server in list(pending):
-                if not server.alive():
+                if not server.proc.alive():
                     raise ServeError(
-                        f"{server.spec.name} exited with code {server.process.returncode} while starting; "
-                        f"the end of its log ({server.log_path}):\n{server.log_tail()}"
+                        f"{server.spec.name} exited with code {server.proc.returncode} while starting; "
+                        f"the end of its log ({server.proc.log_path}):\n{server.proc.log_tail()}"
                     )
                 if http_ok(server.spec.health_url):
                     pending.remove(server)
                     print(
-                        f"[serve] {server.spec.name} is up: {server.spec.base_url} (pid {server.process.pid})",
+                        f"[serve] {server.spec.name} is up: {server.spec.base_url} (pid {server.proc.pid})",
                         flush=True,
                     )
             if pending and time.monotonic() > deadline:
                 names = ", ".join(s.spec.name for s in pending)
                 raise ServeError(
                     f"{names} not healthy after {self.health_timeout_s:.0f} s (see {self.log_dir}); raise "
-                    f"--health-timeout for big models. The end of the first log:\n{pending[0].log_tail()}"
+                    f"--health-timeout for big models. The end of the first log:\n{pending[0].proc.log_tail()}"
                 )
             if pending:
                 time.sleep(0.5)
@@ -584,7 +571,7 @@ class ServerGroup:
         """Block until `self.stop` is set (Ctrl-C) or a server exits; returns the server that died, if one did."""
         while not self.stop.wait(0.5):
             for server in self.running:
-                if not server.alive():
+                if not server.proc.alive():
                     return server
         return None
 
@@ -748,8 +735,8 @@ def serve(plan: Plan, endpoints_out: Path, log_dir: Path, *, health_timeout_s: f
             died = group.wait_until_stopped()
             if died is not None:
                 print(
-                    f"error: {died.spec.name} exited with code {died.process.returncode}; stopping the others. "
-                    f"The end of its log ({died.log_path}):\n{died.log_tail()}",
+                    f"error: {died.spec.name} exited with code {died.proc.returncode}; stopping the others. "
+                    f"The end of its log ({died.proc.log_path}):\n{died.proc.log_tail()}",
                     file=sys.stderr,
                     flush=True,
                 )

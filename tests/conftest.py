@@ -1,4 +1,8 @@
-"""Shared fixtures. Shared data (../shared/data) is read in place; tests that need it skip with a reason."""
+"""Shared fixtures. Shared data (../shared/data) is read in place; tests that need it skip with a reason.
+
+`make test` runs the suite on two pytest-xdist workers: what takes long to build once (the tiny model, the canon's
+disk cache) is built by the first worker that needs it and reused by the other (a file lock in pytest's shared
+temporary folder); the longest tests are handed out first so both workers finish together."""
 
 from __future__ import annotations
 
@@ -6,11 +10,31 @@ import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from xiyou.env import SHARED_DATA
 
 # canon replies stream at typing speed for people; the suite reads them at once (tests of the pace set their own)
 os.environ.setdefault("XIYOU_CANON_CPS", "0")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first, then the slow ones, then the rest (a stable sort keeps each group's order), so the
+    xdist workers start the long tests at once instead of finding them last."""
+
+    def rank(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("longest") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
+
+
+def _across_workers(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, FileLock]:
+    """A folder every xdist worker of this run sees (pytest's run folder; the session's own one without xdist), and
+    a lock to build it once."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return root / name, FileLock(str(root / f"{name}.lock"))
 
 
 def _shared_file(name: str, env: str | None = None) -> Path:
@@ -28,8 +52,11 @@ def novel_path() -> Path:
 
 @pytest.fixture(scope="session")
 def canon_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the session's canon keeps its disk cache (utterances, indexes)."""
-    return tmp_path_factory.mktemp("canon-cache")
+    """Where the session's canon keeps its disk cache (utterances, indexes), one for all workers."""
+    path, lock = _across_workers(tmp_path_factory, "canon-cache")
+    with lock:
+        path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +64,48 @@ def canon(novel_path: Path, canon_cache_dir: Path):
     """The novel's Canon with every index built, once per session; `get_canon(novel_path)` returns the same one."""
     from xiyou.canon import get_canon
 
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, FileLock(f"{canon_cache_dir}.build.lock"):
         mp.setenv("XIYOU_CACHE_DIR", str(canon_cache_dir))
         canon = get_canon(novel_path)
         canon.build_indexes()
     return canon
+
+
+@pytest.fixture
+def page_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For a page under AppTest: its own conversation store (XIYOU_DATA_DIR, persisted) and Streamlit's resource
+    cache cleared before and after. Returns the store's folder."""
+    import streamlit as st
+
+    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("XIYOU_PERSIST", raising=False)
+    st.cache_resource.clear()
+    yield tmp_path / "data"
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def hub(novel_path: Path, monkeypatch: pytest.MonkeyPatch, page_store: Path):
+    """Starts the hub page (offline canon mode on the novel, no endpoints) under AppTest: `hub(conversation=None,
+    pace=0.0)`; `pace` sets the pause between banter turns (None keeps the page's default)."""
+    from pages import HUB_APP, widget
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    for name in ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+    def start(conversation: str | None = None, pace: float | None = 0.0) -> AppTest:
+        at = AppTest.from_file(HUB_APP, default_timeout=120)
+        if conversation:
+            at.query_params["c"] = conversation
+        at.run()
+        assert not at.exception, at.exception
+        if pace is not None:
+            widget(at, "hub_delay").set_value(pace)  # no pause between banter turns in tests
+        return at
+
+    return start
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +120,15 @@ def questions_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(novel_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A tiny Llama chat model built from the novel once per session (see tests/tiny_model.py): a `TinyModel`."""
-    from tiny_model import build_tiny_model
+    """A tiny Llama chat model built from the novel once per run (see tests/tiny_model.py): a `TinyModel`. Tests
+    read it and never change it (those that do copy it first)."""
+    from tiny_model import INFO_FILE, TinyModel, build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), novel_path)
+    path, lock = _across_workers(tmp_path_factory, "tiny_model")
+    with lock:
+        if (path / INFO_FILE).is_file():
+            return TinyModel.load(path)
+        return build_tiny_model(path, novel_path)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,14 @@
-"""A stand-in for `lmdeploy` in tests of pipeline.serve: `transformers serve` behind LMDeploy's command line.
+"""A stand-in for `lmdeploy` in tests of pipeline.serve: the scripted OpenAI server behind LMDeploy's command line.
 
     python tests/lmdeploy_standin.py serve api_server MODEL --server-name HOST --server-port PORT
         [--model-name NAME] [--backend …] [--adapters …] [--proxy-url URL] [any other LMDeploy option]
     python tests/lmdeploy_standin.py serve proxy …     # the real `lmdeploy serve proxy`, from $XIYOU_LMDEPLOY_PROXY
 
-It records the arguments it got (JSON lines in $XIYOU_STANDIN_RECORD, when set) and then becomes (exec)
-`$XIYOU_TESTSERVER_BIN serve NAME --host HOST --port PORT --device cpu`, run in a folder where NAME links to MODEL:
-`transformers serve` names the served model after its path argument, so requests for `model = NAME` work as they
-would with LMDeploy's `--model-name`. LoRA adapters are ignored (the base model answers for every name).
+It records the arguments it got (JSON lines in $XIYOU_STANDIN_RECORD, when set) and then becomes (exec) the scripted
+OpenAI-compatible server (tests/scripted_openai.py) at HOST:PORT, listing NAME in /v1/models and answering every
+request with "<model>在此" (the model name the request asked for): what these tests check is the processes and the
+routing, so a server that starts in a fraction of a second and says whom it serves beats a real model (the client
+code is tested against `transformers serve` elsewhere). LoRA adapters are ignored.
 A MODEL folder that does not exist makes it exit 2 at once, as LMDeploy fails on a bad model path.
 With `--proxy-url`, a helper process registers the server with that proxy once it answers /health, as LMDeploy's
 api_server does (POST /nodes/add); the proxy itself is LMDeploy's own (`serve proxy` runs $XIYOU_LMDEPLOY_PROXY,
@@ -21,10 +22,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: What every stand-in server answers: the model name the request asked for, so a test sees who answered.
+REPLY = "{model}在此"
 
 
 #: Run in the background by a server started with --proxy-url: wait for its health, then register it.
@@ -69,16 +71,13 @@ def main(argv: list[str]) -> None:
     if not model.is_dir():
         print(f"lmdeploy stand-in: model path {model} does not exist", file=sys.stderr)
         sys.exit(2)
-    exe = os.environ.get("XIYOU_TESTSERVER_BIN") or str(REPO_ROOT / ".venv-testserver" / "bin" / "transformers")
     name = args.model_name or "model"
-    workdir = Path(tempfile.mkdtemp(prefix="lmdeploy-standin-"))
-    (workdir / name).symlink_to(model.resolve(), target_is_directory=True)
-    os.chdir(workdir)
-    os.environ.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     host, port = args.server_name, str(args.server_port)
     if args.proxy_url:  # same process group: it goes when the server's group is stopped
         subprocess.Popen([sys.executable, "-c", REGISTER, args.proxy_url, f"http://{host}:{port}"])
-    os.execv(exe, [exe, "serve", name, "--host", host, "--port", port, "--device", "cpu"])
+    scripted = str(REPO_ROOT / "tests" / "scripted_openai.py")
+    reply = ["--reply", REPLY, "--latency", "0", "--model", name]
+    os.execv(sys.executable, [sys.executable, scripted, "--host", host, "--port", port, *reply])
 
 
 if __name__ == "__main__":

@@ -345,8 +345,11 @@ class ScriptedOpenAI:
         seed: int = 0,
         record_bodies: bool = True,
         refuse_fields: Iterable[str] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.reply = reply
+        self.host, self._bind_port = host, port
         self.refuse_fields = tuple(refuse_fields)
         self.latency = latency
         self.models = list(models)
@@ -372,7 +375,7 @@ class ScriptedOpenAI:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server((self.host, self._bind_port), _Handler)
         self._httpd.scripted = self
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="scripted-openai", daemon=True
@@ -405,7 +408,7 @@ class ScriptedOpenAI:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     # --- scripting ------------------------------------------------------------------------------------------
     def queue_faults(self, *faults: Fault | None) -> None:
@@ -461,14 +464,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds before each chat answer")
     parser.add_argument("--transient-rate", type=float, default=0.0, help="share of requests that fail transiently")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reply", default=None, help="fixed reply text (default: echoes the question)")
+    parser.add_argument(
+        "--reply", default=None, help="reply text, {model} replaced by the requested model (default: echo the question)"
+    )
+    parser.add_argument("--model", action="append", help="a model name /v1/models lists (repeatable)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     args = parser.parse_args(argv)
+    template = args.reply
+
+    def reply(req: RecordedRequest) -> str:
+        return template.replace("{model}", str((req.json or {}).get("model"))) if template else default_reply(req)
+
     server = ScriptedOpenAI(
-        reply=args.reply if args.reply is not None else default_reply,
+        reply=reply,
         latency=args.latency,
         transient_rate=args.transient_rate,
         seed=args.seed,
         record_bodies=False,
+        models=args.model or ("scripted-model",),
+        host=args.host,
+        port=args.port,
     ).start()
     print(f"READY {server.base_url}", flush=True)
     try:

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,30 +53,8 @@ class ServedModel:
     proc: Process
 
     @property
-    def process(self) -> subprocess.Popen:
-        return self.proc.popen
-
-    @property
-    def log_path(self) -> Path | None:
-        return self.proc.log_path
-
-    @property
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/health"
-
-    def log(self) -> str:
-        return self.proc.log()
-
-    def alive(self) -> bool:
-        return self.proc.alive()
-
-    def kill(self) -> None:
-        """End the server at once (SIGKILL to its process group), as a crash would."""
-        self.proc.kill()
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """End the server politely (SIGTERM to the group), then forcibly after `grace_s`."""
-        self.proc.stop(grace_s)
 
 
 @contextlib.contextmanager
@@ -105,10 +82,10 @@ def transformers_serve(
             try:
                 yield server
             finally:
-                server.stop()
+                proc.stop()
             return
-        server.stop()
-        last_error = server.log()[-3000:]
+        proc.stop()
+        last_error = proc.log()[-3000:]
         if "address already in use" not in last_error.lower():
             break
     raise RuntimeError(f"`transformers serve {model}` did not become ready; its log ends with:\n{last_error}")

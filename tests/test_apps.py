@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from scripted_openai import Fault, ScriptedOpenAI
 from servers import free_port
 from streamlit.testing.v1 import AppTest
@@ -21,13 +20,8 @@ from xiyou.ui.render import JOINER, safe_markdown
 APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_streamlit_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))  # each test its own conversation store
-    monkeypatch.delenv("XIYOU_PERSIST", raising=False)
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
+# every test: its own conversation store (under tmp_path), and Streamlit's resource cache cleared before and after
+pytestmark = pytest.mark.usefixtures("page_store")
 
 
 def history(at: AppTest) -> list[tuple[str, str]]:

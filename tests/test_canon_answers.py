@@ -210,6 +210,21 @@ def test_a_greeting_gets_a_greeting(canon: Canon, cid: str) -> None:
     assert any(w in line for w in ("问讯", "稽首", "作揖", "有礼", "拜揖")), line
 
 
+@pytest.mark.parametrize(
+    ("cid", "question", "told"),
+    [("wukong", "你为什么怕唐僧念咒？", "莫念"), ("sanzang", "你的徒弟里谁最懒？", "懒惰")],
+)
+def test_a_name_on_every_page_weighs_less_than_the_thing_asked(
+    canon: Canon, cid: str, question: str, told: str
+) -> None:
+    """唐僧, 徒弟, 妖精 are on every page: a line that names them (`因保唐僧，路逢一事…`) is not about the question;
+    the thing asked (念咒, 懒) decides."""
+    terms = {t.text: t for t in answers.query_terms(question, answers.answerer(canon, cid).vocabulary)}
+    assert all(t.weight <= answers.WEIGHT_WORD for t in terms.values() if t.kind == "entity")
+    line, _ = ask(CanonBackend(get_character(cid), canon), question)
+    assert told in line, line
+
+
 def test_deflection_rules() -> None:
     assert answers.is_deflection("不知，不知。", [])
     assert answers.is_deflection("莫管，莫管，我有处治。", [])

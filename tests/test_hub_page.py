@@ -7,83 +7,28 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
+from pages import HUB_APP, bubbles, cid, widget
 from streamlit.testing.v1 import AppTest
 
-from xiyou.env import REPO_ROOT
 from xiyou.store import SQLiteStore
 
-APP = str(REPO_ROOT / "hub" / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def fresh_streamlit_cache():
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("XIYOU_PERSIST", raising=False)
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def hub(novel_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path):
-    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
-    monkeypatch.delenv("XIYOU_ENDPOINTS", raising=False)
-
-    def start(conversation: str | None = None, pace: float | None = 0.0) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=120)
-        if conversation:
-            at.query_params["c"] = conversation
-        at.run()
-        assert not at.exception, at.exception
-        if pace is not None:
-            widget(at, "hub_delay").set_value(pace)  # no pause between banter turns in tests
-        return at
-
-    return start
-
-
-def cid(at: AppTest) -> str:
-    return at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
-
-
-def widget(at: AppTest, prefix: str):
-    """The widget whose key is `prefix` + "_" + the conversation id (per-conversation settings)."""
-    key = f"{prefix}_{cid(at)}"
-    for kind in ("multiselect", "slider", "selectbox", "toggle", "text_input", "chat_input", "button"):
-        found = [w for w in at.get(kind) if getattr(w, "key", None) == key]
-        if found:
-            return found[0]
-    raise KeyError(key)
-
-
-def bubbles(at: AppTest) -> list[tuple[str, str]]:
-    """(name, text) of every chat bubble, in order."""
-    out = []
-    for msg in at.main.get("chat_message"):
-        texts = [m.value for m in msg.markdown]
-        out.append((msg.name, "\n".join(texts[1:])))
-    return out
+# every test: its own conversation store, and Streamlit's resource cache cleared before and after
+pytestmark = pytest.mark.usefixtures("page_store")
 
 
 def say(at: AppTest, text: str) -> AppTest:
     return widget(at, "hub_input").set_value(text).run()
 
 
-def stored(data_dir: Path, conversation: str) -> list[str]:
-    return [m.text for m in SQLiteStore(data_dir / "conversations.db").messages(conversation)]
+def stored(page_store: Path, conversation: str) -> list[str]:
+    return [m.text for m in SQLiteStore(page_store / "conversations.db").messages(conversation)]
 
 
 def sidebar_text(at: AppTest) -> str:
     return " ".join(m.value for m in at.sidebar.markdown)
 
 
-def test_page_opens_a_stored_room_in_canon_mode_with_four_members(hub, data_dir) -> None:
+def test_page_opens_a_stored_room_in_canon_mode_with_four_members(hub, page_store) -> None:
     at = hub()
     assert "师徒群聊" in at.title[0].value
     assert widget(at, "hub_members").value == ["sanzang", "wukong", "bajie", "wujing"]
@@ -93,11 +38,11 @@ def test_page_opens_a_stored_room_in_canon_mode_with_four_members(hub, data_dir)
     assert widget(at, "hub_policy").value == "mention"
     assert at.button(key="hub_stop").proto.type == "secondary" and not at.button(key="hub_continue").disabled
     assert not bubbles(at)
-    conv = SQLiteStore(data_dir / "conversations.db").get(cid(at))
+    conv = SQLiteStore(page_store / "conversations.db").get(cid(at))
     assert conv is not None and conv.kind == "room" and len(conv.id) >= 20
 
 
-def test_send_streams_named_members_then_banter_stores_and_exports(hub, data_dir) -> None:
+def test_send_streams_named_members_then_banter_stores_and_exports(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_members").set_value(["wukong", "bajie", "wujing"])
     widget(at, "hub_banter").set_value(1)
@@ -120,8 +65,8 @@ def test_send_streams_named_members_then_banter_stores_and_exports(hub, data_dir
     assert "🟢 🐖 **猪八戒**" in sidebar_text(at) and "🟢 🐒 **孙悟空**" in sidebar_text(at)
     assert [e.name for e in room.entries] == [name for name, _ in said]
     # every line is stored, in order, the citation apart from the text
-    assert stored(data_dir, cid(at)) == [text for _, text in said]
-    rows = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    assert stored(page_store, cid(at)) == [text for _, text in said]
+    rows = SQLiteStore(page_store / "conversations.db").messages(cid(at))
     assert [(m.chapter, m.said_to) for m in rows[1:]] == [
         (e.citation.chapter, e.citation.said_to) for e in room.entries[1:]
     ]
@@ -133,7 +78,7 @@ def test_send_streams_named_members_then_banter_stores_and_exports(hub, data_dir
     assert at.button(key="hub_stop").proto.type == "secondary"
 
 
-def test_a_reload_restores_the_conversation_and_its_settings(hub, data_dir) -> None:
+def test_a_reload_restores_the_conversation_and_its_settings(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_banter").set_value(0)
     widget(at, "hub_policy").set_value("round_robin")
@@ -230,12 +175,12 @@ def test_a_message_over_the_limit_comes_back_with_a_counter(hub) -> None:
     assert bubbles(at)[0] == ("施主", "长话短说")
 
 
-def test_regenerate_keeps_versions_swipe_edit_delete(hub, data_dir) -> None:
+def test_regenerate_keeps_versions_swipe_edit_delete(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_banter").set_value(0)
     say(at, "悟空，你从哪里来？")
     first = bubbles(at)[-1]
-    store = SQLiteStore(data_dir / "conversations.db")
+    store = SQLiteStore(page_store / "conversations.db")
     reply = store.messages(cid(at))[-1]
     at.button(key=f"msg_regen_{reply.id}").click().run()
     assert len(bubbles(at)) == 2
@@ -257,7 +202,7 @@ def test_regenerate_keeps_versions_swipe_edit_delete(hub, data_dir) -> None:
     assert len(store.messages(cid(at))) == 1 and len(rs.room.entries) == 1
 
 
-def test_a_turn_interrupted_by_a_rerun_goes_on(hub, data_dir) -> None:
+def test_a_turn_interrupted_by_a_rerun_goes_on(hub, page_store) -> None:
     """Touching a sidebar control mid-reply redraws the page; the reply is not cut off."""
     at = hub()
     widget(at, "hub_banter").set_value(0)
@@ -273,10 +218,10 @@ def test_a_turn_interrupted_by_a_rerun_goes_on(hub, data_dir) -> None:
     said = bubbles(at)
     assert said[-1][0] == "猪八戒" and said[-1][1]
     assert not rs.room.entries[-1].interrupted
-    assert stored(data_dir, cid(at))[-1] == said[-1][1]
+    assert stored(page_store, cid(at))[-1] == said[-1][1]
 
 
-def test_conversation_list_new_private_chat_rename_delete(hub, data_dir) -> None:
+def test_conversation_list_new_private_chat_rename_delete(hub, page_store) -> None:
     at = hub()
     room_id = cid(at)
     at.sidebar.button(key="conv_new_private_bajie").click().run()
@@ -288,16 +233,16 @@ def test_conversation_list_new_private_chat_rename_delete(hub, data_dir) -> None
     assert names == ["assistant", "user", "assistant"]
     at.text_input(key=f"conv_title_{chat_id}").set_value("吃饭的事")
     at.button(key=f"conv_rename_{chat_id}").click().run()
-    assert SQLiteStore(data_dir / "conversations.db").get(chat_id).title == "吃饭的事"
+    assert SQLiteStore(page_store / "conversations.db").get(chat_id).title == "吃饭的事"
     assert any(b.label.endswith("吃饭的事") for b in at.sidebar.button)
     at.button(key=f"conv_open_{room_id}").click().run()
     assert cid(at) == room_id and "师徒群聊" in at.title[0].value
     at.button(key=f"conv_open_{chat_id}").click().run()
     at.button(key=f"conv_delete_{chat_id}").click().run()
-    assert SQLiteStore(data_dir / "conversations.db").get(chat_id) is None and cid(at) == room_id
+    assert SQLiteStore(page_store / "conversations.db").get(chat_id) is None and cid(at) == room_id
 
 
-def test_import_a_transcript_exported_as_json_lines(hub, data_dir) -> None:
+def test_import_a_transcript_exported_as_json_lines(hub, page_store) -> None:
     from xiyou.room.transcript import Entry, transcript_jsonl
     from xiyou.ui.conversations import TranscriptError, parse_transcript
 
@@ -331,42 +276,42 @@ def test_a_dead_server_is_a_red_notice_and_the_others_answer(hub, tmp_path: Path
     assert "🔴 🐖 **猪八戒**" in sidebar_text(at)
 
 
-def test_no_novel_and_no_endpoints_explains_how_to_start(tmp_path: Path, monkeypatch, data_dir) -> None:
+def test_no_novel_and_no_endpoints_explains_how_to_start(tmp_path: Path, monkeypatch, page_store) -> None:
     monkeypatch.setenv("XIYOU_NOVEL", str(tmp_path / "missing.txt"))
     monkeypatch.delenv("XIYOU_ENDPOINTS", raising=False)
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = AppTest.from_file(HUB_APP, default_timeout=60).run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "XIYOU_NOVEL" in text and "XIYOU_ENDPOINTS" in text and "base_url" in text
     assert not at.get("chat_input") or not at.chat_input
 
 
-def test_persist_off_keeps_each_session_apart(hub, monkeypatch, data_dir) -> None:
+def test_persist_off_keeps_each_session_apart(hub, monkeypatch, page_store) -> None:
     monkeypatch.setenv("XIYOU_PERSIST", "0")
     one = hub()
     say(one, "悟空，我是一号")
     two = hub(cid(one))  # another visitor with the first one's link sees nothing of it
     assert cid(two) != cid(one) and bubbles(two) == []
-    assert not (data_dir / "conversations.db").exists()
+    assert not (page_store / "conversations.db").exists()
 
 
-def test_a_point_in_the_story_is_kept_and_limits_the_canon(hub, data_dir) -> None:
+def test_a_point_in_the_story_is_kept_and_limits_the_canon(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_banter").set_value(2)
     at.number_input(key=f"hub_chapter_{cid(at)}").set_value(20).run()
     say(at, "悟空、八戒，你们在做什么？")
-    rows = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    rows = SQLiteStore(page_store / "conversations.db").messages(cid(at))
     assert len(rows) >= 3 and all(m.chapter is not None and m.chapter <= 20 for m in rows[1:])
-    assert SQLiteStore(data_dir / "conversations.db").get(cid(at)).settings["chapter"] == 20
+    assert SQLiteStore(page_store / "conversations.db").get(cid(at)).settings["chapter"] == 20
     again = hub(cid(at), pace=None)
     assert again.number_input(key=f"hub_chapter_{cid(at)}").value == 20
 
 
-def test_continue_extends_the_last_reply_in_place(hub, data_dir) -> None:
+def test_continue_extends_the_last_reply_in_place(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_banter").set_value(0)
     say(at, "悟空，说说你的来历")
-    store = SQLiteStore(data_dir / "conversations.db")
+    store = SQLiteStore(page_store / "conversations.db")
     reply = store.messages(cid(at))[-1]
     at.button(key=f"msg_cont_{reply.id}").click().run()
     longer = store.messages(cid(at))

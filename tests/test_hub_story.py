@@ -6,80 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
+from pages import bubbles, cid, widget
 from streamlit.testing.v1 import AppTest
 
-from xiyou.env import REPO_ROOT
 from xiyou.store import SQLiteStore
 from xiyou.story import get_scene, membership
 
-APP = str(REPO_ROOT / "hub" / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def fresh_streamlit_cache():
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("XIYOU_PERSIST", raising=False)
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def hub(novel_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path):
-    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
-    monkeypatch.setenv("XIYOU_CANON_CPS", "0")
-    for name in ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL"):
-        monkeypatch.delenv(name, raising=False)
-
-    def start(conversation: str | None = None) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=120)
-        if conversation:
-            at.query_params["c"] = conversation
-        at.run()
-        assert not at.exception, at.exception
-        return at
-
-    return start
-
-
-def cid(at: AppTest) -> str:
-    return at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
-
-
-def widget(at: AppTest, prefix: str):
-    key = f"{prefix}_{cid(at)}"
-    for kind in ("multiselect", "number_input", "selectbox", "toggle", "button"):
-        found = [w for w in at.get(kind) if getattr(w, "key", None) == key]
-        if found:
-            return found[0]
-    raise KeyError(key)
-
-
-def bubbles(at: AppTest) -> list[tuple[str, str]]:
-    out = []
-    for msg in at.main.get("chat_message"):
-        texts = [m.value for m in msg.markdown]
-        out.append((msg.name, "\n".join(texts[1:])))
-    return out
+# every test: its own conversation store, and Streamlit's resource cache cleared before and after
+pytestmark = pytest.mark.usefixtures("page_store")
 
 
 def warnings(at: AppTest) -> str:
     return " ".join(w.value for w in at.warning)
 
 
-def settings(data_dir: Path, conversation: str) -> dict:
-    conv = SQLiteStore(data_dir / "conversations.db").get(conversation)
+def settings(page_store: Path, conversation: str) -> dict:
+    conv = SQLiteStore(page_store / "conversations.db").get(conversation)
     assert conv is not None
     return conv.settings
 
 
-def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(hub, data_dir) -> None:
+def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(hub, page_store) -> None:
     at = hub()
     assert widget(at, "hub_scene").value == "" and widget(at, "hub_chapter").value == 0  # the whole journey
     scene = get_scene("gaolaozhuang")
@@ -93,7 +40,7 @@ def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(h
     room = at.session_state[f"room_{cid(at)}"].room
     assert room.chapter == scene.chapter and scene.name in (room.setting or "")
     assert room.prefer_chapters == scene.chapters  # persona members' examples: the scene's lines first
-    stored = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    stored = SQLiteStore(page_store / "conversations.db").messages(cid(at))
     assert [m.speaker for m in stored] == ["narrator"] and stored[0].text.startswith(f"【{scene.name}】")
     # the room answers at the scene's point in the story: no canon line from a later chapter
     at.chat_input(key=f"hub_input_{cid(at)}").set_value("悟空，八戒，你们说说这高老庄的事").run()
@@ -102,14 +49,14 @@ def test_a_scene_sets_members_and_chapter_and_opens_with_the_narrators_setting(h
     assert cited and max(cited) <= scene.chapter
 
 
-def test_a_chapter_before_the_scene_leaves_it_and_one_before_bajie_joins_says_why(hub, data_dir) -> None:
+def test_a_chapter_before_the_scene_leaves_it_and_one_before_bajie_joins_says_why(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_scene").set_value("gaolaozhuang").run()
     assert widget(at, "hub_members").value == ["sanzang", "wukong", "bajie"]
     widget(at, "hub_chapter").set_value(15).run()  # 高老庄 is chapters 18-19
     assert not at.exception, at.exception
-    assert widget(at, "hub_scene").value == "" and settings(data_dir, cid(at))["scene"] is None
-    assert settings(data_dir, cid(at))["chapter"] == 15
+    assert widget(at, "hub_scene").value == "" and settings(page_store, cid(at))["scene"] is None
+    assert settings(page_store, cid(at))["chapter"] == 15
     room = at.session_state[f"room_{cid(at)}"].room
     assert room.setting is None and room.chapter == 15
     assert "bajie" not in {m.id for m in room.members}  # he first speaks in chapter 19: said why, never a traceback
@@ -121,7 +68,7 @@ def test_a_chapter_before_the_scene_leaves_it_and_one_before_bajie_joins_says_wh
     assert not warnings(at)
 
 
-def test_narrate_posts_a_line_of_the_novels_narration(hub, data_dir) -> None:
+def test_narrate_posts_a_line_of_the_novels_narration(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_scene").set_value("baigujing").run()
     assert widget(at, "hub_narrate").disabled  # no narrator in the room yet
@@ -133,17 +80,17 @@ def test_narrate_posts_a_line_of_the_novels_narration(hub, data_dir) -> None:
     after = bubbles(at)
     assert len(after) == len(before) + 1 and after[-1][0] == "旁白" and after[-1][1].strip()
     assert "“" not in after[-1][1] or "道" not in after[-1][1]  # narration, not someone's line
-    stored = SQLiteStore(data_dir / "conversations.db").messages(cid(at))
+    stored = SQLiteStore(page_store / "conversations.db").messages(cid(at))
     assert [m.speaker for m in stored] == ["narrator", "narrator"]
 
 
-def test_the_story_settings_survive_a_reload(hub, data_dir) -> None:
+def test_the_story_settings_survive_a_reload(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_scene").set_value("huoyanshan").run()
     widget(at, "hub_narrator").set_value(True).run()
     widget(at, "hub_chapter").set_value(70).run()  # later than the scene: it stays
     assert not at.exception, at.exception
-    stored = settings(data_dir, cid(at))
+    stored = settings(page_store, cid(at))
     assert (stored["scene"], stored["chapter"], stored["narrator"]) == ("huoyanshan", 70, True)
     again = hub(cid(at))  # a new session opening the same conversation
     assert widget(again, "hub_scene").value == "huoyanshan"
@@ -158,7 +105,7 @@ def keyed(at: AppTest, prefix: str) -> list:
     return [b for b in at.button if (b.key or "").startswith(prefix)]
 
 
-def test_a_narrators_line_offers_only_what_works_on_it(hub, data_dir) -> None:
+def test_a_narrators_line_offers_only_what_works_on_it(hub, page_store) -> None:
     at = hub()
     widget(at, "hub_scene").set_value("baigujing").run()
     widget(at, "hub_narrator").set_value(True).run()
@@ -167,7 +114,7 @@ def test_a_narrators_line_offers_only_what_works_on_it(hub, data_dir) -> None:
     assert [name for name, _ in bubbles(at)] == ["旁白", "旁白"]
     # narration is told, not answered: no 🔄 regenerate / ➡️ continue on it (📜 Narrate tells the next passage)
     assert not keyed(at, "msg_regen_") and not keyed(at, "msg_cont_")
-    store = SQLiteStore(data_dir / "conversations.db")
+    store = SQLiteStore(page_store / "conversations.db")
     told = store.messages(cid(at))
     # what it does show works: ⋯ delete takes the line out of the transcript and the store
     keyed(at, f"msg_delete_{told[-1].id}")[0].click().run()
@@ -184,12 +131,12 @@ def test_a_narrators_line_offers_only_what_works_on_it(hub, data_dir) -> None:
     assert len(again.alternatives) == 2 and keyed(at, f"msg_prev_{last.id}")
 
 
-def test_a_scene_picked_in_a_room_with_a_conversation_starts_a_new_room(hub, data_dir) -> None:
+def test_a_scene_picked_in_a_room_with_a_conversation_starts_a_new_room(hub, page_store) -> None:
     at = hub()
     first = cid(at)
     at.chat_input(key=f"hub_input_{first}").set_value("悟空，你从哪里来？").run()
     assert not at.exception, at.exception
-    store = SQLiteStore(data_dir / "conversations.db")
+    store = SQLiteStore(page_store / "conversations.db")
     before = [(m.speaker, m.text) for m in store.messages(first)]
     assert len(before) >= 2
     scene = get_scene("gaolaozhuang")
@@ -200,17 +147,17 @@ def test_a_scene_picked_in_a_room_with_a_conversation_starts_a_new_room(hub, dat
     said = bubbles(at)
     assert len(said) == 1 and said[0][0] == "旁白" and scene.name in said[0][1]
     assert widget(at, "hub_scene").value == scene.id and widget(at, "hub_members").value == list(scene.present)
-    assert settings(data_dir, new)["scene"] == scene.id
+    assert settings(page_store, new)["scene"] == scene.id
     assert any("新的群聊" in t.value for t in at.toast)
     # the conversation that was going on is kept as it was, and listed
     assert [(m.speaker, m.text) for m in store.messages(first)] == before
-    assert settings(data_dir, first).get("scene") is None
+    assert settings(page_store, first).get("scene") is None
     assert keyed(at, f"conv_open_{first}") and keyed(at, f"conv_open_{new}")
     old = hub(first)
     assert widget(old, "hub_scene").value == "" and len(bubbles(old)) == len(before)
 
 
-def test_a_scene_picked_again_before_anyone_speaks_replaces_the_setting(hub, data_dir) -> None:
+def test_a_scene_picked_again_before_anyone_speaks_replaces_the_setting(hub, page_store) -> None:
     at = hub()
     first = cid(at)
     widget(at, "hub_scene").set_value("gaolaozhuang").run()
@@ -219,4 +166,4 @@ def test_a_scene_picked_again_before_anyone_speaks_replaces_the_setting(hub, dat
     assert cid(at) == first
     said = bubbles(at)
     assert len(said) == 1 and get_scene("baigujing").name in said[0][1]
-    assert [m.speaker for m in SQLiteStore(data_dir / "conversations.db").messages(first)] == ["narrator"]
+    assert [m.speaker for m in SQLiteStore(page_store / "conversations.db").messages(first)] == ["narrator"]

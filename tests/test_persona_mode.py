@@ -190,14 +190,8 @@ def test_xiyou_room_and_prompt_follow_the_shortcut(monkeypatch: pytest.MonkeyPat
 
 # --- the pages and the evaluation ---------------------------------------------------------------------------------
 @pytest.fixture
-def pages_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, novel_path: Path):
-    import streamlit as st
-
-    monkeypatch.setenv("XIYOU_DATA_DIR", str(tmp_path / "data"))
+def pages_env(monkeypatch: pytest.MonkeyPatch, page_store: Path, novel_path: Path) -> None:
     monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
 
 
 def test_the_app_follows_the_shortcut_and_says_so(pages_env, monkeypatch: pytest.MonkeyPatch) -> None:

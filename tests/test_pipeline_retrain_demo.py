@@ -1,18 +1,25 @@
 """`make retrain-demo` as one test: the maintainer's whole loop on CPU (tiny model, `transformers serve`, the data
-steps, build_dataset, XTuner training and merge, eval of base vs fine-tuned). Slow: a few minutes on 2 cores."""
+steps, build_dataset, XTuner training and merge, eval of base vs fine-tuned), then the same training command rerun
+(nothing redone) and resumed after a kill. This is the suite's one real XTuner training run (tests/test_train.py
+covers the config, the checks and a failing run). Slow: a few minutes on 2 cores."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.train import PRESETS
+from xiyou.character import get_character
 from xiyou.process import http_ok
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +34,7 @@ def _environment(name: str, env: str, default: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path, novel_path, questions_path):
     env = dict(
         os.environ,
@@ -72,6 +80,49 @@ def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path
     assert "apps/bajie/app.py" in shown
     port = re.search(r"http://127\.0\.0\.1:(\d+)/v1", shown).group(1)
     assert not http_ok(f"http://127.0.0.1:{port}/health", timeout=1.0)
+
+    # the training step: every iteration logged with a finite loss, a LoRA adapter of the preset's rank, the
+    # character's prompt in the config once, outputs that follow the umask, hints that name this run's folder
+    work = out.resolve() / "train"
+    losses = run["stages"]["train"]["losses"]
+    assert [i for i, _ in losses] == list(range(1, PRESETS["cpu-tiny"].max_iters + 1))
+    assert all(math.isfinite(loss) for _, loss in losses)
+    adapter = json.loads((work / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert adapter["r"] == PRESETS["cpu-tiny"].lora_r and adapter["peft_type"] == "LORA"
+    config = (work / "config" / "xtuner_config.py").read_text(encoding="utf-8")
+    assert config.count(repr(get_character("bajie").meta_instruction)) == 1
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (work / "run.json", work / "config" / "xtuner_config.py"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    (train_log,) = (out / "logs").glob("*-train.log")
+    trained = train_log.read_text(encoding="utf-8")
+    assert "resuming" not in trained
+    assert f"python -m pipeline.serve --models bajie={work / 'merged'}" in trained
+    assert f"XIYOU_MODEL_BAJIE={work / 'merged'}" in trained
+
+    # the maintainer reruns the same training command: every stage is done, nothing is redone
+    dataset = out.resolve() / "dataset"
+    again = [env["XIYOU_TRAIN_PYTHON"], "-m", "pipeline.train", "bajie", "--data", str(dataset / "train.jsonl"),
+             "--val", str(dataset / "validation.jsonl"), "--base-model", str(out.resolve() / "tiny-model"),
+             "--work-dir", str(work), "--preset", "cpu-tiny"]  # fmt: skip
+    rerun = subprocess.run(again, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "training already finished" in rerun.stdout and "already merged" in rerun.stdout
+    assert "xtuner.tools.train" not in rerun.stdout
+
+    # killed after the first checkpoint (iteration 4 of 8): the same command resumes there and merges again
+    shutil.rmtree(work / "merged")
+    (work / "iter_8.pth").unlink()
+    (work / "last_checkpoint").write_text(str(work / "iter_4.pth"), encoding="utf-8")
+    run["stages"] = {}
+    (work / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    resumed = subprocess.run(again, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    assert f"resuming from {work / 'iter_4.pth'}" in resumed.stdout
+    losses = json.loads((work / "run.json").read_text(encoding="utf-8"))["stages"]["train"]["losses"]
+    assert [i for i, _ in losses] == [5, 6, 7, 8]
+    assert (work / "merged" / "config.json").is_file()
 
 
 @pytest.mark.slow

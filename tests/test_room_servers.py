@@ -55,7 +55,7 @@ def test_three_characters_on_two_servers_and_one_server_dies(tiny_model, tmp_pat
         for _, text in spoken:
             assert tiny_model.reply in text  # the real model's reply, through the real server and client
 
-        server_a.kill()  # 悟空's server dies mid-conversation
+        server_a.proc.kill()  # 悟空's server dies mid-conversation
         room.say("再说一遍？")
         events = list(room.run())
         failures = [e for e in events if isinstance(e, MemberFailed)]

@@ -1,4 +1,6 @@
-"""pipeline.train: the XTuner config it generates, its checks, and the real XTuner path on CPU with a tiny model.
+"""pipeline.train: the XTuner config it generates, its checks, and the real XTuner path on CPU with a tiny model
+(a failing run here; the training that succeeds, reruns and resumes is part of tests/test_pipeline_retrain_demo.py,
+the suite's one real training run).
 
 XTuner lives in the training environment (.venv-train, `make setup-train`): tests that need it run
 `XIYOU_TRAIN_PYTHON` (the Makefile sets it) in a subprocess and skip with a reason when it is absent.
@@ -10,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,6 @@ import pytest
 
 from pipeline import train
 from pipeline.train import TrainError
-from xiyou.backends.base import GenerationSettings, collect
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
 
@@ -228,76 +228,6 @@ def test_cli_errors_are_actionable(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 # --- the real XTuner path (training environment) ----------------------------------------------------------
-
-
-def test_training_environment_imports_xtuner() -> None:
-    proc = run_train(["--check-env"], timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "xtuner 0.2.0" in proc.stdout and "torch 2.13.0" in proc.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # three XTuner runs on 2 shared cores
-def test_cpu_training_trains_converts_merges_and_the_app_backend_loads_it(
-    trainable_tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = write_records(tmp_path / "train.jsonl", 20)
-    val = write_records(tmp_path / "val.jsonl", 4)  # seen in training: the merged model must fit it better
-    work = tmp_path / "work"
-    args = ["wukong", "--data", str(data), "--val", str(val), "--base-model", str(trainable_tiny_model)]
-    args += ["--work-dir", str(work), "--preset", "cpu-tiny", "--set", "lora_r=4"]
-    proc = run_train(args)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-
-    manifest = json.loads((work / "run.json").read_text(encoding="utf-8"))
-    losses = manifest["stages"]["train"]["losses"]
-    assert [i for i, _ in losses] == list(range(1, 9))  # 8 iterations, each logged
-    assert all(math.isfinite(loss) for _, loss in losses)
-    validation = manifest["stages"]["validation"]
-    assert validation["merged_loss"] < validation["base_loss"]
-    adapter = json.loads((work / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
-    assert adapter["r"] == 4 and adapter["peft_type"] == "LORA"
-    assert (work / "config" / "xtuner_config.py").read_text(encoding="utf-8").count(repr(WUKONG.meta_instruction)) == 1
-    assert "resuming" not in proc.stdout
-    # The hints name this run's own folder (not the default work dir), and the outputs follow the umask.
-    assert f"python -m pipeline.serve --models wukong={work / 'merged'}" in proc.stdout
-    assert f"XIYOU_MODEL_WUKONG={work / 'merged'}" in proc.stdout
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert stat.S_IMODE((work / "run.json").stat().st_mode) == 0o666 & ~umask
-    assert stat.S_IMODE((work / "config" / "xtuner_config.py").stat().st_mode) == 0o666 & ~umask
-
-    # The merged model loads the way the apps load a character (XIYOU_MODEL_WUKONG) and speaks.
-    from xiyou.backends.transformers_backend import TransformersBackend
-
-    monkeypatch.setenv("XIYOU_MODEL_WUKONG", str(work / "merged"))
-    backend = TransformersBackend(WUKONG, device="cpu")
-    reply = collect(
-        backend,
-        [{"role": "system", "content": WUKONG.meta_instruction}, {"role": "user", "content": "大圣，你好"}],
-        GenerationSettings(max_new_tokens=8),
-    )
-    assert reply.strip()
-
-    # A rerun finds every stage done and redoes nothing.
-    again = run_train(args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "training already finished" in again.stdout and "already merged" in again.stdout
-    assert "xtuner.tools.train" not in again.stdout
-
-    # Interrupted after the first checkpoint (iteration 4 of 8): the rerun resumes there.
-    shutil.rmtree(work / "merged")
-    (work / "iter_8.pth").unlink()
-    (work / "last_checkpoint").write_text(str(work / "iter_4.pth"), encoding="utf-8")
-    manifest["stages"] = {}
-    (work / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
-    resumed = run_train(args)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    assert f"resuming from {work / 'iter_4.pth'}" in resumed.stdout
-    losses = json.loads((work / "run.json").read_text(encoding="utf-8"))["stages"]["train"]["losses"]
-    iterations = [i for i, _ in losses]
-    assert iterations == [5, 6, 7, 8]
-    assert (work / "merged" / "config.json").is_file()
 
 
 @pytest.mark.slow

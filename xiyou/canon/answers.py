@@ -42,6 +42,7 @@ DEFLECT_BELOW = 0.45
 #: Weights of the kinds of query words.
 WEIGHT_CUE = 1.5
 WEIGHT_ENTITY = 2.0
+COMMON_ENTITY = 400  # a named thing the novel names more often than this weighs as a plain word
 WEIGHT_WORD = 1.0
 WEIGHT_SINGLE = 0.5  # a one-character content word (吃, 饭, 山): meaningful but often part of other words
 COVERAGE_CUE = 0.3  # in the relevance, a question word found says little about the topic
@@ -284,6 +285,8 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
             weight, kind = WEIGHT_CUE, "cue"
         elif cid or word in NOVEL_NAMES or vocabulary.is_entity(word):
             weight, kind = WEIGHT_ENTITY, "entity"
+            if vocabulary.count(word) > COMMON_ENTITY:  # 师父, 妖精, 八戒: on every page, they say little of the topic
+                weight = WEIGHT_WORD
         elif len(word) == 1 and not word.isascii():
             weight, kind = WEIGHT_SINGLE, "single"
         else:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from scripted_openai import ScriptedOpenAI
+from scripted_openai import Fault, ScriptedOpenAI
 from servers import free_port
 from streamlit.testing.v1 import AppTest
 from tiny_model import TinyModel, at_model_speed
@@ -14,7 +14,7 @@ from tiny_model import TinyModel, at_model_speed
 from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
-from xiyou.ui.chat import MAX_INPUT_CHARS
+from xiyou.ui.chat import MAX_INPUT_CHARS, WAITING
 from xiyou.ui.render import JOINER, safe_markdown
 
 APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
@@ -150,14 +150,32 @@ def test_a_missing_backend_is_explained_and_input_disabled(monkeypatch: pytest.M
     assert at.chat_input[0].disabled
 
 
+def openai_app(server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTest:
+    """悟空's app on the scripted OpenAI-compatible server."""
+    endpoints = tmp_path / "endpoints.toml"
+    endpoints.write_text(f'[wukong]\nbase_url = "{server.base_url}"\nmax_retries = 0\n', encoding="utf-8")
+    monkeypatch.setenv("XIYOU_BACKEND", "openai")
+    monkeypatch.setenv("XIYOU_ENDPOINTS", str(endpoints))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "wukong" / "app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_conversation_whose_id_holds_underscores_opens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ids are random (token_urlsafe): one with "__" in it must open like any other (the input's counter is keyed
+    by it)."""
+    monkeypatch.setattr("xiyou.store.secrets.token_urlsafe", lambda n=None: "_-__x__")
+    monkeypatch.setenv("XIYOU_BACKEND", "transformers")
+    monkeypatch.setenv("XIYOU_MODEL_WUJING", str(tmp_path / "no-weights"))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "wujing" / "app.py"), default_timeout=60).run()
+    assert at.query_params["c"] in ("_-__x__", ["_-__x__"])
+    assert not at.exception, at.exception
+
+
 def test_model_text_is_markdown_never_raw_html(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     reply = "**俺老孙**<script>alert('x')</script><img src=x onerror=alert(1)>"
     with ScriptedOpenAI(reply=reply) as server:
-        endpoints = tmp_path / "endpoints.toml"
-        endpoints.write_text(f'[wukong]\nbase_url = "{server.base_url}"\n', encoding="utf-8")
-        monkeypatch.setenv("XIYOU_BACKEND", "openai")
-        monkeypatch.setenv("XIYOU_ENDPOINTS", str(endpoints))
-        at = AppTest.from_file(str(REPO_ROOT / "apps" / "wukong" / "app.py"), default_timeout=60).run()
+        at = openai_app(server, monkeypatch, tmp_path)
         at.chat_input[0].set_value("来点HTML").run()
         at.run()  # the reply again, now drawn from the history
     answer = at.chat_message[-1].markdown[0]
@@ -318,3 +336,69 @@ def test_the_openxlab_entry_keeps_each_visitors_chats_to_himself(monkeypatch, no
     two.run()
     assert len(bubbles(two)) == 1  # another visitor, even with the first one's link, sees only the greeting
     assert not (tmp_path / "data").exists()  # nothing written (XIYOU_DATA_DIR points there)
+
+
+def test_a_busy_model_shows_waiting_for_your_turn_then_answers(monkeypatch, tiny_model: TinyModel) -> None:
+    """One reply at a time per model: while another visitor's reply holds the model, the reply's place says the
+    person is waiting for their turn; when the model is free, the answer comes."""
+    from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+    from xiyou.ui import chat
+
+    at = app("wukong", monkeypatch, tiny_model.path)
+    backend = chat._backend("wukong", "transformers")
+    backend.queue_timeout_s = 10.0  # without the waiting state the test fails (busy) instead of hanging
+    assert backend.loaded.lock.acquire(timeout=5)  # another visitor's reply holds the model
+    shown: list[str] = []  # every text the page sent while it ran, in order (the final page keeps only the end)
+    enqueue = ForwardMsgQueue.enqueue
+
+    def spy(self, msg) -> None:
+        if msg.WhichOneof("type") == "delta" and msg.delta.WhichOneof("type") == "new_element":
+            text = msg.delta.new_element.markdown.body
+            shown.append(text)
+            if text == WAITING and shown.count(WAITING) == 1:
+                backend.loaded.lock.release()  # the other visitor's reply ends
+        enqueue(self, msg)
+
+    monkeypatch.setattr(ForwardMsgQueue, "enqueue", spy)
+    at.chat_input[0].set_value("你好，你是谁？").run()
+    assert not at.exception and not at.error
+    assert WAITING in shown
+    first_words = next(i for i, text in enumerate(shown) if text.endswith(" ▌"))  # the reply streaming in
+    assert shown.index(WAITING) < first_words  # the waiting notice first, then the reply in its place
+    assert bubbles(at)[-1] == ("assistant", tiny_model.reply)
+    assert WAITING not in [c.value for c in at.main.caption]  # gone once the answer is there
+
+
+def test_the_model_never_gets_two_user_turns_in_a_row(monkeypatch, tmp_path: Path) -> None:
+    """A message that got no answer is taken back (sent again, it goes once); a message after a deleted reply joins
+    the one before it: the model always sees the person's and its own turns alternating."""
+    with ScriptedOpenAI(reply="俺老孙在此") as server:
+        at = openai_app(server, monkeypatch, tmp_path)
+        server.queue_faults(Fault.server_error(500))
+        at.chat_input[0].set_value("大圣在吗？").run()
+        assert len(at.error) == 1 and "可以重新发送" in at.error[0].value
+        assert history_messages(at) == []  # taken back: not stored, so not sent again with the next one
+        at.chat_input[0].set_value("大圣，你在哪里？").run()
+        assert server.requests[-1].messages[1:] == [{"role": "user", "content": "大圣，你在哪里？"}]
+        reply = history_messages(at)[-1]
+        at.button(key=f"msg_delete_{reply.id}").click().run()
+        at.chat_input[0].set_value("花果山远吗？").run()
+        sent = server.requests[-1].messages
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert sent[1]["content"] == "大圣，你在哪里？\n\n花果山远吗？"
+    assert bubbles(at)[1:] == [("user", "大圣，你在哪里？"), ("user", "花果山远吗？"), ("assistant", "俺老孙在此")]
+
+
+def test_a_reply_cut_at_the_length_cap_says_so_under_it(monkeypatch, tmp_path: Path) -> None:
+    from xiyou.backends.reply import MAX_REPLY_CHARS, reply_char_limit
+
+    limit = reply_char_limit(get_character("wukong").generation.max_new_tokens)
+    with ScriptedOpenAI(reply="无穷" * MAX_REPLY_CHARS, chunk_chars=4000) as server:  # a server that runs away
+        at = openai_app(server, monkeypatch, tmp_path)
+        at.chat_input[0].set_value("大圣，说说你的本事").run()
+    assert not at.exception and not at.error
+    assert len(history_messages(at)[-1].text) == limit  # the text so far is the reply, kept
+    [cut] = [w for w in at.warning if w.icon == "✂️"]
+    assert f"cut at {limit:,} characters" in cut.value
+    assert bubbles(at)[-1][0] == "assistant"  # under the reply it speaks of

@@ -11,8 +11,8 @@ the chat input.
   the page and the reply goes on where it was.
 - Backend errors are shown with `st.error`, never as a character's message; the unanswered message is taken
   back so it can simply be sent again. Model text is rendered as Markdown, never as raw HTML.
-- A message longer than `MAX_INPUT_CHARS` is not sent: it comes back in an edit box with a counter, so nothing
-  typed is lost.
+- The input counts what is typed (xiyou.ui.chat_input); a message longer than `MAX_INPUT_CHARS` is not sent: it
+  comes back in an edit box with a counter, so nothing typed is lost.
 """
 
 from __future__ import annotations
@@ -38,12 +38,15 @@ from xiyou.character import Character, get_character
 from xiyou.prompts import PromptMode, build_messages, describe, mode_of
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
 from xiyou.ui import conversations, messages, render
+from xiyou.ui.chat_input import watch_chat_input
 from xiyou.ui.options import apply_page_options, public_error
 
 MAX_INPUT_CHARS = 1000
 USER_AVATAR = "🙏"
 PERSON = "person"
 WAITING = "⏳ 等候中 · waiting for your turn…"
+#: The counter's tooltip beyond the limit.
+OVER_LIMIT = f"超过 {MAX_INPUT_CHARS} 字：发送后回到编辑框，删短再发 · too long: it comes back to shorten when sent"
 
 
 @st.cache_resource(show_spinner="正在请出角色（加载模型）…")
@@ -341,6 +344,8 @@ def private_chat(
         on_submit=_check_length,
         args=(input_key, draft_key),
     )
+    with st.bottom:
+        watch_chat_input(f"chat_counter_{conv.id}", MAX_INPUT_CHARS, over_text=OVER_LIMIT)
     prompt = typed or st.session_state.pop("chat_suggested", None)
     if prompt and backend is not None and len(prompt) <= MAX_INPUT_CHARS:
         _stop_live(store, conv, character)  # a new message ends the reply in progress (kept as far as it got)

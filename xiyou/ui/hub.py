@@ -8,8 +8,9 @@ The room engine (xiyou.room) does the talking; this module only draws it and sto
 - The sidebar returns the settings (`RoomSettings`); the page applies them to the room and stores them with the
   conversation, so a reload restores members, mutes, policy, banter, pace and name.
 - Stop, Continue, Speak and Reset act in callbacks, before the page is drawn: the buttons always show the real
-  state. The turn being streamed lives in the session, not in the script run, so touching a sidebar control
-  redraws the page and the reply goes on; auto-banter waits `delay` seconds between turns (Stop works then too).
+  state; starting to type in the chat input stops auto-banter the same way (xiyou.ui.chat_input). The turn being
+  streamed lives in the session, not in the script run, so touching a sidebar control redraws the page and the
+  reply goes on; auto-banter waits `delay` seconds between turns (Stop works then too).
 - Each finished reply is stored at once (a killed server loses at most the reply being streamed).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +56,8 @@ from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
 from xiyou.story.membership import membership
 from xiyou.ui import messages, render, story
-from xiyou.ui.chat import MAX_INPUT_CHARS, USER_AVATAR, WAITING
+from xiyou.ui.chat import MAX_INPUT_CHARS, OVER_LIMIT, USER_AVATAR, WAITING
+from xiyou.ui.chat_input import watch_chat_input
 from xiyou.ui.options import public_error
 
 PAGE_TITLE = "西游群聊 · 师徒四人"
@@ -266,6 +269,22 @@ def _stop(store: Store, conv: Conversation, rs: RoomSession) -> None:
         for _ in rs.room.step(rs.plan):  # records the stop notice, ends the plan
             pass
     rs.plan = None
+
+
+def _on_typing(conv_id: str) -> None:
+    """The person started typing: auto-banter ends at once, as with Stop. Answers to the person's own message
+    (streaming or still to come) go on, with no banter after them."""
+    found = _current(conv_id)
+    if found is None:
+        return
+    rs = found[2]
+    plan = rs.plan
+    if plan is None or plan.done:
+        return
+    if plan.queue or (rs.live is not None and not plan.banter_spoke):
+        plan.banter_left = 0
+    else:
+        rs.room.stop()
 
 
 def _on_continue(conv_id: str) -> None:
@@ -553,7 +572,7 @@ def _apply_message_action(store: Store, conv: Conversation, rs: RoomSession, act
 
 def _controls(conv: Conversation, rs: RoomSession, starts: bool) -> None:
     """One compact row: Continue, Stop, who speaks now, Speak (fits a phone's width). `starts`: this run starts
-    something (a message sent, a reply regenerated)."""
+    something (a message sent, a reply regenerated). Then the chat input's counter, and typing stops banter."""
     room = rs.room
     cid = conv.id
     running = starts or (rs.running and not room.stopping)
@@ -582,6 +601,10 @@ def _controls(conv: Conversation, rs: RoomSession, starts: bool) -> None:
             "🎤", key="hub_speak", on_click=_on_speak, args=(cid, pick_key), disabled=not active,
             help="请他现在说 · make him speak now (any policy)",
         )  # fmt: skip
+    watch_chat_input(
+        f"hub_typing_{cid}", MAX_INPUT_CHARS, watch=running, on_typing=functools.partial(_on_typing, cid),
+        over_text=OVER_LIMIT,
+    )  # fmt: skip
 
 
 def room_page(store: Store, conv: Conversation) -> None:

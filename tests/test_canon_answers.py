@@ -183,6 +183,21 @@ def test_a_story_question_gets_his_own_telling_of_it(canon: Canon, cid: str, que
 
 
 @pytest.mark.parametrize(
+    ("cid", "question", "chapter", "told"),
+    [
+        ("wujing", "你在天上做什么官？", 22, "卷帘将"),  # his verse to 八戒 at 流沙河, as 那怪
+        ("bajie", "福陵山有什么洞？", 8, "云栈洞"),  # to 观音, as 怪物
+    ],
+)
+def test_he_tells_his_life_before_the_novel_names_him(
+    canon: Canon, cid: str, question: str, chapter: int, told: str
+) -> None:
+    """八戒 and 悟净 tell who they were before the narration names them (那怪, 怪物): those lines are theirs."""
+    line, citation = ask(CanonBackend(get_character(cid), canon), question)
+    assert told in line and citation is not None and citation.chapter == chapter, (line, citation)
+
+
+@pytest.mark.parametrize(
     ("cid", "question", "novel_name"),
     [("wukong", "你为什么要打白骨精？", "白骨夫人"), ("sanzang", "你的紧箍咒是谁教的？", "紧箍儿咒")],
 )

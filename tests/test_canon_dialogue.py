@@ -85,6 +85,17 @@ def test_speaker_names_come_from_the_character_files() -> None:
         (46, "贫僧会坐禅。", "sanzang"),
         (57, "我去，我去。", "wujing"),
         (88, "比丘国只救得一千一百一十一个小儿", "wujing"),
+        # before the novel names him, in his scene: 那怪, 怪物, 妖魔, 那妖 (the character files' unnamed_scenes)
+        (8, "我不是野豕，亦不是老彘，我本是天河里天蓬元帅", "bajie"),
+        (8, "叫做福陵山。山中有一洞，叫做云栈洞", "bajie"),
+        (8, "我愿皈正果。", "wujing"),
+        (18, "姐姐，你怎么今日有些怪我？", "bajie"),
+        (19, "你这猴子，我记得你闹天宫时", "bajie"),
+        (22, "我自小生来神气壮", "wujing"),
+        (22, "你是也不认得我。", "wujing"),  # 那妖道
+        (1, "列位呵", "wukong"),  # 石猿
+        # ... and only there: in chapter 21 那怪 is 黄风怪
+        (21, "可怜！可怜！我只道是怎么样扳翻不倒的好汉", "那怪"),
     ],
 )
 def test_known_lines_are_attributed_to_the_right_character(
@@ -138,3 +149,24 @@ def test_a_misprinted_closing_quote_does_not_give_a_character_the_narration() ->
     by_text = {u.text[:4]: u.speaker for u in lines}
     assert by_text["师兄说的"] == UNKNOWN  # swallowed narration: not 八戒's words
     assert by_text["我猪弟食"] == "wukong"  # the well-formed line after it is still attributed
+
+
+def test_a_creature_is_one_of_the_four_only_in_his_scene() -> None:
+    """In chapter 22 那怪 is 沙僧 until 木叉 calls him 悟净 (wujing.toml, unnamed_scenes); where the scene's marker is
+    not in the text (another copy of the novel), the line stays with 那怪: precision first."""
+    from xiyou.canon.dialogue import extract_chapter
+    from xiyou.canon.loader import Chapter
+
+    scene = "八戒道：“你是甚么妖精？”那怪道：“我是卷帘大将。”\n"
+    named = "木叉高叫道：“悟净！取经人在此久矣。”那怪道：“尊者失迎。”\n"
+    in_scene = extract_chapter(Chapter(number=22, title="测试", text=scene + named))
+    assert [(u.speaker, u.text) for u in in_scene] == [
+        ("bajie", "你是甚么妖精？"),
+        ("wujing", "我是卷帘大将。"),
+        ("木叉", "悟净！取经人在此久矣。"),
+        ("那怪", "尊者失迎。"),  # after the scene ends
+    ]
+    elsewhere = extract_chapter(Chapter(number=23, title="测试", text=scene))
+    assert elsewhere[1].speaker == "那怪"
+    no_marker = extract_chapter(Chapter(number=22, title="测试", text=scene))
+    assert no_marker[1].speaker == "那怪"

@@ -67,6 +67,26 @@ class ChapterRule(BaseModel):
         return chapter not in self.excluding
 
 
+class UnnamedScene(BaseModel):
+    """A scene where the narration calls him by what he is (那怪, 那妖, 怪物 …) before the novel names him: in
+    chapter `chapter`, from the paragraph holding `start` (default: the chapter's start) to the first `end` after it
+    (default: the chapter's end), a speaker named one of `names` is him. A marker not found in
+    the chapter (another copy of the novel) leaves the scene out: precision first. `reason` says why it is certain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    chapter: int = Field(ge=1)
+    start: str = ""
+    end: str = ""
+    names: tuple[NonEmpty, ...] = Field(min_length=1)
+    reason: NonEmpty
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+
 class Character(BaseModel):
     """One pilgrim: who they are, how they speak, and where their fine-tuned weights live."""
 
@@ -89,6 +109,8 @@ class Character(BaseModel):
     ambiguous_in_narration: dict[str, NonEmpty] = Field(default_factory=dict)
     #: Aliases that name him in the narration only in some chapters.
     narration_chapters: dict[str, ChapterRule] = Field(default_factory=dict)
+    #: Scenes before the novel names him, where the narration calls him by what he is (那怪 …).
+    unnamed_scenes: tuple[UnnamedScene, ...] = ()
     talkativeness: float = Field(ge=0.0, le=1.0)
     model_id: NonEmpty
     revision: NonEmpty
@@ -100,7 +122,7 @@ class Character(BaseModel):
 
     @field_validator(
         "aliases", "self_refs", "sample_questions", "forms_of_address", "narration_names", "english_names",
-        mode="before",
+        "unnamed_scenes", mode="before",
     )
     @classmethod
     def _list_to_tuple(cls, value: object) -> object:

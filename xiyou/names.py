@@ -6,7 +6,8 @@ Each file holds, for its character:
 - `narration_names`: names the narration gives him besides the aliases (孙长老, 三藏法师 …);
 - `english_names`: how English texts name him ("Monkey King", "Tripitaka" …);
 - `ambiguous_in_narration` and `narration_chapters`: aliases that do not (or only in some chapters) attribute speech
-  in the narration, with the reason.
+  in the narration, with the reason;
+- `unnamed_scenes`: scenes before the novel names him, where the narration calls him by what he is (那怪, 那妖 …).
 
 Every lookup of a name goes through this module: the canon's speaker attribution, the room's mentions and guards,
 the pipeline's speaker labels, the canon backend's query. Nothing here knows a name by heart.
@@ -18,7 +19,7 @@ import functools
 import re
 import unicodedata
 
-from xiyou.character import ChapterRule, Character, character_ids, load_characters
+from xiyou.character import ChapterRule, Character, UnnamedScene, character_ids, load_characters
 
 #: The four character ids, in their `order`: sanzang, wukong, bajie, wujing.
 CHARACTER_IDS: tuple[str, ...] = tuple(character_ids())
@@ -87,6 +88,26 @@ def names_him_in(name: str, chapter: int) -> bool:
     """Does `name` name its character in this chapter's narration? True for names without a chapter rule."""
     rule = _chapter_rules().get(name)
     return rule is None or rule.names_him_in(chapter)
+
+
+@functools.cache
+def _unnamed_scenes() -> dict[int, tuple[tuple[str, UnnamedScene], ...]]:
+    by_chapter: dict[int, list[tuple[str, UnnamedScene]]] = {}
+    for c in load_characters().values():
+        for scene in c.unnamed_scenes:
+            by_chapter.setdefault(scene.chapter, []).append((c.id, scene))
+    return {chapter: tuple(scenes) for chapter, scenes in by_chapter.items()}
+
+
+def unnamed_scenes(chapter: int) -> tuple[tuple[str, UnnamedScene], ...]:
+    """(character id, scene) for each scene of this chapter where the narration calls one of the four by what he
+    is (那怪 …) before it names him."""
+    return _unnamed_scenes().get(chapter, ())
+
+
+def unnamed_speaker_names() -> tuple[str, ...]:
+    """Every form the narration calls one of the four by before it names him (那怪, 那妖 …): speaker names."""
+    return tuple(dict.fromkeys(n for scenes in _unnamed_scenes().values() for _, s in scenes for n in s.names))
 
 
 def all_names(character: str | Character) -> tuple[str, ...]:

@@ -40,7 +40,10 @@ def extractor_fingerprint() -> str:
     h.update((here.parent / "names.py").read_bytes())
     for c in load_characters().values():  # the names the attribution reads (xiyou.names.narration_names …)
         fields = c.model_dump(
-            include={"id", "name", "aliases", "narration_names", "ambiguous_in_narration", "narration_chapters"}
+            include={
+                "id", "name", "aliases", "narration_names", "ambiguous_in_narration", "narration_chapters",
+                "unnamed_scenes",
+            }
         )
         h.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode())
     return h.hexdigest()[:12]

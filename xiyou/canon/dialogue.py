@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from xiyou.canon.loader import Chapter, Novel
 from xiyou.canon.quotes import Quote, find_quotes
-from xiyou.names import CHARACTER_IDS, names_him_in, narration_names
+from xiyou.names import CHARACTER_IDS, names_him_in, narration_names, unnamed_scenes, unnamed_speaker_names
 
 UNKNOWN = "unknown"
 
@@ -376,8 +376,9 @@ class SpeakerNames:
 
 @functools.cache
 def speaker_names() -> SpeakerNames:
-    """The narration names of the four (`xiyou.names.narration_names`) and the other speakers."""
-    table: dict[str, str] = {name: name for name in OTHER_SPEAKERS}
+    """The narration names of the four (`xiyou.names.narration_names`) and the other speakers (with the forms the
+    narration calls one of the four by before it names him, 那妖 …: other speakers outside his scenes)."""
+    table: dict[str, str] = {name: name for name in (*OTHER_SPEAKERS, *unnamed_speaker_names())}
     for cid in CHARACTER_IDS:
         for name in narration_names(cid):
             table[name] = cid
@@ -521,11 +522,35 @@ def _is_intro(narration: str) -> bool:
 _SWALLOWED_NARRATION = re.compile(r"[。！？!?…][“”]|(?:道|说|叫|问|曰|喝)[：:]\s*“")
 
 
+def _unnamed_spans(chapter: Chapter) -> list[tuple[int, int, frozenset[str], str]]:
+    """(start, end, names, character id) of the chapter's scenes where the narration calls one of the four by what
+    he is (那怪 …) before it names him (`xiyou.names.unnamed_scenes`). A scene whose marker is not in the text is
+    left out."""
+    text = chapter.text
+    spans = []
+    for cid, scene in unnamed_scenes(chapter.number):
+        start = 0
+        if scene.start:
+            at = text.find(scene.start)
+            if at < 0:
+                continue
+            start = text.rfind("\n", 0, at) + 1
+        end = len(text)
+        if scene.end:
+            at = text.find(scene.end, start)
+            if at < 0:
+                continue
+            end = at
+        spans.append((start, end, frozenset(scene.names), cid))
+    return spans
+
+
 def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list[Utterance]:
     """The utterances of one chapter, in order. Quotes that are mentions (号为“齐天大圣”) are left out."""
     names = names or speaker_names()
     text = chapter.text
     quotes = find_quotes(text)
+    unnamed = _unnamed_spans(chapter)
     out: list[Utterance] = []
     prev: Quote | None = None
     prev_speaker: tuple[str, str] = (UNKNOWN, "")
@@ -550,6 +575,9 @@ def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list
             speaker, name = prev_speaker
         else:
             speaker, name = attribute(narration, names, chapter.number)
+        if speaker not in CHARACTER_IDS:
+            # 那怪 in the scene where he is that creature (before the novel names him) is him.
+            speaker = next((cid for a, b, ns, cid in unnamed if a <= q.start < b and name in ns), speaker)
         if _SWALLOWED_NARRATION.search(q.text):
             speaker, name = UNKNOWN, ""
         out.append(

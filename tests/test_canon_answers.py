@@ -187,6 +187,7 @@ def test_a_story_question_gets_his_own_telling_of_it(canon: Canon, cid: str, que
     [
         ("wujing", "你在天上做什么官？", 22, "卷帘将"),  # his verse to 八戒 at 流沙河, as 那怪
         ("bajie", "福陵山有什么洞？", 8, "云栈洞"),  # to 观音, as 怪物
+        ("wujing", "你为什么被打了八百下？", 8, "玻璃盏"),  # to 观音: 怪物闻言，…纳头下拜，告道
     ],
 )
 def test_he_tells_his_life_before_the_novel_names_him(

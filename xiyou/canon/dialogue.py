@@ -522,6 +522,20 @@ def _is_intro(narration: str) -> bool:
 _SWALLOWED_NARRATION = re.compile(r"[。！？!?…][“”]|(?:道|说|叫|问|曰|喝)[：:]\s*“")
 
 
+def _opening_subject(narration: str, names: SpeakerNames) -> str | None:
+    """The name that opens the narration ('那怪闻言，…。纳头下拜，告道：' -> 那怪) when the sentence that speaks is a
+    later one that names no one and holds no pronoun (他, 她, 其); None otherwise. Used only inside a creature's
+    scene: elsewhere such a sentence's subject is too often someone else ('…送与老渔。老渔把筏子撑开道')."""
+    intro = narration.strip().rstrip("：: ")
+    sentences = [x for x in _SENTENCE_END.split(intro) if x.strip()]
+    if len(sentences) < 2:
+        return None
+    last = sentences[-1]
+    if names.pattern.search(last) or re.search(r"[他她其]", last):
+        return None
+    return names.match_start(_strip_prefixes(sentences[0].strip()))
+
+
 def _unnamed_spans(chapter: Chapter) -> list[tuple[int, int, frozenset[str], str]]:
     """(start, end, names, character id) of the chapter's scenes where the narration calls one of the four by what
     he is (那怪 …) before it names him (`xiyou.names.unnamed_scenes`). A scene whose marker is not in the text is
@@ -575,6 +589,14 @@ def extract_chapter(chapter: Chapter, names: SpeakerNames | None = None) -> list
             speaker, name = prev_speaker
         else:
             speaker, name = attribute(narration, names, chapter.number)
+        if speaker == UNKNOWN and unnamed:
+            # in his scene, '那怪闻言，…去见观音。纳头下拜，告道：' — the creature opens the narration and the sentence
+            # that speaks names no one
+            opening = _opening_subject(narration, names)
+            if opening:
+                name = opening
+                speaker = next((cid for a, b, ns, cid in unnamed if a <= q.start < b and name in ns), UNKNOWN)
+                name = name if speaker != UNKNOWN else ""
         if speaker not in CHARACTER_IDS:
             # 那怪 in the scene where he is that creature (before the novel names him) is him.
             speaker = next((cid for a, b, ns, cid in unnamed if a <= q.start < b and name in ns), speaker)

@@ -319,3 +319,22 @@ def test_continue_extends_the_last_reply_in_place(hub, page_store) -> None:
     assert longer[-1].text.startswith(reply.text) and len(longer[-1].text) > len(reply.text)
     assert bubbles(at)[-1] == ("孙悟空", longer[-1].text)
     assert at.session_state[f"room_{cid(at)}"].room.entries[-1].text == longer[-1].text  # the room goes on from it
+
+
+def test_typing_ends_banter_at_once_but_not_the_answers_to_the_person() -> None:
+    """The chat input signals the first keystroke (xiyou.ui.chat_input; Chromium: tests/test_app_browser.py)."""
+    from xiyou.room import Room
+    from xiyou.room.engine import Plan
+    from xiyou.ui.hub import RoomSession, typing_started
+
+    rs = RoomSession(Room([]), [])
+    rs.plan = Plan(["wukong"], banter_left=3)  # 悟空's answer still to come, then banter
+    typing_started(rs)
+    assert (rs.plan.queue, rs.plan.banter_left, rs.room.stopping) == (["wukong"], 0, False)  # he answers, no banter
+    rs.plan = Plan([], banter_left=3)  # the pause before a banter turn
+    typing_started(rs)
+    assert rs.room.stopping  # stopped, as with ⏹️ Stop
+    rs.room.plan([])  # (a new plan clears the stop)
+    rs.plan, rs.live = Plan([], banter_left=2, banter_spoke=True), iter(())  # a banter turn streaming
+    typing_started(rs)
+    assert rs.room.stopping

@@ -272,12 +272,14 @@ def _stop(store: Store, conv: Conversation, rs: RoomSession) -> None:
 
 
 def _on_typing(conv_id: str) -> None:
+    found = _current(conv_id)
+    if found is not None:
+        typing_started(found[2])
+
+
+def typing_started(rs: RoomSession) -> None:
     """The person started typing: auto-banter ends at once, as with Stop. Answers to the person's own message
     (streaming or still to come) go on, with no banter after them."""
-    found = _current(conv_id)
-    if found is None:
-        return
-    rs = found[2]
     plan = rs.plan
     if plan is None or plan.done:
         return

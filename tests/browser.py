@@ -26,6 +26,35 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO_ROOT / "artifacts"
 
+#: For `page.evaluate(ACT_UNTIL_ENABLED_JS, [act, until])`: in the page, act (click the button whose text holds
+#: `act`, or type one character into the chat input when `act` is "type"), then watch frame by frame until the button
+#: whose text holds `until` is enabled; returns the milliseconds it took (-1: not within 20 s). Measured inside the
+#: page: Playwright's own waiting polls, which adds up to a second.
+ACT_UNTIL_ENABLED_JS = """
+async ([act, until]) => {
+  const button = (label) => [...document.querySelectorAll('button')].find((b) => b.innerText.includes(label));
+  const t0 = performance.now();
+  if (act === 'type') {
+    const box = document.querySelector('textarea[data-testid="stChatInputTextArea"]');
+    const set = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;
+    box.focus();
+    set.call(box, box.value + '字');
+    box.dispatchEvent(new Event('input', { bubbles: true }));
+  } else {
+    button(act).click();
+  }
+  return await new Promise((resolve) => {
+    const tick = () => {
+      const b = button(until);
+      if (b && !b.disabled) resolve(performance.now() - t0);
+      else if (performance.now() - t0 > 20000) resolve(-1);
+      else requestAnimationFrame(tick);
+    };
+    tick();
+  });
+}
+"""
+
 
 def require_chromium() -> Path:
     if not CHROMIUM.exists():

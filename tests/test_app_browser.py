@@ -12,18 +12,18 @@ import os
 import re
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_process
+from browser import ACT_UNTIL_ENABLED_JS, ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_process
 from servers import free_port
 
 from xiyou.store import SQLiteStore
 from xiyou.ui.chat import MAX_INPUT_CHARS
 
 #: The issue asks for one second; on a loaded shared test machine Streamlit's own round trip (click -> rerun ->
-#: redraw) takes longer, so the test allows this much and records what it measured in artifacts/.
+#: redraw) takes longer, so the test allows this much and records what it measured in artifacts/
+#: (benchmarks/bench_stop.py measures it over many tries).
 STOP_TO_CONTINUE_MS = 5000
 
 
@@ -127,10 +127,9 @@ def test_app_in_chromium_persists_and_has_the_controls_people_expect(novel_path:
             box.fill("八戒、沙僧，你们也说说。")
             box.press("Enter")
             expect(bubbles).to_have_count(5, timeout=60_000)  # + you, 八戒 (the rest is still to come)
-            started = time.monotonic()
-            page.get_by_role("button", name=re.compile("停止")).click()
+            ms = page.evaluate(ACT_UNTIL_ENABLED_JS, ["停止", "继续"])  # click Stop; measured in the page
             expect(page.get_by_role("button", name=re.compile("继续"))).to_be_enabled(timeout=STOP_TO_CONTINUE_MS)
-            (ARTIFACTS / "app-stop-to-continue.txt").write_text(f"{time.monotonic() - started:.2f} s\n")
+            (ARTIFACTS / "app-stop-to-continue.txt").write_text(f"{ms / 1000:.2f} s\n")
             count = bubbles.count()
             page.wait_for_timeout(3000)
             assert bubbles.count() == count, "after Stop nobody else speaks"
@@ -144,10 +143,8 @@ def test_app_in_chromium_persists_and_has_the_controls_people_expect(novel_path:
             expect(continue_).to_be_disabled()
             stopped = page.get_by_text("已停止 · stopped")
             stops = stopped.count()
-            started = time.monotonic()
             box.press_sequentially("师父", delay=30)
             expect(continue_).to_be_enabled(timeout=STOP_TO_CONTINUE_MS)
-            (ARTIFACTS / "app-typing-to-continue.txt").write_text(f"{time.monotonic() - started:.2f} s\n")
             expect(stopped).to_have_count(stops + 1, timeout=10_000)
             expect(page.get_by_role("button", name=re.compile("停止"))).to_have_attribute("kind", "secondary")  # grey
             counter = page.get_by_test_id("xiyouChatCounter")

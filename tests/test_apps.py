@@ -364,7 +364,8 @@ def test_a_busy_model_shows_waiting_for_your_turn_then_answers(monkeypatch, tiny
     at.chat_input[0].set_value("你好，你是谁？").run()
     assert not at.exception and not at.error
     assert WAITING in shown
-    first_words = next(i for i, text in enumerate(shown) if text.endswith(" ▌"))  # the reply streaming in
+    reply = safe_markdown(tiny_model.reply)
+    first_words = next(i for i, text in enumerate(shown) if text.endswith(" ▌") or text == reply)  # the reply
     assert shown.index(WAITING) < first_words  # the waiting notice first, then the reply in its place
     assert bubbles(at)[-1] == ("assistant", tiny_model.reply)
     assert WAITING not in [c.value for c in at.main.caption]  # gone once the answer is there

@@ -36,8 +36,8 @@ def test_validation_finds_a_misplaced_quote_and_an_absent_pilgrim(canon) -> None
     moved = dataclasses.replace(
         scene,
         opening=(Line("行者", 18, scene.opening[0].offset + 1, scene.opening[0].text),),
-        first=17,
-        last=17,
+        first=7,
+        last=7,
     )
     problems = validate_scenes(canon.novel, (moved,))
     assert any(f"is not at offset {scene.opening[0].offset + 1}" in p for p in problems)

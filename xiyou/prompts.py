@@ -55,14 +55,15 @@ def room_preamble(speaker: Character, present: Sequence[Character], person: str)
 def speaking_register(character: Character, omit: Sequence[str] = (), name: str | None = None) -> str:
     """How he speaks, from his character file: the `meta_instruction`'s sentences about him (not those about an AI
     assistant, nor those holding a word of `omit`) and the role-play guidance of his `persona_prompt` (its tail,
-    without "我的问题是：", calling him `name` when given)."""
+    without "我的问题是："), calling him `name` when given."""
     about_him = [s for s in (m.group(0).strip() for m in _SENTENCE.finditer(character.meta_instruction)) if s]
     kept = [s for s in about_him if not _OUT_OF_ROLE.search(s) and not any(w in s for w in omit)]
     tail = character.persona_prompt[len(character.description) :]
     tail = re.sub(r"^\s*请你扮演\S*?(?:回答我的问题)?[，,]", "", tail)
     tail = re.sub(r"[，,]?\s*我的问题是[：:]?\s*$", "", tail).strip("，,。 ")
-    if name:
+    if name:  # what he is called at that point of the story, in every sentence about him
         tail = tail.replace(character.name, name)
+        kept = [s.replace(character.name, name) for s in kept]
     parts = ["".join(kept)] if kept else []
     if tail:
         parts.append(tail + "。")

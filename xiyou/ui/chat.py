@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import time
 
 import streamlit as st
 
@@ -59,6 +60,9 @@ def _backend(character_id: str, kind: str) -> Backend:
 # ----- the reply in progress (kept in the session across script runs) ----------------------------------------------
 #: How often the page looks at a silent backend (and lets Streamlit interrupt the run), in seconds.
 POLL_S = 0.1
+#: A reply streaming in is redrawn at most this often, in seconds: each redraw is a message the browser renders,
+#: and a fast model (60 pieces a second) would keep a loaded browser so busy that the page lags behind clicks.
+DRAW_S = 0.1
 #: How long a new script run waits for the run it interrupted to let go of the reply in progress.
 HANDOVER_S = 5.0
 
@@ -203,12 +207,15 @@ def _draw_live(store: Store, conv: Conversation, character: Character) -> None:
         with slot.container(), st.chat_message("assistant", avatar=character.emoji):
             body = st.empty()
             while not live.ended:
-                # drawn after every piece and every POLL_S of silence: a rerun can interrupt the run at each
+                # drawn every DRAW_S at most (all pieces that came meanwhile at once), also in silence: a rerun
+                # can interrupt the run at each drawing
                 if live.text:
                     body.markdown(render.safe_markdown(live.text) + " ▌")
                 else:
                     body.caption(WAITING)  # the model may be busy with another visitor
-                live.take(POLL_S)
+                until = time.monotonic() + DRAW_S
+                while not live.ended and (left := until - time.monotonic()) > 0:
+                    live.take(min(left, POLL_S))
         st.session_state.pop(_live_key(conv), None)
         if live.text.strip():
             _finish_live(store, conv, character, live, interrupted=False)

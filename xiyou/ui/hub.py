@@ -56,7 +56,7 @@ from xiyou.room.transcript import PERSON, Entry, Notice
 from xiyou.store import Alternative, Conversation, Store, StoredMessage
 from xiyou.story.membership import membership
 from xiyou.ui import messages, render, story
-from xiyou.ui.chat import MAX_INPUT_CHARS, OVER_LIMIT, USER_AVATAR, WAITING
+from xiyou.ui.chat import DRAW_S, MAX_INPUT_CHARS, OVER_LIMIT, USER_AVATAR, WAITING
 from xiyou.ui.chat_input import watch_chat_input
 from xiyou.ui.options import public_error
 
@@ -496,6 +496,7 @@ def _stream_turn(rs: RoomSession) -> None:
     elif rs.speaker is not None:
         slot.caption(f"{room.member(rs.speaker).emoji} {room.member(rs.speaker).name} · {WAITING}")
     assert rs.live is not None
+    drawn, shown = 0.0, rs.text  # the text is redrawn at most every DRAW_S (see xiyou.ui.chat.DRAW_S)
     for event in rs.live:
         if isinstance(event, TurnStarted):
             rs.speaker = event.speaker
@@ -504,11 +505,14 @@ def _stream_turn(rs: RoomSession) -> None:
         elif isinstance(event, Waiting) and body is None:
             member = room.member(event.speaker)
             slot.caption(f"{member.emoji} {member.name} 正在想… · thinking ({event.seconds:.0f} s)")
-        elif isinstance(event, Delta):
-            if body is None:
-                body = open_bubble(event.speaker)
-            rs.text += event.text
-            body.markdown(render.safe_markdown(rs.text) + " ▌")  # never a raw （第X回） flash
+        elif isinstance(event, Delta | Waiting):
+            if isinstance(event, Delta):
+                if body is None:
+                    body = open_bubble(event.speaker)
+                rs.text += event.text
+            if body is not None and rs.text != shown and time.monotonic() - drawn >= DRAW_S:
+                body.markdown(render.safe_markdown(rs.text) + " ▌")  # never a raw （第X回） flash
+                drawn, shown = time.monotonic(), rs.text
         elif isinstance(event, TurnEnded):
             if body is not None:
                 render.markdown(event.entry.text, body)

@@ -198,6 +198,23 @@ def test_he_tells_his_life_before_the_novel_names_him(
     assert told in line and citation is not None and citation.chapter == chapter, (line, citation)
 
 
+def test_a_question_about_one_episode_gets_a_line_of_it_not_a_shrug(canon: Canon) -> None:
+    """朱紫国 is named almost only in chapters 68-71: asked whether he tore the royal notice there, 八戒 answers with
+    his own line of that episode (the book has no line that answers outright: he used to shrug it off)."""
+    vocabulary = answers.answerer(canon, "bajie").vocabulary
+    first, last = vocabulary.episode(("通天河",))
+    assert first <= 48 <= last and last - first < answers.EPISODE_SPAN
+    assert vocabulary.episode(("金箍棒",)) is None  # named all through the book: no episode
+    assert vocabulary.is_name("朱紫国") and not vocabulary.is_name("女孩")
+    backend = CanonBackend(get_character("bajie"), canon)
+    line, citation = ask(backend, "你在朱紫国揭过皇榜吗？")
+    assert "皇榜" in line and citation is not None and 68 <= citation.chapter <= 71, (line, citation)
+    assert line not in {ex.reply.text for ex in answers.deflections(canon, "bajie")}
+    # the chapter filter holds: a reader at chapter 60 hears nothing of 朱紫国
+    early, cited = ask(CanonBackend(get_character("bajie"), canon, max_chapter=60), "你在朱紫国揭过皇榜吗？")
+    assert cited is not None and cited.chapter <= 60, (early, cited)
+
+
 @pytest.mark.parametrize(
     ("cid", "question", "novel_name"),
     [("wukong", "你为什么要打白骨精？", "白骨夫人"), ("sanzang", "你的紧箍咒是谁教的？", "紧箍儿咒")],

@@ -15,6 +15,7 @@ from servers import free_port
 from tiny_model import TinyModel
 
 from xiyou.env import REPO_ROOT
+from xiyou.ui.chat import MAX_INPUT_CHARS
 
 
 def openxlab_app(character_id: str, env: dict[str, str], log_path: Path):
@@ -51,6 +52,8 @@ def test_chat_in_headless_chromium(tiny_model: TinyModel, tmp_path: Path) -> Non
             expect(box).to_be_visible(timeout=60_000)
             expect(page.get_by_text("悟空-Chat")).to_be_visible()
             box.fill("大圣，妖怪在哪里？")
+            counter = page.get_by_test_id("xiyouChatCounter")  # the input counts what is typed
+            expect(counter).to_have_text(f"9 / {MAX_INPUT_CHARS}")
             box.press("Enter")
             messages = page.get_by_test_id("stChatMessage")
             expect(messages.filter(has_text="大圣，妖怪在哪里？")).to_have_count(1, timeout=60_000)
@@ -58,6 +61,7 @@ def test_chat_in_headless_chromium(tiny_model: TinyModel, tmp_path: Path) -> Non
             expect(messages).to_have_count(3)  # greeting, question, reply
             expect(page.get_by_test_id("stException")).to_have_count(0)
             expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)  # the run has finished
+            expect(counter).to_have_text("")  # the box was emptied when the message went
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()

@@ -42,23 +42,13 @@ FLOOR_APP = textwrap.dedent(
 @contextlib.contextmanager
 def _server(script: str, env: dict[str, str], log: Path, root: Path = REPO) -> Iterator[str]:
     """`streamlit run script` from the checkout `root` (its code and its .streamlit/config.toml)."""
+    from browser import streamlit_command, streamlit_process
     from servers import free_port
 
-    from xiyou.process import Process, http_ok
-
     port = free_port()
-    cmd = [
-        str(Path(sys.executable).with_name("streamlit")), "run", script, "--server.headless", "true",
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONPATH": str(root), **env}
-    proc = Process.start(cmd, log_path=log, env=env, cwd=root)
-    try:
-        if proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 120) != "ready":
-            sys.exit(f"{script} did not start; its log:\n{proc.log()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop(grace_s=15)
+    env = {"PYTHONPATH": str(root), **env}
+    with streamlit_process(streamlit_command(script, port), port, env, log, cwd=root, startup_timeout_s=120) as url:
+        yield url.rstrip("/")
 
 
 def _floor(browser, url: str, tries: int) -> list[float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -63,13 +64,33 @@ def require_chromium() -> Path:
     return CHROMIUM
 
 
+def streamlit_command(script: str, port: int) -> list[str]:
+    """`streamlit run SCRIPT` headless on 127.0.0.1:`port`, without the file watcher (skips without Streamlit)."""
+    streamlit = Path(sys.executable).with_name("streamlit")
+    if not streamlit.exists():
+        pytest.skip(f"streamlit is not installed beside {sys.executable}")
+    return [
+        str(streamlit), "run", script, "--server.headless", "true", "--server.address", "127.0.0.1",
+        "--server.port", str(port), "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+
+
 @contextlib.contextmanager
-def streamlit_process(cmd: Sequence[str], port: int, env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Run a Streamlit command serving on 127.0.0.1:`port`; yield its URL once healthy; stop its whole group."""
+def streamlit_process(
+    cmd: Sequence[str],
+    port: int,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    cwd: Path = REPO_ROOT,
+    startup_timeout_s: float = 90,
+) -> Iterator[str]:
+    """Run a Streamlit command serving on 127.0.0.1:`port` from `cwd`; yield its URL once healthy; stop its whole
+    group."""
     env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env}
-    proc = Process.start(cmd, log_path=log_path, env=env, cwd=REPO_ROOT)
+    proc = Process.start(cmd, log_path=log_path, env=env, cwd=cwd)
     try:
-        if proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 90) != "ready":
+        if proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/_stcore/health"), startup_timeout_s) != "ready":
             pytest.fail(f"the app did not start; its log:\n{proc.log()[-3000:]}")
         yield f"http://127.0.0.1:{port}/"
     finally:

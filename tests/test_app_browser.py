@@ -11,11 +11,17 @@ import contextlib
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 import pytest
-from browser import ACT_UNTIL_ENABLED_JS, ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_process
+from browser import (
+    ACT_UNTIL_ENABLED_JS,
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    require_chromium,
+    streamlit_command,
+    streamlit_process,
+)
 from servers import free_port
 
 from xiyou.store import SQLiteStore
@@ -28,13 +34,7 @@ STOP_TO_CONTINUE_MS = 5000
 
 
 def _cmd(port: int) -> list[str]:
-    streamlit = Path(sys.executable).with_name("streamlit")
-    if not streamlit.exists():
-        pytest.skip(f"streamlit is not installed beside {sys.executable}")
-    return [
-        str(streamlit), "run", "hub/app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-        "--server.port", str(port), "--server.fileWatcherType", "none",
-    ]  # fmt: skip
+    return streamlit_command("hub/app.py", port)
 
 
 @contextlib.contextmanager

@@ -7,11 +7,10 @@ The screenshot lands in artifacts/hub.png (git-ignored) for a person to look at.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_process
+from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_command, streamlit_process
 
 #: starts with raw HTML: the page must show it as text, never as an element
 SLOW_REPLY = '<b class="raw-html">俺老猪</b>' + "这一路挑着担子，" * 12
@@ -37,16 +36,10 @@ def slow_bajie():
 def hub_url(novel_path: Path, tmp_path: Path, slow_bajie):
     from servers import free_port
 
-    streamlit = Path(sys.executable).with_name("streamlit")
-    if not streamlit.exists():
-        pytest.skip(f"streamlit is not installed beside {sys.executable}")
     port = free_port()
     endpoints = tmp_path / "endpoints.toml"
     endpoints.write_text(f'[bajie]\nbase_url = "{slow_bajie.base_url}"\nmodel = "bajie"\n', encoding="utf-8")
-    cmd = [
-        str(streamlit), "run", "hub/app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-        "--server.port", str(port), "--server.fileWatcherType", "none",
-    ]  # fmt: skip
+    cmd = streamlit_command("hub/app.py", port)
     env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_ENDPOINTS": str(endpoints), "XIYOU_DATA_DIR": str(tmp_path / "data")}
     with streamlit_process(cmd, port, env, tmp_path / "streamlit.log") as url:
         yield url.rstrip("/")

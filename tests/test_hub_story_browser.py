@@ -8,25 +8,18 @@ box showed (the browser sent the old chapter back, the room left the scene and t
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_process
+from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_command, streamlit_process
 
 
 @pytest.fixture
 def hub_url(novel_path: Path, tmp_path: Path):
     from servers import free_port
 
-    streamlit = Path(sys.executable).with_name("streamlit")
-    if not streamlit.exists():
-        pytest.skip(f"streamlit is not installed beside {sys.executable}")
     port = free_port()
-    cmd = [
-        str(streamlit), "run", "hub/app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-        "--server.port", str(port), "--server.fileWatcherType", "none",
-    ]  # fmt: skip
+    cmd = streamlit_command("hub/app.py", port)
     env = {"XIYOU_NOVEL": str(novel_path), "XIYOU_DATA_DIR": str(tmp_path / "data"), "XIYOU_CANON_CPS": "0"}
     for name in ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL"):
         env[name] = ""

@@ -165,29 +165,26 @@ def test_pipeline_eval_reports_leaks_and_canon_mode_scores_zero(
 ) -> None:
     from pipeline import eval as evaluation
 
-    out = tmp_path / "run"
-    code = evaluation.main(
-        ["--backend", "canon", "--chapter", "20", "--characters", "sanzang,wukong,bajie", "--no-sample-questions",
-         "--questions", str(STORY_QUESTIONS), "--novel", str(novel_path), "--out", str(out)]
-    )  # fmt: skip
-    assert code == 0
-    run = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["run"]
+    def canon_run(chapter: int, characters: str) -> dict:
+        """pipeline.eval in canon mode on the story questions after `chapter`: the run's metrics."""
+        out = tmp_path / f"run-{chapter}"
+        code = evaluation.main(
+            ["--backend", "canon", "--chapter", str(chapter), "--characters", characters, "--no-sample-questions",
+             "--questions", str(STORY_QUESTIONS), "--novel", str(novel_path), "--out", str(out)]
+        )  # fmt: skip
+        assert code == 0
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))["run"]
+
+    def leaks(run: dict) -> dict[str, tuple[int, int]]:
+        return {cid: (row["replies"], row["leaking"]) for cid, row in run["leaks"].items()}
+
+    run = canon_run(20, "sanzang,wukong,bajie")
     assert run["chapter"] == 20
-    assert {cid: (row["replies"], row["leaking"]) for cid, row in run["leaks"].items()} == {
-        "sanzang": (20, 0),
-        "wukong": (20, 0),
-        "bajie": (20, 0),
-    }
+    assert leaks(run) == {"sanzang": (20, 0), "wukong": (20, 0), "bajie": (20, 0)}
     capsys.readouterr()
-    early = tmp_path / "early"
-    code = evaluation.main(
-        ["--backend", "canon", "--chapter", "7", "--characters", "wukong,bajie", "--no-sample-questions",
-         "--questions", str(STORY_QUESTIONS), "--novel", str(novel_path), "--out", str(early)]
-    )  # fmt: skip
-    assert code == 0
+    early = canon_run(7, "wukong,bajie")
     assert "note: bajie skipped" in capsys.readouterr().err  # he first speaks in chapter 8
-    leaks = json.loads((early / "metrics.json").read_text(encoding="utf-8"))["run"]["leaks"]
-    assert {cid: (row["replies"], row["leaking"]) for cid, row in leaks.items()} == {"wukong": (20, 0)}
+    assert leaks(early) == {"wukong": (20, 0)}
 
 
 def test_slash_narrate_lets_only_the_narrator_speak(novel_path: Path) -> None:

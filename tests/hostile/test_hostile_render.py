@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,20 +99,6 @@ def test_the_markdown_export_is_safe() -> None:
 # --- in the browser -------------------------------------------------------------------------------------------
 
 
-def _streamlit() -> Path:
-    streamlit = Path(sys.executable).with_name("streamlit")
-    if not streamlit.exists():
-        pytest.skip(f"streamlit is not installed beside {sys.executable}")
-    return streamlit
-
-
-def _page_cmd(script: str, port: int) -> list[str]:
-    return [
-        str(_streamlit()), "run", script, "--server.headless", "true", "--server.address", "127.0.0.1",
-        "--server.port", str(port), "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-
-
 def _assert_clean(page, paths: list[str], where: str) -> None:
     from playwright.sync_api import expect
 
@@ -127,7 +112,7 @@ def _assert_clean(page, paths: list[str], where: str) -> None:
 
 @pytest.mark.slow
 def test_app_and_hub_and_export_fetch_nothing(novel_path: Path, tmp_path: Path) -> None:
-    from browser import CHROMIUM_ARGS, require_chromium, streamlit_process
+    from browser import CHROMIUM_ARGS, require_chromium, streamlit_command, streamlit_process
     from playwright.sync_api import expect, sync_playwright
     from scripted_openai import ScriptedOpenAI
     from servers import free_port
@@ -145,7 +130,8 @@ def test_app_and_hub_and_export_fetch_nothing(novel_path: Path, tmp_path: Path) 
                 page = browser.new_page(viewport={"width": 1280, "height": 1000})
                 # 1. the 悟空 app
                 port = free_port()
-                with streamlit_process(_page_cmd("apps/wukong/app.py", port), port, app_env, tmp_path / "app.log"):
+                app_cmd = streamlit_command("apps/wukong/app.py", port)
+                with streamlit_process(app_cmd, port, app_env, tmp_path / "app.log"):
                     page.goto(f"http://127.0.0.1:{port}/")
                     box = page.get_by_test_id("stChatInputTextArea")
                     expect(box).to_be_visible(timeout=60_000)
@@ -158,7 +144,7 @@ def test_app_and_hub_and_export_fetch_nothing(novel_path: Path, tmp_path: Path) 
                     _assert_clean(page, paths, "app")
                 # 2. the hub, and its Markdown export
                 port = free_port()
-                with streamlit_process(_page_cmd("hub/app.py", port), port, hub_env, tmp_path / "hub.log"):
+                with streamlit_process(streamlit_command("hub/app.py", port), port, hub_env, tmp_path / "hub.log"):
                     page.goto(f"http://127.0.0.1:{port}/")
                     box = page.get_by_test_id("stChatInputTextArea")
                     expect(box).to_be_visible(timeout=60_000)
@@ -181,7 +167,7 @@ def test_app_and_hub_and_export_fetch_nothing(novel_path: Path, tmp_path: Path) 
                     encoding="utf-8",
                 )
                 port = free_port()
-                with streamlit_process(_page_cmd(str(viewer), port), port, {}, tmp_path / "viewer.log"):
+                with streamlit_process(streamlit_command(str(viewer), port), port, {}, tmp_path / "viewer.log"):
                     page.goto(f"http://127.0.0.1:{port}/")
                     expect(page.get_by_text("深不见底").first).to_be_visible(timeout=60_000)
                     _assert_clean(page, paths, "export")

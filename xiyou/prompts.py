@@ -116,7 +116,7 @@ def _stage(character: Character, chapter: int | None) -> tuple[Any, bool]:
     """(his stage at `chapter` or None, whether he is on the pilgrimage by then)."""
     if chapter is None:
         return None, True
-    from xiyou.canon.exchanges import CHARACTER_IDS
+    from xiyou.names import CHARACTER_IDS
     from xiyou.story.membership import membership
     from xiyou.story.stages import stage_of
 

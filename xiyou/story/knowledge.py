@@ -17,7 +17,7 @@ BEFORE = "此时你还没有走上日后的路：你是谁、身在何处、认�
 def knowledge_limits(cid: str, chapter: int | None) -> str:
     """The persona prompt's sentence on what `cid` cannot know at `chapter` ("" when chapter is None). Any id
     works (the narrator's too); one of the four before he joins also hears that he is his earlier self."""
-    from xiyou.canon.exchanges import CHARACTER_IDS
+    from xiyou.names import CHARACTER_IDS
     from xiyou.story.timeline import check_chapter
 
     check_chapter(chapter)

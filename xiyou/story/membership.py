@@ -26,8 +26,8 @@ import dataclasses
 import functools
 from typing import Literal
 
-from xiyou.canon.exchanges import CHARACTER_IDS
 from xiyou.canon.loader import chapter_ref
+from xiyou.names import CHARACTER_IDS
 from xiyou.story.timeline import check_chapter
 
 Status = Literal["pilgrim", "before", "absent"]

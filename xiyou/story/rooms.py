@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from xiyou.canon.exchanges import CHARACTER_IDS
+from xiyou.names import CHARACTER_IDS
 from xiyou.story.membership import Membership, check_members
 from xiyou.story.scenes import Scene, get_scene
 from xiyou.story.timeline import StoryError, check_chapter

@@ -13,8 +13,8 @@ import functools
 import tomllib
 from pathlib import Path
 
-from xiyou.canon.exchanges import CHARACTER_IDS
 from xiyou.canon.loader import chapter_ref, chinese_number
+from xiyou.names import CHARACTER_IDS
 from xiyou.story.timeline import LAST_CHAPTER, StoryError
 
 SCENES_FILE = Path(__file__).with_name("scenes.toml")

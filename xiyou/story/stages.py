@@ -3,7 +3,7 @@
 A character file's description is the whole book's: it names 唐僧 and the pilgrimage for 悟空 at chapter 5, and
 净坛使者 (chapter 100) for 八戒 at any chapter. `stage_of(cid, chapter)` gives the stage of `stages.toml` that holds
 the chapter instead: a description in our own words of who he is by then (悟空 before 14 the Monkey King and
-齐天大圣, 八戒 before 19 the 天蓬元帅 turned 猪刚鬣 of 福陵山…), and optionally the name the prompt calls him, how
+齐天大圣, 八戒 before 19 the 天蓬元帅 turned 猪悟能 of 福陵山…), and optionally the name the prompt calls him, how
 others address him then, and words whose sentences of his speaking register are left out (徒弟 before he has
 any). None for the whole journey: the character file's own description stands.
 """
@@ -58,7 +58,7 @@ def _stage(i: int, row: dict) -> Stage:
 @functools.cache
 def stages() -> dict[str, tuple[Stage, ...]]:
     """Character id -> his stages in order; StoryError when a character's stages do not cover 1..100 in order."""
-    from xiyou.canon.exchanges import CHARACTER_IDS
+    from xiyou.names import CHARACTER_IDS
 
     data = tomllib.loads(STAGES_FILE.read_text(encoding="utf-8"))
     by_id: dict[str, list[Stage]] = {}

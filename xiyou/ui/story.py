@@ -229,7 +229,7 @@ def story_sidebar(store: Store, conv: Conversation) -> StoryRoom | None:
 
 def scenes_or_all(story: StorySettings) -> tuple[str, ...]:
     """The members a room has before any are picked: its scene's pilgrims, else the four."""
-    from xiyou.canon.exchanges import CHARACTER_IDS
+    from xiyou.names import CHARACTER_IDS
 
     return get_scene(story.scene).present if story.scene else tuple(CHARACTER_IDS)
 

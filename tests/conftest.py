@@ -1,12 +1,15 @@
 """Shared fixtures. Shared data (../shared/data) is read in place; tests that need it skip with a reason.
 
-`make test` runs the suite on two pytest-xdist workers: what takes long to build once (the tiny model, the canon's
-disk cache) is built by the first worker that needs it and reused by the other (a file lock in pytest's shared
-temporary folder); the longest tests are handed out first so both workers finish together."""
+`make test` runs the suite on pytest-xdist workers: what takes long to build once (the tiny model, the canon's disk
+cache) is built by the first worker that needs it and reused by the others (a file lock in pytest's shared temporary
+folder). The longest tests come first in the order and each worker takes the next test from that one queue when it
+is free (pyproject.toml: `--dist load --maxschedchunk 1`), so the long ones start at once and the workers finish
+together."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,10 +20,16 @@ from xiyou.env import SHARED_DATA
 # canon replies stream at typing speed for people; the suite reads them at once (tests of the pace set their own)
 os.environ.setdefault("XIYOU_CANON_CPS", "0")
 
+# Tests that press Ctrl-C on a command they started need it to reach that command as at a terminal. A suite started
+# in the background without job control (`nohup make test &`, some CI runners) inherits SIGINT ignored, its children
+# too, and Python then never raises KeyboardInterrupt: restore the default, which children inherit.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first, then the slow ones, then the rest (a stable sort keeps each group's order), so the
-    xdist workers start the long tests at once instead of finding them last."""
+    """The longest tests first, then the slow ones, then the rest (a stable sort keeps each group's order): free
+    xdist workers take the next test in this order, so the long tests start at once instead of ending the run."""
 
     def rank(item: pytest.Item) -> int:
         return 0 if item.get_closest_marker("longest") else 1 if item.get_closest_marker("slow") else 2

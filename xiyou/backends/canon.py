@@ -170,6 +170,10 @@ class CanonBackend:
         if i is not None:
             self.last_relevance = float(scored.relevance[i])
             return exchanges[i]
+        i = answers.scene_line(answerer, scored, query, allowed, said)  # a question naming a scene: a line of it
+        if i is not None:
+            self.last_relevance = float(scored.relevance[i])
+            return exchanges[i]
         weak = answers.best(scored, exchanges, allowed, said)
         self.last_relevance = float(scored.relevance[weak]) if weak is not None else 0.0
         found = answers.pick_deflection(answers.deflections(canon, cid), query, said, self.max_chapter)

@@ -341,8 +341,9 @@ class Engine:
                     if asyncio.iscoroutine(result):
                         await result
                     stats.succeeded += 1
-                show()
-                bar.update(1)
+                if not bar.disable:  # a quiet run (progress off) skips formatting the counts
+                    show()
+                    bar.update(1)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.config.concurrency, len(requests)))]
         try:

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -224,6 +226,12 @@ async def _aexpect_event_stream(response: aiohttp.ClientResponse) -> None:
         raise _not_streamed(response.status, content_type, await response.read())
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """The SDK's TLS settings (its CA bundle, SSL_CERT_FILE honoured), loaded once per process: ~0.1 s each time."""
+    return httpx2.create_ssl_context()
+
+
 def json_body(body: dict[str, Any]) -> bytes:
     """A request body as the OpenAI SDK encodes it (compact UTF-8 JSON, no NaN)."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
@@ -406,7 +414,7 @@ class ChatClient:
                     "Content-Type": "application/json",
                     "Accept": "application/json",
                 },
-                connector=aiohttp.TCPConnector(limit=1000, ssl=httpx2.create_ssl_context()),  # the SDK's limit
+                connector=aiohttp.TCPConnector(limit=1000, ssl=_ssl_context()),  # the SDK's connection limit
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout),
                 proxy=proxy,
                 proxy_auth=proxy_auth,

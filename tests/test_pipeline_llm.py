@@ -237,3 +237,16 @@ def test_a_proxy_from_the_environment_is_used(monkeypatch):
             run_requests(config, [Request(id="r0", messages=MSG)], lambda r, t: None)
         [req] = proxy.chat_requests()
     assert req.path == "http://api.example.invalid/v1/chat/completions"
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth():
+    """A reverse proxy's user:password in base_url authenticate the request (as the SDK does), and never show."""
+    with ScriptedOpenAI() as s:
+        url = s.base_url.replace("http://", "http://bajie:p4ss-w0rd@")
+        got, stats = {}, None
+        config = EngineConfig(base_url=url, model="m", api_key="sk-engine-test", max_retries=0, progress=False)
+        stats = run_requests(config, [Request(id="r0", messages=MSG)], lambda r, t: got.__setitem__(r.id, t))
+        [req] = s.chat_requests()
+    assert got == {"r0": "scripted reply to: 你叫什么名字？"} and stats.failed == 0
+    assert req.headers["authorization"] == "Basic YmFqaWU6cDRzcy13MHJk"  # bajie:p4ss-w0rd
+    assert "p4ss" not in req.path

@@ -279,6 +279,11 @@ class ChatClient:
         self._sync: openai.OpenAI | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url = f"{self.base_url}/chat/completions"
+        # the engine's: the same URL parsed once, without credentials; those (a reverse proxy's basic auth) are
+        # sent instead of the key, as the SDK does
+        url = URL(self._url)
+        self._post_url = url.with_user(None)
+        self._basic_auth = aiohttp.BasicAuth.from_url(url)
         self._lock = threading.Lock()
 
     # --- requests -------------------------------------------------------------------------------------------
@@ -405,12 +410,13 @@ class ChatClient:
         would look them up again in a thread for every request."""
         if self._session is None:
             try:
-                proxy, proxy_auth = get_env_proxy_for_url(URL(self._url))
+                proxy, proxy_auth = get_env_proxy_for_url(self._post_url)
             except LookupError:  # no proxy for this URL
                 proxy, proxy_auth = None, None
+            basic = self._basic_auth
             self._session = aiohttp.ClientSession(
                 headers={
-                    "Authorization": f"Bearer {self._api_key}",
+                    "Authorization": basic.encode() if basic else f"Bearer {self._api_key}",
                     "Content-Type": "application/json",
                     "Accept": "application/json",
                 },
@@ -429,7 +435,8 @@ class ChatClient:
         aiohttp's failures, while sending or while the answer is read, become the SDK's connection and timeout
         errors (and the connection is dropped, not reused)."""
         try:
-            async with self.async_session().post(self._url, data=json_body(body)) as response:
+            session = self.async_session()
+            async with session.post(self._post_url, data=json_body(body)) as response:
                 if response.status >= 400:
                     raise self._status_error(response.status, response.raw_headers, await response.read())
                 yield response

@@ -236,6 +236,28 @@ def test_a_question_naming_a_scene_gets_his_line_from_it_not_a_shrug(canon: Cano
     assert cited is not None and cited.chapter <= 60, (early, cited)
 
 
+def test_a_question_whose_words_stand_together_in_one_passage_gets_his_line_there(canon: Canon) -> None:
+    """天竺国 and 嫦娥 each appear in many chapters and no line of his holds both: the book does not answer outright
+    and the question names no one scene. But the two stand together in one passage of chapter 95, where 八戒 meets
+    嫦娥 again: he answers with his line there. A modern question's words meet nowhere like that: a shrug."""
+    passages = answers.passages(canon)
+    bajie = answers.answerer(canon, "bajie")
+    question = "你在天竺国又见到嫦娥时做了什么？"
+    assert answers.scene_phrases(question, bajie.vocabulary) == []
+    chapter, _, score = passages.best(answers.question_bigrams(bajie.score(question)))
+    assert chapter == 95 and score >= answers.PASSAGE_MIN_SCORE
+    line, citation = ask(CanonBackend(get_character("bajie"), canon), question)
+    assert citation is not None and citation.chapter == 95, (line, citation)
+    assert line not in {ex.reply.text for ex in answers.deflections(canon, "bajie")}
+    movie = passages.best(answers.question_bigrams(bajie.score("你最喜欢的电影是什么？")))
+    assert movie is None or movie[2] < answers.PASSAGE_MIN_SCORE
+    line, _ = ask(CanonBackend(get_character("bajie"), canon), "你最喜欢的电影是什么？")
+    assert line in {ex.reply.text for ex in answers.deflections(canon, "bajie")}, line
+    # the chapter filter holds: a reader at chapter 60 hears nothing of chapter 95
+    early, cited = ask(CanonBackend(get_character("bajie"), canon, max_chapter=60), question)
+    assert cited is not None and cited.chapter <= 60, (early, cited)
+
+
 @pytest.mark.parametrize(
     ("cid", "question", "novel_name"),
     [("wukong", "你为什么要打白骨精？", "白骨夫人"), ("sanzang", "你的紧箍咒是谁教的？", "紧箍儿咒")],

@@ -171,6 +171,8 @@ class CanonBackend:
             self.last_relevance = float(scored.relevance[i])
             return exchanges[i]
         i = answers.scene_line(answerer, scored, query, allowed, said)  # a question naming a scene: a line of it
+        if i is None:
+            i = answers.passage_line(answerer, scored, allowed, said)  # a passage the question tells: a line of it
         if i is not None:
             self.last_relevance = float(scored.relevance[i])
             return exchanges[i]

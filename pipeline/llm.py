@@ -1,14 +1,14 @@
 """The shared request engine: many chat requests to any OpenAI-compatible API, fast, politely and safely.
 
-- the shared OpenAI-compatible client (xiyou/backends/openai_client.py: the SDK's async client, the request
-  body, chunk parsing, end-of-turn and stop cuts, the length cap, failure classification and messages) against
-  `--base-url` / `--model`;
+- the shared OpenAI-compatible client (xiyou/backends/openai_client.py: its async transport, aiohttp with one
+  kept-alive session, the request body, chunk parsing, end-of-turn and stop cuts, the length cap, failure
+  classification as the SDK's errors, and messages) against `--base-url` / `--model`;
 - the key from `OPENAI_API_KEY` or a `.env` file (python-dotenv), never logged or written out (log records,
   failure messages and manifests pass through `xiyou.redact` as a second line of defence);
 - bounded concurrency (a fixed pool of workers, `--concurrency`, default 16) and an optional
   requests-per-minute limit (`--rpm`);
 - retries with exponential backoff and jitter on 429, 5xx, timeouts, dropped connections and unreadable answers,
-  honouring `Retry-After` (tenacity drives them, so every retry is counted; the SDK's own retries are off);
+  honouring `Retry-After` (tenacity drives them, so every retry is counted; the client makes one attempt);
 - a per-request timeout (a hard deadline on the whole request, stalls included);
 - a tqdm progress bar with rate, ETA, failures and retries;
 - a run manifest next to the output (model, prompt hashes, parameters, counts, failures, retries, start and end).
@@ -251,7 +251,6 @@ class Engine:
             timeout=config.timeout,
             max_retries=0,  # tenacity retries, so every retry is seen and counted
         )
-        self.client.async_client()  # built now, not in the first request's time
         self.sleep = sleep
         self.limiter = _RateLimiter(config.rpm, clock, sleep)
         self.stats = RunStats()
@@ -342,8 +341,9 @@ class Engine:
                     if asyncio.iscoroutine(result):
                         await result
                     stats.succeeded += 1
-                show()
-                bar.update(1)
+                if not bar.disable:  # a quiet run (progress off) skips formatting the counts
+                    show()
+                    bar.update(1)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.config.concurrency, len(requests)))]
         try:

@@ -14,7 +14,7 @@ from tiny_model import TinyModel, at_model_speed
 from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
-from xiyou.ui.chat import MAX_INPUT_CHARS, WAITING
+from xiyou.ui.chat import MAX_INPUT_CHARS, OFFLINE_SLIDERS, WAITING
 from xiyou.ui.render import JOINER, safe_markdown
 
 APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
@@ -93,7 +93,8 @@ def test_chat_with_each_app(
     assert sent[-1] == {"role": "user", "content": "你好，你是谁？"}
     assert calls[0]["settings"].max_new_tokens == character.generation.max_new_tokens
 
-    # the sliders change what the backend is asked for
+    # on a model the sliders are in plain sight (folded away only offline), and they change what it is asked for
+    assert [e.label for e in at.sidebar.expander if e.label == OFFLINE_SLIDERS] == []
     at.sidebar.slider(key="max_new_tokens").set_value(3)
     at.sidebar.slider(key="temperature").set_value(0.0)
     at.sidebar.slider(key="top_p").set_value(0.5)
@@ -224,6 +225,19 @@ def canon_app(character_id: str, monkeypatch: pytest.MonkeyPatch, novel_path: Pa
     at.run()
     assert not at.exception
     return at
+
+
+def test_offline_the_sampling_sliders_are_folded_away(monkeypatch, novel_path: Path) -> None:
+    """Lines from the book are not sampled: a visitor of the offline app does not meet temperature and top_p first
+    thing; the sliders are still there, folded, and the length still applies."""
+    at = canon_app("bajie", monkeypatch, novel_path)
+    (folded,) = [e for e in at.sidebar.expander if e.label == OFFLINE_SLIDERS]
+    keys = ["max_new_tokens", "temperature", "top_p", "repetition_penalty"]
+    assert [w.key for w in folded.slider] == keys and [w.key for w in at.sidebar.slider] == keys
+    folded.slider[0].set_value(4).run()
+    at.chat_input[0].set_value("八戒，你喜欢吃什么？").run()
+    reply = bubbles(at)[-1]
+    assert reply[0] == "assistant" and 0 < len(reply[1]) <= 8, reply  # cut at 4 tokens: a few characters
 
 
 def test_a_reload_restores_the_chat_and_another_tab_its_own(monkeypatch, novel_path: Path) -> None:

@@ -215,6 +215,49 @@ def test_a_question_about_one_episode_gets_a_line_of_it_not_a_shrug(canon: Canon
     assert cited is not None and cited.chapter <= 60, (early, cited)
 
 
+def test_a_question_naming_a_scene_gets_his_line_from_it_not_a_shrug(canon: Canon) -> None:
+    """jieba cuts 濯垢泉 into three characters and does not know 五庄观: no word of the question is a name it knows,
+    the book answers neither question outright, and they used to be shrugged off. Each names a scene of a few
+    chapters: he answers with his line spoken where the novel names it."""
+    vocabulary = answers.answerer(canon, "bajie").vocabulary
+    assert answers.scene_phrases("你在濯垢泉变成了什么？", vocabulary) == ["濯垢泉"]
+    assert answers.scene_phrases("你在五庄观被镇元大仙绑在哪里？", vocabulary) == ["五庄观", "镇元大仙"]
+    # a word of the dictionary that the novel happens to use in one chapter names no scene (挑战: chapter 6)
+    assert answers.scene_phrases("你最大的挑战是什么？", vocabulary) == []
+    for cid, question, chapters in (("bajie", "你在濯垢泉变成了什么？", range(72, 73)),
+                                    ("wujing", "你在五庄观被镇元大仙绑在哪里？", range(24, 27))):  # fmt: skip
+        line, citation = ask(CanonBackend(get_character(cid), canon), question)
+        assert citation is not None and citation.chapter in chapters, (question, line, citation)
+        assert line not in {ex.reply.text for ex in answers.deflections(canon, cid)}
+    line, _ = ask(CanonBackend(get_character("wukong"), canon), "你最大的挑战是什么？")
+    assert line in {ex.reply.text for ex in answers.deflections(canon, "wukong")}, line
+    # the chapter filter holds: a reader at chapter 60 hears nothing of 濯垢泉 (chapter 72)
+    early, cited = ask(CanonBackend(get_character("bajie"), canon, max_chapter=60), "你在濯垢泉变成了什么？")
+    assert cited is not None and cited.chapter <= 60, (early, cited)
+
+
+def test_a_question_whose_words_stand_together_in_one_passage_gets_his_line_there(canon: Canon) -> None:
+    """天竺国 and 嫦娥 each appear in many chapters and no line of his holds both: the book does not answer outright
+    and the question names no one scene. But the two stand together in one passage of chapter 95, where 八戒 meets
+    嫦娥 again: he answers with his line there. A modern question's words meet nowhere like that: a shrug."""
+    passages = answers.passages(canon)
+    bajie = answers.answerer(canon, "bajie")
+    question = "你在天竺国又见到嫦娥时做了什么？"
+    assert answers.scene_phrases(question, bajie.vocabulary) == []
+    chapter, _, score = passages.best(answers.question_bigrams(bajie.score(question)))
+    assert chapter == 95 and score >= answers.PASSAGE_MIN_SCORE
+    line, citation = ask(CanonBackend(get_character("bajie"), canon), question)
+    assert citation is not None and citation.chapter == 95, (line, citation)
+    assert line not in {ex.reply.text for ex in answers.deflections(canon, "bajie")}
+    movie = passages.best(answers.question_bigrams(bajie.score("你最喜欢的电影是什么？")))
+    assert movie is None or movie[2] < answers.PASSAGE_MIN_SCORE
+    line, _ = ask(CanonBackend(get_character("bajie"), canon), "你最喜欢的电影是什么？")
+    assert line in {ex.reply.text for ex in answers.deflections(canon, "bajie")}, line
+    # the chapter filter holds: a reader at chapter 60 hears nothing of chapter 95
+    early, cited = ask(CanonBackend(get_character("bajie"), canon, max_chapter=60), question)
+    assert cited is not None and cited.chapter <= 60, (early, cited)
+
+
 @pytest.mark.parametrize(
     ("cid", "question", "novel_name"),
     [("wukong", "你为什么要打白骨精？", "白骨夫人"), ("sanzang", "你的紧箍咒是谁教的？", "紧箍儿咒")],

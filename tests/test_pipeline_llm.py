@@ -198,3 +198,55 @@ def test_a_real_server_stops_at_the_end_of_turn_when_asked(tiny_server, tiny_mod
         )  # fmt: skip
         run_requests(config, [Request(id=str(bool(stop)), messages=MSG)], lambda r, t: got.__setitem__(r.id, t))
     assert got == {"False": tiny_model.reply + tiny_model.after, "True": tiny_model.reply}
+
+
+# --- what a person reads when a request fails (one attempt each) ------------------------------------------------
+def test_an_unreadable_event_in_a_stream_says_what_the_server_sent():
+    with ScriptedOpenAI() as s:
+        s.queue_faults(Fault.malformed())
+        got, stats = _run(s, stream=True, max_retries=0)
+    assert got == {} and stats.failed == 1
+    [failure] = stats.failures
+    assert failure["reason"] == "bad_answer"
+    assert "bad response from the server: a streamed event is not JSON: '{this is not json'" in failure["error"]
+
+
+def test_a_stream_that_breaks_off_says_so_and_one_never_answered_says_the_server_is_unreachable():
+    with ScriptedOpenAI() as s:
+        s.queue_faults(Fault.drop(where="mid_stream"))
+        _, stats = _run(s, stream=True, max_retries=0)
+        port = s.port
+    assert stats.failures[0]["reason"] == "connection"
+    assert "the reply broke off" in stats.failures[0]["error"]
+    # the server is gone now: nothing listens on its port
+    config = EngineConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=0, progress=False)
+    stats = run_requests(config, [Request(id="r0", messages=MSG)], lambda r, t: None)
+    assert stats.failures[0]["reason"] == "connection"
+    assert "cannot reach the server" in stats.failures[0]["error"]
+
+
+def test_a_proxy_from_the_environment_is_used(monkeypatch):
+    """HTTP_PROXY as for the SDK: the request for an unresolvable host reaches the scripted server standing in
+    for the proxy, asked in the proxy's absolute form (it has no such route, so it answers 404: a stopped run)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with ScriptedOpenAI() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        config = EngineConfig(base_url="http://api.example.invalid/v1", model="m", max_retries=0, progress=False)
+        with pytest.raises(FatalAPIError, match="HTTP 404"):
+            run_requests(config, [Request(id="r0", messages=MSG)], lambda r, t: None)
+        [req] = proxy.chat_requests()
+    assert req.path == "http://api.example.invalid/v1/chat/completions"
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth():
+    """A reverse proxy's user:password in base_url authenticate the request (as the SDK does), and never show."""
+    with ScriptedOpenAI() as s:
+        url = s.base_url.replace("http://", "http://bajie:p4ss-w0rd@")
+        got, stats = {}, None
+        config = EngineConfig(base_url=url, model="m", api_key="sk-engine-test", max_retries=0, progress=False)
+        stats = run_requests(config, [Request(id="r0", messages=MSG)], lambda r, t: got.__setitem__(r.id, t))
+        [req] = s.chat_requests()
+    assert got == {"r0": "scripted reply to: 你叫什么名字？"} and stats.failed == 0
+    assert req.headers["authorization"] == "Basic YmFqaWU6cDRzcy13MHJk"  # bajie:p4ss-w0rd
+    assert "p4ss" not in req.path

@@ -6,6 +6,11 @@ Each question of `calibration.tsv` is labelled `book` (the novel can answer it) 
 every question and character it computes the best relevance among the top canon matches (`xiyou.canon.answers`) and
 prints, for candidate thresholds, how many `book` questions would be answered and how many `off` questions
 deflected; the threshold with the best balanced accuracy is the one to put in `answers.DEFLECT_BELOW`.
+
+`--passages`: the threshold of the passage rule (`answers.passage_line`). For each question and character the book
+cannot answer outright (and that names no episode or scene), the BM25 score of the novel's passage where its words
+stand together best. A modern question given a passage line loses a clean shrug (2 → 0), a story question gains a
+line of its scene (0 → about 1): the threshold is the lowest that no `off` question reaches.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ HERE = Path(__file__).parent
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--novel", default=None, help="the novel (default: XIYOU_NOVEL)")
+    p.add_argument("--passages", action="store_true", help="calibrate the passage rule's threshold instead")
     args = p.parse_args()
+    if args.passages:
+        return passages(args.novel)
 
     from xiyou.backends.canon import question_of
     from xiyou.canon import CHARACTER_IDS, get_canon
@@ -55,6 +63,39 @@ def main() -> None:
             mark = "  <- DEFLECT_BELOW now" if abs(t - DEFLECT_BELOW) < 1e-9 else ""
             print(f"  {t:.2f}      {answered:6.1%}        {deflected:6.1%}         {balanced:6.1%}{mark}")
     print(f"best balanced accuracy {best[0]:.1%} at threshold {best[1]:.2f} (DEFLECT_BELOW is {DEFLECT_BELOW:.2f})")
+
+
+def passages(novel: str | None) -> None:
+    from xiyou.backends.canon import question_of
+    from xiyou.canon import CHARACTER_IDS, answers, get_canon
+
+    canon = get_canon(novel)
+    with open(HERE / "calibration.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    points: list[tuple[str, float]] = []
+    for cid in CHARACTER_IDS:
+        scorer = answers.answerer(canon, cid)
+        for row in rows:
+            query = question_of([{"role": "user", "content": row["question"]}])
+            scored = scorer.score(query)
+            if answers.best(scored, scorer.exchanges, None, (), answers.DEFLECT_BELOW) is not None:
+                continue  # the book answers: the passage rule is never asked
+            if answers.episode_line(scorer, scored, None, ()) is not None:
+                continue
+            if answers.scene_line(scorer, scored, query, None, ()) is not None:
+                continue
+            found = answers.passages(canon).best(answers.question_bigrams(scored))
+            points.append((row["label"], found[2] if found else 0.0))
+    book = [x for label, x in points if label == "book"]
+    off = [x for label, x in points if label == "off"]
+    print(f"reaching the passage rule: {len(book)} book, {len(off)} off (questions x characters)")
+    print("threshold  book given a passage line  off given one")
+    for t in [float(x) for x in range(4, 21)]:
+        mark = "  <- PASSAGE_MIN_SCORE now" if abs(t - answers.PASSAGE_MIN_SCORE) < 1e-9 else ""
+        given_book, given_off = sum(x >= t for x in book), sum(x >= t for x in off)
+        print(f"  {t:5.1f}      {given_book:4d}                      {given_off:4d}{mark}")
+    print(f"the lowest threshold no off question reaches: {max(off, default=0.0):.2f} "
+          f"(PASSAGE_MIN_SCORE is {answers.PASSAGE_MIN_SCORE:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

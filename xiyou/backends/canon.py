@@ -170,6 +170,12 @@ class CanonBackend:
         if i is not None:
             self.last_relevance = float(scored.relevance[i])
             return exchanges[i]
+        i = answers.scene_line(answerer, scored, query, allowed, said)  # a question naming a scene: a line of it
+        if i is None:
+            i = answers.passage_line(answerer, scored, allowed, said)  # a passage the question tells: a line of it
+        if i is not None:
+            self.last_relevance = float(scored.relevance[i])
+            return exchanges[i]
         weak = answers.best(scored, exchanges, allowed, said)
         self.last_relevance = float(scored.relevance[weak]) if weak is not None else 0.0
         found = answers.pick_deflection(answers.deflections(canon, cid), query, said, self.max_chapter)

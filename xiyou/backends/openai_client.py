@@ -1,14 +1,22 @@
 """One client for chat against any OpenAI-compatible server (LMDeploy's api_server, vLLM, Ollama, `transformers
-serve`, hosted APIs), through the OpenAI SDK. The characters' `OpenAIBackend` and the pipeline's request engine
-(`pipeline.llm`) both use it; each keeps only its own policy (the backend: one reply at a time, the SDK's
-retries before the first delta; the engine: concurrency, a rate limit, tenacity retries, manifest counts).
+serve`, hosted APIs). The characters' `OpenAIBackend` and the pipeline's request engine (`pipeline.llm`) both use
+it; each keeps only its own policy (the backend: one reply at a time, the SDK's retries before the first delta;
+the engine: concurrency, a rate limit, tenacity retries, manifest counts).
+
+Two transports, one client: the backend's sync calls go through the OpenAI SDK; the engine's async calls go
+through aiohttp, the HTTP client the SDK itself offers for concurrency (`openai[aiohttp]`), used directly with
+a prebuilt session: the SDK's per-request machinery (options models, header merging, URL building, httpx) costs
+~1.5 ms of CPU per request, which at 32 requests in flight on a small machine queues whole waves behind each
+other; aiohttp's costs ~0.4 ms. The engine's failures are still the SDK's exception types (status errors built
+by the SDK from the answer, `APIConnectionError`, `APITimeoutError`), so everything below treats both alike.
 
 What lives here, once:
 - the request body: standard fields only, plus LMDeploy's `top_k` / `repetition_penalty` when the endpoint
   says the server accepts them (plain OpenAI servers refuse them); at most `MAX_STOP_STRINGS` stop strings, and
   none again for a server that refused `stop` once (the request is repeated without it);
-- chunk parsing: a reply ends at the chunk carrying a `finish_reason` or when the stream closes (`[DONE]` is
-  optional); an error reported inside the stream is an error;
+- chunk parsing (chunks as plain JSON objects, no per-chunk models): a reply ends at the chunk carrying a
+  `finish_reason` or when the stream closes (`[DONE]` is optional); an error reported inside the stream, or a
+  chunk that is not a JSON object, is an error;
 - every reply goes through a `ReplyGuard` (xiyou/backends/reply.py): unencodable text replaced, cut at the stop
   strings and always at the chat format's end-of-turn markers, its growth capped;
 - `NO_KEY`, the key sent to a keyless server (it keeps the SDK from picking up OPENAI_API_KEY for another one);
@@ -20,15 +28,20 @@ What lives here, once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import re
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
-from openai.types.chat import ChatCompletionChunk
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from xiyou.backends.reply import ReplyGuard, ReplyStream, whole_reply
 from xiyou.backends.stops import MAX_STOP_STRINGS
@@ -118,16 +131,66 @@ def _short(text: str, limit: int) -> str:
 
 # --- chunks and answers ----------------------------------------------------------------------------------------
 def chunk_delta(chunk: Any) -> tuple[str, bool]:
-    """(the text of one streamed chunk, whether it ends the reply). An error inside the stream is BadAnswer."""
-    error = getattr(chunk, "error", None)
+    """(the text of one streamed chunk, a JSON object, whether it ends the reply). An error inside the stream, or
+    a chunk that is not a chat.completion.chunk, is BadAnswer."""
+    if not isinstance(chunk, dict):
+        raise BadAnswer(f"a streamed chunk is not a JSON object: {_short(json.dumps(chunk, ensure_ascii=False), 300)}")
+    error = chunk.get("error")
     if error:
         raise BadAnswer(f"the server reported an error mid-reply: {error}")
-    choices = getattr(chunk, "choices", None)
+    choices = chunk.get("choices")
     if not choices:
         return "", False
-    choice = choices[0]
-    delta = getattr(choice.delta, "content", None) if choice.delta is not None else None
-    return (delta if isinstance(delta, str) else ""), bool(choice.finish_reason)
+    choice = choices[0] if isinstance(choices, list) else None
+    if not isinstance(choice, dict):
+        said = _short(json.dumps(chunk, ensure_ascii=False), 300)
+        raise BadAnswer(f"a streamed chunk has no choices[0] object; the server said: {said}")
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else None
+    return (text if isinstance(text, str) else ""), bool(choice.get("finish_reason"))
+
+
+async def sse_data(lines: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    """The JSON payloads of a server-sent event stream (its `data:` fields, one per event), until `[DONE]` or the
+    end of the stream. An event that is not JSON, or one named `error`, is BadAnswer saying what the server sent."""
+    data: list[bytes] = []
+    event = b""
+    async for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if line:
+            name, _, value = line.partition(b":")
+            value = value[1:] if value.startswith(b" ") else value
+            if name == b"data":
+                data.append(value)
+            elif name == b"event":
+                event = value
+            continue  # a comment (": keep-alive"), `id:` and `retry:` carry nothing for a reply
+        if data:
+            payload = _sse_payload(event, data)
+            if payload is _DONE:
+                return
+            yield payload
+        data, event = [], b""
+    if data:  # the server closed the stream without the blank line after its last event
+        payload = _sse_payload(event, data)
+        if payload is not _DONE:
+            yield payload
+
+
+_DONE = object()
+
+
+def _sse_payload(event: bytes, data: list[bytes]) -> Any:
+    text = b"\n".join(data).decode("utf-8", "replace")
+    if text == "[DONE]":
+        return _DONE
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise BadAnswer(f"a streamed event is not JSON: {_short(text, 300)!r}") from None
+    if event == b"error":
+        raise BadAnswer(f"the server reported an error mid-reply: {_short(text, 300)}")
+    return payload
 
 
 def answer_text(data: Any) -> str:
@@ -143,22 +206,35 @@ def answer_text(data: Any) -> str:
     return content or ""
 
 
-def _not_streamed(response: httpx2.Response, body: bytes) -> BadAnswer:
-    kind = response.headers.get("content-type", "") or "no content type"
+def _not_streamed(status: int, content_type: str, body: bytes) -> BadAnswer:
+    kind = content_type or "no content type"
     text = body.decode("utf-8", "replace").strip() or "an empty body"
-    return BadAnswer(f"HTTP {response.status_code} with {kind} instead of a stream of the reply: {_short(text, 300)}")
+    return BadAnswer(f"HTTP {status} with {kind} instead of a stream of the reply: {_short(text, 300)}")
 
 
 def _expect_event_stream(response: httpx2.Response) -> None:
     """A stream answered with plain JSON (LMDeploy's proxy says `{"error_code": …}` with 200 when the server it
     routed to has died) holds no reply: BadAnswer with what the server said, never an empty reply."""
-    if "text/event-stream" not in response.headers.get("content-type", ""):
-        raise _not_streamed(response, response.read())
+    content_type = response.headers.get("content-type", "")
+    if "text/event-stream" not in content_type:
+        raise _not_streamed(response.status_code, content_type, response.read())
 
 
-async def _aexpect_event_stream(response: httpx2.Response) -> None:
-    if "text/event-stream" not in response.headers.get("content-type", ""):
-        raise _not_streamed(response, await response.aread())
+async def _aexpect_event_stream(response: aiohttp.ClientResponse) -> None:
+    content_type = response.headers.get("Content-Type", "")
+    if "text/event-stream" not in content_type:
+        raise _not_streamed(response.status, content_type, await response.read())
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """The SDK's TLS settings (its CA bundle, SSL_CERT_FILE honoured), loaded once per process: ~0.1 s each time."""
+    return httpx2.create_ssl_context()
+
+
+def json_body(body: dict[str, Any]) -> bytes:
+    """A request body as the OpenAI SDK encodes it (compact UTF-8 JSON, no NaN)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _refuses_stop(exc: BaseException) -> bool:
@@ -172,7 +248,8 @@ def _refuses_stop(exc: BaseException) -> bool:
 # --- the client ------------------------------------------------------------------------------------------------
 class ChatClient:
     """Chat with `model` at `base_url` (…/v1). Thread-safe for the sync calls; the async calls belong to one
-    event loop (the engine's). `label` is what messages call it: "openai: MODEL @ URL", redacted."""
+    event loop (the engine's) and make one attempt each (`max_retries` is the sync calls' SDK retries; the
+    engine retries itself). `label` is what messages call it: "openai: MODEL @ URL", redacted."""
 
     def __init__(
         self,
@@ -200,7 +277,13 @@ class ChatClient:
         self._api_key = api_key or NO_KEY
         register_secret(api_key)
         self._sync: openai.OpenAI | None = None
-        self._async: openai.AsyncOpenAI | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._url = f"{self.base_url}/chat/completions"
+        # the engine's: the same URL parsed once, without credentials; those (a reverse proxy's basic auth) are
+        # sent instead of the key, as the SDK does
+        url = URL(self._url)
+        self._post_url = url.with_user(None)
+        self._basic_auth = aiohttp.BasicAuth.from_url(url)
         self._lock = threading.Lock()
 
     # --- requests -------------------------------------------------------------------------------------------
@@ -291,12 +374,8 @@ class ChatClient:
     def _deltas(self, body: dict[str, Any]) -> Iterator[str]:
         client = self.sync_client()
         try:
-            response = client.post(
-                "/chat/completions",
-                body=body,
-                cast_to=ChatCompletionChunk,
-                stream=True,
-                stream_cls=openai.Stream[ChatCompletionChunk],
+            response = client.post(  # chunks as plain JSON objects: no per-chunk models
+                "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.Stream[object]
             )
         except openai.APIStatusError as e:
             retry = self._without_stop(e, body)
@@ -324,12 +403,54 @@ class ChatClient:
             response.close()
 
     # --- async: the engine's requests -----------------------------------------------------------------------
-    def async_client(self) -> openai.AsyncOpenAI:
-        if self._async is None:
-            self._async = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=self._api_key, timeout=self.timeout, max_retries=self.max_retries
+    def async_session(self) -> aiohttp.ClientSession:
+        """The engine's HTTP session: key and content type set once, connections kept alive, no cookies; built in
+        (and bound to) the running event loop on first use. A proxy from the environment (HTTPS_PROXY, NO_PROXY,
+        …) and the CA certificates are looked up once here, as the SDK does per client: aiohttp's `trust_env`
+        would look them up again in a thread for every request."""
+        if self._session is None:
+            try:
+                proxy, proxy_auth = get_env_proxy_for_url(self._post_url)
+            except LookupError:  # no proxy for this URL
+                proxy, proxy_auth = None, None
+            basic = self._basic_auth
+            self._session = aiohttp.ClientSession(
+                headers={
+                    "Authorization": basic.encode() if basic else f"Bearer {self._api_key}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                connector=aiohttp.TCPConnector(limit=1000, ssl=_ssl_context()),  # the SDK's connection limit
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout),
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                read_bufsize=1 << 20,  # an event stream's lines are read whole; a long one must fit
             )
-        return self._async
+        return self._session
+
+    @contextlib.asynccontextmanager
+    async def _apost(self, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST `body` to the chat endpoint; the answer when its status is 2xx/3xx, else the SDK's status error.
+        aiohttp's failures, while sending or while the answer is read, become the SDK's connection and timeout
+        errors (and the connection is dropped, not reused)."""
+        try:
+            session = self.async_session()
+            async with session.post(self._post_url, data=json_body(body)) as response:
+                if response.status >= 400:
+                    raise self._status_error(response.status, response.raw_headers, await response.read())
+                yield response
+        except aiohttp.ServerTimeoutError as e:
+            raise openai.APITimeoutError(request=httpx2.Request("POST", self._url)) from e
+        except aiohttp.ClientError as e:
+            message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise openai.APIConnectionError(message=message, request=httpx2.Request("POST", self._url)) from e
+
+    def _status_error(self, status: int, headers: Any, content: bytes) -> openai.APIStatusError:
+        """The SDK's own error for an HTTP error answer (RateLimitError for 429, …, with the body and headers, so
+        `Retry-After` and the server's message are read as from any SDK call)."""
+        response = httpx2.Response(status, headers=headers, content=content, request=httpx2.Request("POST", self._url))
+        return self.sync_client()._make_status_error_from_response(response)
 
     async def complete(
         self, body: dict[str, Any], *, stops: Sequence[str] = (), max_new_tokens: int | None = None
@@ -341,12 +462,9 @@ class ChatClient:
                 parts = [guard.push(text) async for text in self._adeltas(body, guard)]
                 parts.append(guard.flush())
                 return "".join(parts)
-            # The SDK's generic POST, answer read as plain JSON: `create()` would first walk the (already plain
-            # JSON) body through its type-driven transform and then build typed models of the answer, ~1 ms of
-            # CPU per request together, which limits throughput at high concurrency on a small machine. Errors
-            # (status codes, timeouts, connections) are the SDK's as usual.
-            response = await self.async_client().post("/chat/completions", body=body, cast_to=httpx2.Response)
-            return whole_reply(answer_text(json.loads(response.content)), stops, max_new_tokens)
+            async with self._apost(body) as response:
+                content = await response.read()
+            return whole_reply(answer_text(json.loads(content)), stops, max_new_tokens)
         except openai.APIStatusError as e:
             retry = self._without_stop(e, body)
             if retry is None:
@@ -354,29 +472,31 @@ class ChatClient:
             return await self.complete(retry, stops=stops, max_new_tokens=max_new_tokens)
 
     async def _adeltas(self, body: dict[str, Any], guard: ReplyGuard) -> AsyncIterator[str]:
-        stream = await self.async_client().post(
-            "/chat/completions",
-            body=body,
-            cast_to=ChatCompletionChunk,
-            stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
-        )
-        async with stream:  # closes the connection on a timeout, a cancel or an early stop
-            await _aexpect_event_stream(stream.response)
-            async for chunk in stream:
-                text, finished = chunk_delta(chunk)
-                if text:
-                    yield text
-                if finished or guard.stopped:
-                    break
+        started = False
+        try:
+            async with self._apost(body) as response:  # closes the connection on a timeout, a cancel, a stop
+                await _aexpect_event_stream(response)
+                async for chunk in sse_data(response.content):
+                    text, finished = chunk_delta(chunk)
+                    if text:
+                        started = True
+                        yield text
+                    if finished or guard.stopped:
+                        break
+        except openai.APIConnectionError as e:  # the connection dropped (a timeout is a timeout, started or not)
+            if not started or isinstance(e, openai.APITimeoutError):
+                raise
+            raise BrokenReply(_cause(e)) from e
 
     def close(self) -> None:
         if self._sync is not None:
             self._sync.close()
 
     async def aclose(self) -> None:
-        if self._async is not None:
-            await self._async.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self.close()
 
     # --- what to tell a person ------------------------------------------------------------------------------
     def explain(self, exc: BaseException) -> str:

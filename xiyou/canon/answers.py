@@ -18,7 +18,10 @@
   not know, waves the matter off or changes the subject, found in the novel by the rules of `deflection_lines`.
   Except when the question names a proper name of one episode (通天河, 朱紫国, 火焰山: most of the novel's mentions
   fall within a few chapters): then he answers with his best line from that episode that holds some of the
-  question (`episode_line`), speaking of the matter instead of shrugging it off.
+  question (`episode_line`), speaking of the matter instead of shrugging it off; and when the question names a
+  scene however jieba cut it (琵琶 + 洞, 濯 + 垢 + 泉: `scene_phrases`), with the line he speaks nearest to where the
+  novel names it (`scene_line`); and when the question's words stand together in one passage of the novel
+  (`Passages`: 天竺国 + 嫦娥 → chapter 95), with his line spoken nearest to that passage (`passage_line`).
 """
 
 from __future__ import annotations
@@ -661,3 +664,172 @@ def episode_line(
         inside |= (answerer.chapters >= first) & (answerer.chapters <= last)
     mask = inside if allowed is None else inside & allowed
     return best(scored, answerer.exchanges, mask, exclude, EPISODE_RELEVANCE)
+
+
+# --- the scene a question names -----------------------------------------------------------------------------------
+
+SCENE_WORDS = 3  # a phrase of the question is at most this many jieba words …
+SCENE_CHARS = (2, 5)  # … and this many characters
+SCENE_REACH = 1500  # characters of the chapter: his line must be spoken this close to where the novel names it
+SCENE_MIN_CHARS = 8  # a shorter line (悟空！, 怎么说？) says nothing of the scene
+
+
+def scene_phrases(query: str, vocabulary: Vocabulary) -> list[str]:
+    """Phrases of the question that name one episode of the novel, however jieba cut them (琵琶 + 洞 → 琵琶洞,
+    濯垢 + 泉 → 濯垢泉): runs of consecutive words whose mentions mostly fall within a few chapters; the longest
+    of overlapping ones. Names of the four and words on every page never count."""
+    from xiyou import names
+
+    words = [w for w in segment(query) if not w.isascii()]
+    found: list[str] = []
+    for i in range(len(words)):
+        for j in range(i + 1, min(i + SCENE_WORDS, len(words)) + 1):
+            run = words[i:j]
+            phrase = "".join(run)
+            if not SCENE_CHARS[0] <= len(phrase) <= SCENE_CHARS[1]:
+                continue
+            ends = (run[0], run[-1])
+            if any(w in FUNCTION_WORDS or w in QUESTION_CUES or w in SECOND_PERSON for w in ends):
+                continue
+            if any(names.resolve(w) for w in run):
+                continue
+            if not _names_a_thing(run, vocabulary):
+                continue
+            count = vocabulary.count(phrase)
+            if EPISODE_MIN_MENTIONS <= count <= COMMON_ENTITY and vocabulary.episode((phrase,)) is not None:
+                found.append(phrase)
+    return [p for p in found if not any(p != q and p in q for q in found)]
+
+
+#: How the novel's names of places and beings end (火云洞, 濯垢泉, 稀柿衕, 车迟国; 蜘蛛精, 镇元大仙, 六耳猕猴)
+_NAME_END = re.compile(r"[山洞河国岭观寺庄泉渡涧城关府州宫殿院林岛海江湖潭池峰村衕精怪魔王仙圣佛神母猴鬼龙]$")
+
+
+def _names_a_thing(run: Sequence[str], vocabulary: Vocabulary) -> bool:
+    """Whether consecutive words of a question name someone or something of the novel: one word that jieba's
+    dictionary tags as a name (通天河) or that the novel's speakers and chapter headings use (铁扇公主, 红孩儿), or
+    a phrase jieba does not know that ends as the novel's names do (琵琶 + 洞, 濯 + 垢 + 泉). A word of the
+    dictionary (挑战, 性格, 故事) or a phrase like 最能 names nothing, whatever the novel does with it."""
+    _, tags = _jieba()
+    phrase = "".join(run)
+    if len(run) == 1 and (tags.get(phrase) in _PROPER_TAGS or phrase in vocabulary.entities):
+        return True
+    return (len(run) > 1 or phrase not in tags) and bool(_NAME_END.search(phrase))
+
+
+def scene_line(
+    answerer: Answerer, scored: Scored, query: str, allowed: np.ndarray | None, exclude: Collection[str]
+) -> int | None:
+    """For a question the book cannot answer outright that names a scene (`scene_phrases`): the line he speaks
+    nearest to where the novel names it (within SCENE_REACH characters of its chapter), the best-ranked of those if
+    any holds some of the question; None when the question names no scene or he says nothing there."""
+    import numpy as np
+
+    phrases = scene_phrases(query, answerer.vocabulary)
+    if not phrases:
+        return None
+    chapters = dict(answerer.vocabulary._chapters)
+    distance = np.full(len(answerer.exchanges), np.inf, dtype=np.float32)
+    for phrase in phrases:
+        first, last = answerer.vocabulary.episode((phrase,))
+        for n in range(first, last + 1):
+            text = chapters.get(n, "")
+            at = [m.start() for m in re.finditer(re.escape(phrase), text)]
+            if not at:
+                continue
+            marks = np.asarray(at, dtype=np.float32)
+            for i in np.flatnonzero(answerer.chapters == n):
+                distance[i] = min(distance[i], float(np.abs(marks - answerer.exchanges[i].reply.offset).min()))
+    near = distance <= SCENE_REACH
+    near &= np.asarray([len(ex.reply.text) >= SCENE_MIN_CHARS for ex in answerer.exchanges])
+    if allowed is not None:
+        near &= allowed
+    candidates = [i for i in np.flatnonzero(near) if answerer.exchanges[i].reply.text.strip() not in exclude]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (float(scored.scores[i]), -float(distance[i])))
+
+
+# --- the passage a question is about --------------------------------------------------------------------------------
+
+PASSAGE_CHARS = 300  # the novel is read in windows of this many characters …
+PASSAGE_STEP = 150  # … overlapping by half
+PASSAGE_MIN_SCORE = 12.0  # BM25: above the best modern calibration question (11.66; `calibrate.py --passages`)
+
+
+class Passages:
+    """Where in the novel a question's words stand together (车迟国 + 坐禅 + 咬 → the night the 臭虫 bit him in
+    chapter 46): BM25 over windows of PASSAGE_CHARS characters every PASSAGE_STEP, scored from the positions of
+    the query's character bigrams alone (a few str searches per query; no index to build or keep)."""
+
+    K1 = 1.5  # BM25's term-frequency saturation (the windows are all of one length: no length normalisation)
+
+    def __init__(self, canon: Canon) -> None:
+        self.chapters = [(ch.number, ch.text) for ch in canon.novel.chapters]
+        self.windows = sum(max(1, -(-len(text) // PASSAGE_STEP)) for _, text in self.chapters)
+
+    def best(self, bigrams: Sequence[str]) -> tuple[int, int, float] | None:
+        """(chapter, start offset, score) of the window where the bigrams stand together best; None when none does."""
+        total: dict[tuple[int, int], float] = {}
+        for gram in dict.fromkeys(bigrams):
+            hits: dict[tuple[int, int], int] = {}
+            for number, text in self.chapters:
+                at = text.find(gram)
+                while at >= 0:
+                    for w in range(max(0, (at - PASSAGE_CHARS) // PASSAGE_STEP + 1), at // PASSAGE_STEP + 1):
+                        hits[(number, w)] = hits.get((number, w), 0) + 1
+                    at = text.find(gram, at + 1)
+            if not hits:
+                continue
+            idf = math.log(1 + (self.windows - len(hits) + 0.5) / (len(hits) + 0.5))
+            for key, tf in hits.items():
+                total[key] = total.get(key, 0.0) + idf * tf * (self.K1 + 1) / (tf + self.K1)
+        if not total:
+            return None
+        (number, w), score = max(total.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
+        return number, w * PASSAGE_STEP, score
+
+
+def _bigrams(text: str) -> list[str]:
+    return [run[i : i + 2] for run in _WORD.findall(text) if not run.isascii() for i in range(len(run) - 1)]
+
+
+def passages(canon: Canon) -> Passages:
+    """The novel's `Passages`, built once per canon (held on the canon object)."""
+    found = canon.__dict__.get("_passages")
+    if found is None:
+        with _CACHE_LOCK:
+            found = canon.__dict__.setdefault("_passages", Passages(canon))
+    return found
+
+
+def question_bigrams(scored: Scored) -> list[str]:
+    """The character bigrams of the question's content words (not its question words, 你, or function words)."""
+    content = [t.text for t in scored.terms if t.kind not in ("cue", "you") and not t.text.isascii()]
+    return sorted({g for w in content for g in _bigrams(w)})
+
+
+def passage_line(
+    answerer: Answerer, scored: Scored, allowed: np.ndarray | None, exclude: Collection[str]
+) -> int | None:
+    """For a question the book cannot answer outright: the passage of the novel where its words stand together
+    (`Passages`), when it stands out (score at least PASSAGE_MIN_SCORE), and his line spoken nearest to it (within
+    SCENE_REACH characters of its chapter; the best-ranked of those if any holds some of the question); None
+    otherwise."""
+    import numpy as np
+
+    found = passages(answerer.canon).best(question_bigrams(scored))
+    if found is None or found[2] < PASSAGE_MIN_SCORE:
+        return None
+    chapter, start, _ = found
+    middle = start + PASSAGE_CHARS // 2
+    offsets = np.asarray([ex.reply.offset for ex in answerer.exchanges], dtype=np.float32)
+    distance = np.where(answerer.chapters == chapter, np.abs(offsets - middle), np.inf)
+    near = distance <= SCENE_REACH
+    near &= np.asarray([len(ex.reply.text) >= SCENE_MIN_CHARS for ex in answerer.exchanges])
+    if allowed is not None:
+        near &= allowed
+    candidates = [i for i in np.flatnonzero(near) if answerer.exchanges[i].reply.text.strip() not in exclude]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (float(scored.scores[i]), -float(distance[i])))

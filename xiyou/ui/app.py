@@ -19,12 +19,12 @@ APP_TITLE = "西游 · 师徒四人"
 
 
 def _private_page(store: Store, conv: Conversation) -> None:
+    from xiyou.backends.canon import CanonBackend
     from xiyou.room.lineup import LineupError
     from xiyou.ui.chat import private_chat, settings_sidebar
     from xiyou.ui.hub import lineup
 
     character = load_characters()[conv.settings["character"]]
-    settings, clear = settings_sidebar(character)
     backend = None
     try:
         seat = lineup().seats[character.id]
@@ -33,6 +33,7 @@ def _private_page(store: Store, conv: Conversation) -> None:
             st.error(f"{character.name} 暂时无法说话：{seat.unavailable}")
     except LineupError as e:
         st.error(f"The endpoints file is broken: {e}", icon="🔴")
+    settings, clear = settings_sidebar(character, offline=isinstance(backend, CanonBackend))
     private_chat(store, conv, character, backend, settings, clear, title=conv.title)
 
 

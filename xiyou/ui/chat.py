@@ -17,6 +17,7 @@ the chat input.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -65,8 +66,6 @@ POLL_S = 0.1
 DRAW_S = 0.1
 #: How long a new script run waits for the run it interrupted to let go of the reply in progress.
 HANDOVER_S = 5.0
-
-
 
 
 @dataclasses.dataclass
@@ -257,18 +256,26 @@ def _send_draft(draft_key: str) -> None:
         st.session_state.pop(draft_key, None)
 
 
-def settings_sidebar(character: Character) -> tuple[GenerationSettings, bool]:
-    """The generation sliders, clear, suggested questions. Returns (settings, clear clicked)."""
+#: Over the sliders when he speaks lines from the book: only the length applies, and they start folded away
+OFFLINE_SLIDERS = "生成参数 · generation settings（原著模式只用最大长度 · offline: only the length applies）"
+
+
+def settings_sidebar(character: Character, offline: bool = False) -> tuple[GenerationSettings, bool]:
+    """The generation sliders (folded away when `offline`: lines from the book are not sampled), clear, suggested
+    questions. Returns (settings, clear clicked)."""
     g = character.generation
     with st.sidebar:
         st.header(f"{character.emoji} {character.name}")
-        max_new_tokens = st.slider("最大生成长度 max new tokens", 1, 2048, g.max_new_tokens, 1, key="max_new_tokens")
-        temperature = st.slider("温度 temperature", 0.0, 2.0, g.temperature, 0.05, key="temperature")
-        top_p = st.slider("top_p", 0.05, 1.0, g.top_p, 0.05, key="top_p")
-        repetition_penalty = st.slider(
-            "重复惩罚 repetition penalty", 1.0, 2.0, g.repetition_penalty, 0.005, format="%.3f",
-            key="repetition_penalty",
-        )  # fmt: skip
+        with st.expander(OFFLINE_SLIDERS, expanded=False) if offline else contextlib.nullcontext():
+            max_new_tokens = st.slider(
+                "最大生成长度 max new tokens", 1, 2048, g.max_new_tokens, 1, key="max_new_tokens"
+            )
+            temperature = st.slider("温度 temperature", 0.0, 2.0, g.temperature, 0.05, key="temperature")
+            top_p = st.slider("top_p", 0.05, 1.0, g.top_p, 0.05, key="top_p")
+            repetition_penalty = st.slider(
+                "重复惩罚 repetition penalty", 1.0, 2.0, g.repetition_penalty, 0.005, format="%.3f",
+                key="repetition_penalty",
+            )  # fmt: skip
         clear = st.button("清空对话 clear history", key="chat_clear", width="stretch")
         st.subheader("试试问")
         for i, question in enumerate(character.sample_questions):
@@ -369,7 +376,11 @@ def chat_page(character_id: str) -> None:
     character = get_character(character_id)
     st.set_page_config(page_title=character.title, page_icon=character.emoji, layout="centered")
     apply_page_options()
-    settings, clear = settings_sidebar(character)
+    try:
+        kind = env.backend_kind()
+    except ValueError:
+        kind = ""  # the error is shown where the backend is made
+    settings, clear = settings_sidebar(character, offline=kind == "canon")
     store = conversations.session_store()
     conv = conversations.resolve(
         store,

@@ -250,3 +250,15 @@ def test_credentials_in_the_url_are_sent_as_basic_auth():
     assert got == {"r0": "scripted reply to: 你叫什么名字？"} and stats.failed == 0
     assert req.headers["authorization"] == "Basic YmFqaWU6cDRzcy13MHJk"  # bajie:p4ss-w0rd
     assert "p4ss" not in req.path
+
+
+def test_the_account_headers_go_with_every_request(monkeypatch):
+    """OPENAI_ORG_ID / OPENAI_PROJECT_ID, which the SDK sends for a hosted API, go with the engine's requests too."""
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-xiyou")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_bajie")
+    with ScriptedOpenAI() as s:
+        config = EngineConfig(base_url=s.base_url, model="m", api_key="sk-engine-test", max_retries=0, progress=False)
+        stats = run_requests(config, [Request(id="r0", messages=MSG)], lambda r, t: None)
+        [req] = s.chat_requests()
+    assert stats.failed == 0
+    assert req.headers["openai-organization"] == "org-xiyou" and req.headers["openai-project"] == "proj_bajie"

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import re
 import ssl
 import threading
@@ -226,6 +227,13 @@ async def _aexpect_event_stream(response: aiohttp.ClientResponse) -> None:
         raise _not_streamed(response.status, content_type, await response.read())
 
 
+def _account_headers() -> dict[str, str]:
+    """The OpenAI account headers the SDK sends when OPENAI_ORG_ID / OPENAI_PROJECT_ID are set (a hosted API bills
+    and authorises by them): the engine's own transport sends them too."""
+    names = {"OpenAI-Organization": "OPENAI_ORG_ID", "OpenAI-Project": "OPENAI_PROJECT_ID"}
+    return {header: value for header, var in names.items() if (value := os.environ.get(var, "").strip())}
+
+
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """The SDK's TLS settings (its CA bundle, SSL_CERT_FILE honoured), loaded once per process: ~0.1 s each time."""
@@ -419,6 +427,7 @@ class ChatClient:
                     "Authorization": basic.encode() if basic else f"Bearer {self._api_key}",
                     "Content-Type": "application/json",
                     "Accept": "application/json",
+                    **_account_headers(),
                 },
                 connector=aiohttp.TCPConnector(limit=1000, ssl=_ssl_context()),  # the SDK's connection limit
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout),

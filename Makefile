@@ -19,8 +19,9 @@ VENV_SERVE := .venv-testserver
 VENV_PROXY := .venv-proxy
 
 export XIYOU_NOVEL ?= $(abspath ../shared/data/xiyouji.txt)
-# the suite runs on this many pytest-xdist workers (the machines here have 2 cores); PYTEST_WORKERS=0: one process
-PYTEST_WORKERS ?= 2
+# the suite runs on this many pytest-xdist workers; PYTEST_WORKERS=0: one process. The machines here have 2 cores,
+# but the tests wait (servers starting, browsers, pages) about as long as they compute: a third worker uses that time.
+PYTEST_WORKERS ?= 3
 HOST ?= 127.0.0.1
 PORT ?= 8501
 

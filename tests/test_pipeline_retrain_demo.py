@@ -44,8 +44,9 @@ def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path
                                               REPO / ".venv-testserver" / "bin" / "transformers")),
     )  # fmt: skip
     out = tmp_path / "demo"
+    # two questions and one chapter (11 passages) for the data steps: what is checked below needs a few answers
     args = [sys.executable, "-m", "pipeline.retrain_demo", "--out", str(out), "--novel", str(novel_path),
-            "--questions", str(questions_path), "--q2a", "2"]  # fmt: skip
+            "--questions", str(questions_path), "--q2a", "2", "--chapters", "18"]  # fmt: skip
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     shown = proc.stdout

@@ -717,6 +717,28 @@ def _names_a_thing(run: Sequence[str], vocabulary: Vocabulary) -> bool:
     return (len(run) > 1 or phrase not in tags) and bool(_NAME_END.search(phrase))
 
 
+def nearest_line(
+    answerer: Answerer,
+    scored: Scored,
+    distance: np.ndarray,
+    allowed: np.ndarray | None,
+    exclude: Collection[str],
+) -> int | None:
+    """Of his lines spoken within SCENE_REACH characters of a place in the novel (`distance`, per exchange; inf in
+    other chapters), long enough to say something, allowed and not yet said: the best-ranked, the nearest among
+    equals; None when he says nothing there."""
+    import numpy as np
+
+    near = distance <= SCENE_REACH
+    near &= np.asarray([len(ex.reply.text) >= SCENE_MIN_CHARS for ex in answerer.exchanges])
+    if allowed is not None:
+        near &= allowed
+    candidates = [i for i in np.flatnonzero(near) if answerer.exchanges[i].reply.text.strip() not in exclude]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (float(scored.scores[i]), -float(distance[i])))
+
+
 def scene_line(
     answerer: Answerer, scored: Scored, query: str, allowed: np.ndarray | None, exclude: Collection[str]
 ) -> int | None:
@@ -740,14 +762,7 @@ def scene_line(
             marks = np.asarray(at, dtype=np.float32)
             for i in np.flatnonzero(answerer.chapters == n):
                 distance[i] = min(distance[i], float(np.abs(marks - answerer.exchanges[i].reply.offset).min()))
-    near = distance <= SCENE_REACH
-    near &= np.asarray([len(ex.reply.text) >= SCENE_MIN_CHARS for ex in answerer.exchanges])
-    if allowed is not None:
-        near &= allowed
-    candidates = [i for i in np.flatnonzero(near) if answerer.exchanges[i].reply.text.strip() not in exclude]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda i: (float(scored.scores[i]), -float(distance[i])))
+    return nearest_line(answerer, scored, distance, allowed, exclude)
 
 
 # --- the passage a question is about --------------------------------------------------------------------------------
@@ -825,11 +840,4 @@ def passage_line(
     middle = start + PASSAGE_CHARS // 2
     offsets = np.asarray([ex.reply.offset for ex in answerer.exchanges], dtype=np.float32)
     distance = np.where(answerer.chapters == chapter, np.abs(offsets - middle), np.inf)
-    near = distance <= SCENE_REACH
-    near &= np.asarray([len(ex.reply.text) >= SCENE_MIN_CHARS for ex in answerer.exchanges])
-    if allowed is not None:
-        near &= allowed
-    candidates = [i for i in np.flatnonzero(near) if answerer.exchanges[i].reply.text.strip() not in exclude]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda i: (float(scored.scores[i]), -float(distance[i])))
+    return nearest_line(answerer, scored, distance, allowed, exclude)

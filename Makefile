@@ -80,7 +80,10 @@ system-deps:
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# the repo's modules are compiled once, not in every process the suite starts (some machines set
+# PYTHONDONTWRITEBYTECODE: each worker, server and pipeline step then recompiled them)
 pytest: setup
+	env -u PYTHONDONTWRITEBYTECODE \
 	XIYOU_TRAIN_PYTHON=$(abspath $(VENV_TRAIN))/bin/python \
 	XIYOU_TESTSERVER_BIN=$(abspath $(VENV_SERVE))/bin/transformers \
 	XIYOU_LMDEPLOY_PROXY=$(abspath $(VENV_PROXY))/bin/lmdeploy \

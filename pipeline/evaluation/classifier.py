@@ -14,9 +14,6 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import confusion_matrix
-from sklearn.svm import LinearSVC
 
 MIN_CHARS = 4  # lines shorter than this ("师父！") carry too little to learn from or to judge
 
@@ -37,6 +34,11 @@ class WhoSaidIt:
     """Predicts which of the characters said a line."""
 
     def __init__(self, labels: Sequence[str], seed: int = 0) -> None:
+        # scikit-learn is imported here, not with the module: `pipeline.eval --help` and everything importing the
+        # evaluation (the suite's collection too) would otherwise wait ~2 s for it
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+
         self.labels = tuple(labels)
         self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
         self.model = LinearSVC(C=0.5, class_weight="balanced", random_state=seed)
@@ -54,6 +56,8 @@ class WhoSaidIt:
         return [str(p) for p in self.model.predict(self.vectorizer.transform(texts))]
 
     def confusion(self, true: Sequence[str], predicted: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+        from sklearn.metrics import confusion_matrix
+
         matrix = confusion_matrix(true, predicted, labels=list(self.labels))
         return tuple(tuple(int(v) for v in row) for row in matrix)
 

@@ -2,9 +2,7 @@
 
 `make test` runs the suite on pytest-xdist workers: what takes long to build once (the tiny model, the canon's disk
 cache) is built by the first worker that needs it and reused by the others (a file lock in pytest's shared temporary
-folder). The longest tests come first in the order and each worker takes the next test from that one queue when it
-is free (pyproject.toml: `--dist load --maxschedchunk 1`), so the long ones start at once and the workers finish
-together."""
+folder). The longest tests come first in the order (pyproject.toml says why xdist's default scheduling is kept)."""
 
 from __future__ import annotations
 

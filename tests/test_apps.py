@@ -11,6 +11,7 @@ from servers import free_port
 from streamlit.testing.v1 import AppTest
 from tiny_model import TinyModel, at_model_speed
 
+from xiyou.backends.base import Citation
 from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
@@ -324,7 +325,11 @@ def test_a_reply_goes_on_when_a_slider_is_touched_mid_reply(monkeypatch, novel_p
     settings = chat.GenerationSettings.for_character(get_character("wukong"))
     live = chat.Live(chat.threading.Event())
     stream = backend.stream(chat.backend_messages(get_character("wukong"), store.messages(conversation)), settings)
-    first_piece = live.text = next(piece for piece in stream if isinstance(piece, str))
+    for piece in stream:  # the run shows the first piece of text (its citation came before it)
+        if isinstance(piece, str):
+            first_piece = live.text = piece
+            break
+        live.pieces.put(piece)
     chat.threading.Thread(target=chat.pump, args=(lambda: stream, live.pieces.put, live.cancel), daemon=True).start()
     at.session_state[live_key] = live
     at.sidebar.slider(key="temperature").set_value(0.3).run()  # a slider touched: the next run takes the reply over
@@ -334,6 +339,39 @@ def test_a_reply_goes_on_when_a_slider_is_touched_mid_reply(monkeypatch, novel_p
     assert after[-1].text == live.text.strip() and after[-1].text.startswith(first_piece.strip())
     assert not after[-1].interrupted and after[-1].chapter is not None
     assert live_key not in at.session_state
+
+
+def test_a_canon_reply_cut_by_the_next_message_keeps_its_chapter(monkeypatch, novel_path: Path) -> None:
+    """A line from the book cut short by the person's next message is kept as far as it came, marked interrupted,
+    with its chapter: what was shown is still his line from that chapter."""
+    import time
+
+    from xiyou.backends.canon import CanonBackend
+    from xiyou.ui import chat
+    from xiyou.ui.conversations import session_store
+
+    monkeypatch.setenv("XIYOU_CANON_CPS", "0")
+    at = canon_app("wukong", monkeypatch, novel_path)
+    conversation = at.query_params["c"]
+    conversation = conversation[0] if isinstance(conversation, list) else conversation
+    at.chat_input[0].set_value("大圣，花果山在哪里？").run()
+    store = session_store()
+    store.add_message(conversation, chat.StoredMessage("person", "你", "你的金箍棒是从哪里得来的？"))
+    wukong = get_character("wukong")
+    slow = CanonBackend(wukong, chat._backend("wukong", "canon").canon, chars_per_second=2)  # a line takes seconds
+    sent = chat.backend_messages(wukong, store.messages(conversation))
+    line = slow.choose(sent).reply.text
+    live = chat.Live(chat.threading.Event())
+    stream = slow.stream(sent, chat.GenerationSettings.for_character(wukong), live.cancel)
+    chat.threading.Thread(target=chat.pump, args=(lambda: stream, live.pieces.put, live.cancel), daemon=True).start()
+    at.session_state[f"chat_live_{conversation}"] = live
+    time.sleep(0.5)  # its citation and first piece are out; the rest would take seconds more
+    at.chat_input[0].set_value("好了，不说这个了。").run()  # the next message cuts it
+    cut = [m for m in history_messages(at) if m.speaker == "wukong"][1]
+    assert cut.interrupted and cut.text and len(cut.text) < len(line.strip()) and line.startswith(cut.text)
+    assert cut.chapter is not None and cut.said_to  # where the line is from, though it was cut
+    shown = [c.value for message in at.chat_message for c in message.caption]
+    assert f"📖 《西游记》{Citation(cut.chapter, cut.said_to).label()}" in shown
 
 
 def test_the_openxlab_entry_keeps_each_visitors_chats_to_himself(monkeypatch, novel_path: Path, tmp_path) -> None:

@@ -6,7 +6,7 @@ import json
 
 from xiyou.backends.base import Citation, GenerationSettings, collect, collect_cited, text_only
 from xiyou.character import load_characters
-from xiyou.room import Room, TurnEnded, transcript_jsonl, transcript_markdown
+from xiyou.room import Delta, Room, TurnEnded, transcript_jsonl, transcript_markdown
 from xiyou.room.member import Member
 from xiyou.room.view import build_view
 
@@ -49,6 +49,29 @@ def test_text_only_passes_text_and_hands_over_the_citation() -> None:
         "俺老孙去也！",
         Citation(27, "唐三藏"),
     )
+
+
+class CitedThenStalls:
+    """Cites chapter 27 first (as the canon backend does), says a little, then hangs until cancelled."""
+
+    label = "cited-then-stalls"
+
+    def stream(self, messages, settings, cancel=None):
+        yield Citation(27, "唐三藏")
+        yield "师父，"
+        while not (cancel is not None and cancel.wait(0.01)):
+            pass
+
+
+def test_a_reply_stopped_midway_keeps_its_citation() -> None:
+    room = Room([Member(C["wukong"], CitedThenStalls())])
+    room.say("悟空")
+    for event in room.run(banter=0):
+        if isinstance(event, Delta):
+            room.stop()  # the person presses stop while 悟空 is talking
+    entry = room.entries[-1]
+    assert (entry.text, entry.interrupted, entry.citation) == ("师父，", True, Citation(27, "唐三藏"))
+    assert "第二十七回" in transcript_markdown(room.entries)  # the export still says where the words are from
 
 
 def test_the_room_keeps_the_citation_beside_the_line() -> None:

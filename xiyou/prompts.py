@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
-from xiyou.backends.base import Message
+from xiyou.backends.base import Message, is_offline
 from xiyou.character import Character
 
 log = logging.getLogger(__name__)
@@ -230,8 +230,7 @@ def describe(backend: object | None) -> str:
     if backend is None:
         return "无法说话 · unavailable"
     label = str(getattr(backend, "label", type(backend).__name__))
-    kind = label.split(":", 1)[0].strip()
-    if kind == "canon":
+    if is_offline(backend):
         return f"原著台词 · canon lines from the novel ({label.split(':', 1)[-1].strip()})"
     if mode_of(backend) == "persona":
         return f"人设模式 · persona prompt on {label}"

@@ -98,9 +98,9 @@ class GenerationSettings:
 class Backend(Protocol):
     """Makes one character speak.
 
-    `stream` yields text deltas (non-empty strings) of one reply and, optionally, one final `Citation` (the
-    offline canon backend does). Setting `cancel` stops it at the next delta; closing the iterator does too.
-    Failures raise BackendError with a message a person can act on.
+    `stream` yields text deltas (non-empty strings) of one reply and, optionally, one `Citation` (the offline
+    canon backend gives it before the text, so that a reply cut short keeps it). Setting `cancel` stops it at the
+    next delta; closing the iterator does too. Failures raise BackendError with a message a person can act on.
     """
 
     #: A short human-readable description, e.g. "transformers: /models/wukong (cpu)".
@@ -112,6 +112,12 @@ class Backend(Protocol):
         settings: GenerationSettings,
         cancel: threading.Event | None = None,
     ) -> Iterator[Piece]: ...
+
+
+def is_offline(backend: object | None) -> bool:
+    """Whether `backend` answers with lines from the book instead of a model (its `offline` attribute; the canon
+    backend's is True): pages fold away the sampling sliders and say what the mode is."""
+    return bool(getattr(backend, "offline", False))
 
 
 def text_only(stream: Iterable[Piece], on_citation: Callable[[Citation], object] | None = None) -> Iterator[str]:

@@ -10,8 +10,9 @@ the scoring.
 
 Deterministic: the same conversation always gets the same reply; a line already said in the conversation is
 never said again. With `max_chapter`, only lines from chapters up to it are used. The line streams at
-`chars_per_second` (default `XIYOU_CANON_CPS`, else DEFAULT_CPS; 0: at once, clause by clause), then a
-`Citation` (chapter, and to whom the line was said in the novel) comes as the last piece: data, never text.
+`chars_per_second` (default `XIYOU_CANON_CPS`, else DEFAULT_CPS; 0: at once, clause by clause), after its
+`Citation` (chapter, and to whom the line was said in the novel: data, never text), which comes first so that a
+reply cut short still says where it is from.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def _pieces(text: str, paced: bool) -> list[str]:
 class CanonBackend:
     """Backend whose replies are the character's own lines from the novel (see the module doc)."""
 
+    offline = True  # no model: `is_offline`
+
     #: One line for pages to show beside an offline character (what this mode is).
     notice = (
         "离线原著模式：角色只用《西游记》原著里自己说过的话作答，不会生成新话 · "
@@ -162,20 +165,17 @@ class CanonBackend:
             inside = (answerer.chapters >= start) & (answerer.chapters < stop)
             boost = np.where(inside, PREFER_BOOST, 1.0).astype(scored.scores.dtype)
             scored = dataclasses.replace(scored, scores=scored.scores * boost)
-        i = answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW)
-        if i is not None:
-            self.last_relevance = float(scored.relevance[i])
-            return exchanges[i]
-        i = answers.episode_line(answerer, scored, allowed, said)  # a question about one episode: a line of it
-        if i is not None:
-            self.last_relevance = float(scored.relevance[i])
-            return exchanges[i]
-        i = answers.scene_line(answerer, scored, query, allowed, said)  # a question naming a scene: a line of it
-        if i is None:
-            i = answers.passage_line(answerer, scored, allowed, said)  # a passage the question tells: a line of it
-        if i is not None:
-            self.last_relevance = float(scored.relevance[i])
-            return exchanges[i]
+        rules = (  # first that finds a line wins
+            lambda: answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW),  # the book answers
+            lambda: answers.episode_line(answerer, scored, allowed, said),  # a question about one episode
+            lambda: answers.scene_line(answerer, scored, query, allowed, said),  # a question naming a scene
+            lambda: answers.passage_line(answerer, scored, allowed, said),  # a passage the question tells
+        )
+        for rule in rules:
+            i = rule()
+            if i is not None:
+                self.last_relevance = float(scored.relevance[i])
+                return exchanges[i]
         weak = answers.best(scored, exchanges, allowed, said)
         self.last_relevance = float(scored.relevance[weak]) if weak is not None else 0.0
         found = answers.pick_deflection(answers.deflections(canon, cid), query, said, self.max_chapter)
@@ -200,6 +200,9 @@ class CanonBackend:
         except ValueError as e:
             raise BackendError(f"cannot answer: {e}") from None
         cancel = cancel or threading.Event()
+        if cancel.is_set():
+            return
+        yield citation_of(exchange)  # first: a reply cut short keeps it
         cps = self.chars_per_second
         budget = settings.max_new_tokens  # about one token per Chinese character
         for delta in _pieces(exchange.reply.text, paced=cps > 0):
@@ -211,6 +214,3 @@ class CanonBackend:
                 break
             if cps > 0 and cancel.wait(len(delta) / cps):
                 return
-        if cancel.is_set():
-            return
-        yield citation_of(exchange)

@@ -750,7 +750,7 @@ def scene_line(
     phrases = scene_phrases(query, answerer.vocabulary)
     if not phrases:
         return None
-    chapters = dict(answerer.vocabulary._chapters)
+    chapters = {ch.number: ch.text for ch in answerer.canon.novel.chapters}
     distance = np.full(len(answerer.exchanges), np.inf, dtype=np.float32)
     for phrase in phrases:
         first, last = answerer.vocabulary.episode((phrase,))

@@ -332,7 +332,7 @@ class Room:
                 yield Delta(member.id, tail)
             finished = True
         except _Cancelled:
-            self._keep_partial(member, guard)
+            self._keep_partial(member, guard, citation)
             yield self._stopped()
             return None
         except Exception as e:  # any failure of a member is that member's error, never the room's
@@ -345,7 +345,7 @@ class Room:
             stream_cancel.set()
             if not finished and self.status.get(member.id) == MemberStatus("speaking"):
                 # closed from outside (a page rerun interrupted the stream): keep what the person saw
-                self._keep_partial(member, guard)
+                self._keep_partial(member, guard, citation)
         self.status[member.id] = MemberStatus("ok")
         text = guard.final_text()
         if not text:
@@ -364,11 +364,12 @@ class Room:
         yield TurnEnded(member.id, entry)
         return True
 
-    def _keep_partial(self, member: Member, guard: ReplyGuard) -> None:
+    def _keep_partial(self, member: Member, guard: ReplyGuard, citation: Citation | None) -> None:
         self.status[member.id] = MemberStatus("ok")
         text = guard.final_text()
         if text:
-            self.entries.append(Entry(member.id, member.name, text, interrupted=True, present=self.present_ids()))
+            entry = Entry(member.id, member.name, text, citation=citation, interrupted=True, present=self.present_ids())
+            self.entries.append(entry)
 
     def _pump(
         self, member: Member, messages: list, settings, cancel: threading.Event

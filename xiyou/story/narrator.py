@@ -127,12 +127,12 @@ class CanonNarration:
         passage = self.next_passage(messages)
         if passage is None:  # the scene's narration is used up: an empty reply (the room notes it, posts nothing)
             return
+        yield Citation(passage.chapter)  # first, like the canon backend's: a passage cut short keeps it
         for piece in re.split(r"(?<=[，。！？；])", passage.text):
             if cancel is not None and cancel.is_set():
                 return
             if piece:
                 yield piece
-        yield Citation(passage.chapter)
 
 
 def narrator_system(story: str = "", scene=None) -> str:

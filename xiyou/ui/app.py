@@ -19,7 +19,7 @@ APP_TITLE = "西游 · 师徒四人"
 
 
 def _private_page(store: Store, conv: Conversation) -> None:
-    from xiyou.backends.canon import CanonBackend
+    from xiyou.backends.base import is_offline
     from xiyou.room.lineup import LineupError
     from xiyou.ui.chat import private_chat, settings_sidebar
     from xiyou.ui.hub import lineup
@@ -33,7 +33,7 @@ def _private_page(store: Store, conv: Conversation) -> None:
             st.error(f"{character.name} 暂时无法说话：{seat.unavailable}")
     except LineupError as e:
         st.error(f"The endpoints file is broken: {e}", icon="🔴")
-    settings, clear = settings_sidebar(character, offline=isinstance(backend, CanonBackend))
+    settings, clear = settings_sidebar(character, offline=is_offline(backend))
     private_chat(store, conv, character, backend, settings, clear, title=conv.title)
 
 

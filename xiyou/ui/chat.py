@@ -34,6 +34,7 @@ from xiyou.backends.base import (
     Message,
     StreamEnd,
     StreamFailed,
+    is_offline,
     pump,
 )
 from xiyou.character import Character, get_character
@@ -376,11 +377,13 @@ def chat_page(character_id: str) -> None:
     character = get_character(character_id)
     st.set_page_config(page_title=character.title, page_icon=character.emoji, layout="centered")
     apply_page_options()
+    backend: Backend | None = None
+    unavailable = ""
     try:
-        kind = env.backend_kind()
-    except ValueError:
-        kind = ""  # the error is shown where the backend is made
-    settings, clear = settings_sidebar(character, offline=kind == "canon")
+        backend = _backend(character.id, env.backend_kind())
+    except (BackendError, ValueError) as e:
+        unavailable = f"{character.name} 暂时无法说话：{public_error(str(e))}"
+    settings, clear = settings_sidebar(character, offline=is_offline(backend))
     store = conversations.session_store()
     conv = conversations.resolve(
         store,
@@ -390,9 +393,6 @@ def chat_page(character_id: str) -> None:
     action = conversations.conversation_list(store, conv, kinds=("private",), characters=[character.id])
     if action is not None:
         conversations.apply_list_action(store, action, lambda: conversations.new_private(store, character))
-    backend: Backend | None = None
-    try:
-        backend = _backend(character.id, env.backend_kind())
-    except (BackendError, ValueError) as e:
-        st.error(f"{character.name} 暂时无法说话：{public_error(str(e))}")
+    if unavailable:
+        st.error(unavailable)
     private_chat(store, conv, character, backend, settings, clear)

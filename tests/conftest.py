@@ -6,8 +6,10 @@ folder). The longest tests come first in the order (pyproject.toml says why xdis
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +28,36 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first, then the slow ones, then the rest (a stable sort keeps each group's order): free
-    xdist workers take the next test in this order, so the long tests start at once instead of ending the run."""
+    """The longest tests first, then the slow ones, then the rest, the Chromium tests last (a stable sort keeps each
+    group's order): each free xdist worker takes the next test in this order (`--dist load --maxschedchunk 1`), so
+    the long tests start at once instead of ending the run, and the training loop is over before the browsers
+    start (`_apart` makes sure of it)."""
 
     def rank(item: pytest.Item) -> int:
-        return 0 if item.get_closest_marker("longest") else 1 if item.get_closest_marker("slow") else 2
+        if item.get_closest_marker("longest"):
+            return 0
+        if item.get_closest_marker("browser"):
+            return 3
+        return 1 if item.get_closest_marker("slow") else 2
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def _apart(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A Chromium test (`browser`) never runs while the training loop (`longest`) runs on another worker: the loop
+    holds an exclusive lock across workers, a Chromium test a shared one (two browsers may run side by side).
+    Next to the training loop a scene picked in the hub's page twice never opened in fresh-clone runs, though it
+    opens alone and under plain CPU load."""
+    node = request.node
+    exclusive = node.get_closest_marker("longest") is not None
+    if not exclusive and node.get_closest_marker("browser") is None:
+        yield
+        return
+    path, _ = _across_workers(tmp_path_factory, "apart")
+    with open(f"{path}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)  # released when the file closes
+        yield
 
 
 def _across_workers(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, FileLock]:

@@ -27,6 +27,8 @@ from servers import free_port
 from xiyou.store import SQLiteStore
 from xiyou.ui.chat import MAX_INPUT_CHARS
 
+pytestmark = pytest.mark.browser
+
 #: The issue asks for one second; on a loaded shared test machine Streamlit's own round trip (click -> rerun ->
 #: redraw) takes longer, so the test allows this much and records what it measured in artifacts/
 #: (benchmarks/bench_stop.py measures it over many tries).

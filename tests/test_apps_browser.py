@@ -17,6 +17,8 @@ from tiny_model import TinyModel
 from xiyou.env import REPO_ROOT
 from xiyou.ui.chat import MAX_INPUT_CHARS
 
+pytestmark = pytest.mark.browser
+
 
 def openxlab_app(character_id: str, env: dict[str, str], log_path: Path):
     """`python openxlab/start.py <id>` on a free 127.0.0.1 port, as OpenXLab starts it (but not on 0.0.0.0)."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_command, streamlit_process
 
+pytestmark = pytest.mark.browser
+
 #: starts with raw HTML: the page must show it as text, never as an element
 SLOW_REPLY = '<b class="raw-html">俺老猪</b>' + "这一路挑着担子，" * 12
 

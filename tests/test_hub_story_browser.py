@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium, streamlit_command, streamlit_process
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture
 def hub_url(novel_path: Path, tmp_path: Path):
@@ -62,5 +64,8 @@ def test_a_scene_in_chromium_opens_once_and_the_narrator_tells_its_chapter(hub_u
             expect(page.get_by_role("button", name=re.compile("继续"))).to_be_enabled(timeout=30_000)  # all done
             page.screenshot(path=str(ARTIFACTS / "hub-scene.png"), full_page=True)
             assert page.get_by_test_id("stException").count() == 0
+        except AssertionError:
+            page.screenshot(path=str(ARTIFACTS / "hub-scene-failed.png"), full_page=True)  # what the page showed
+            raise
         finally:
             browser.close()

@@ -27,10 +27,23 @@ def widget(at: AppTest, prefix: str):
     raise KeyError(key)
 
 
+def shown(node, kind: str = "markdown") -> list[str]:
+    """The values of the `kind` elements shown in `node` itself, in order: not what its popovers hold until opened
+    (a canon reply's 📖 passage, the ⋯ menu)."""
+    out = []
+    for child in getattr(node, "children", {}).values():
+        child_kind = getattr(child, "type", None)
+        if child_kind == kind:
+            out.append(child.value)
+        elif child_kind != "popover":
+            out.extend(shown(child, kind))
+    return out
+
+
 def bubbles(at: AppTest) -> list[tuple[str, str]]:
     """(name, text) of every chat bubble in the main area, in order; the text without the bubble's name line."""
     out = []
     for msg in at.main.get("chat_message"):
-        texts = [m.value for m in msg.markdown]
+        texts = shown(msg)
         out.append((msg.name, "\n".join(texts[1:])))
     return out

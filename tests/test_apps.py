@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pages import shown
 from scripted_openai import Fault, ScriptedOpenAI
 from servers import free_port
 from streamlit.testing.v1 import AppTest
@@ -67,7 +68,7 @@ def app(character_id: str, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
 
 
 def bubbles(at: AppTest) -> list[tuple[str, str]]:
-    return [(m.name, "".join(md.value for md in m.markdown)) for m in at.chat_message]
+    return [(m.name, "".join(shown(m))) for m in at.chat_message]
 
 
 @pytest.mark.parametrize("character_id", APP_IDS)
@@ -202,12 +203,35 @@ def test_offline_canon_mode_answers_with_a_cited_line(monkeypatch: pytest.Monkey
 
     chapters = {u.chapter for u in get_canon(novel_path).lines("bajie") if u.text == reply}
     assert chapters, f"{reply!r} is not one of 八戒's canon lines"  # the citation is not part of the words
-    caption = [c.value for c in at.chat_message[-1].caption]
+    caption = shown(at.chat_message[-1], "caption")
     assert len(caption) == 1 and re.match(r"📖 《西游记》第[零一二三四五六七八九十百]+回", caption[0])
     (stored,) = [m for m in history_messages(at) if m.speaker == "bajie"]
     assert stored.text == reply and stored.chapter in chapters  # stored apart from the words
     at.run()  # drawn again from the store: the citation stays beside the reply
-    assert [c.value for c in at.chat_message[-1].caption] == caption
+    assert shown(at.chat_message[-1], "caption") == caption
+
+
+def test_a_canon_reply_opens_the_novel_where_the_line_stands(monkeypatch, novel_path: Path) -> None:
+    """The 📖 button beside a canon reply shows the novel just before his line: a question about the story gets its
+    answer there when his line alone does not tell it (the narration of 五庄观: they were tied up)."""
+    at = canon_app("wujing", monkeypatch, novel_path)
+    at.chat_input[0].set_value("你在五庄观被镇元大仙绑在哪里？").run()
+    reply = at.chat_message[-1]
+    line = reply.markdown[0].value
+
+    def blocks(node, kind):
+        for child in getattr(node, "children", {}).values():
+            if getattr(child, "type", None) == kind:
+                yield child
+            yield from blocks(child, kind)
+
+    shown = [b for b in blocks(reply, "popover") if b.caption and b.caption[0].value.startswith("📖")]
+    assert len(shown) == 1
+    (passage,) = [m.value for m in shown[0].markdown]
+    assert passage.startswith("…") and passage.endswith(f"**{line}**") and len(passage) > len(line) + 60
+    assert shown[0].caption[0].value == reply.caption[0].value  # the chapter, as under the reply
+    person = at.chat_message[-2]
+    assert not [b for b in blocks(person, "popover") if b.caption]  # the person's own words have no passage
 
 
 def history_messages(at: AppTest):
@@ -370,8 +394,8 @@ def test_a_canon_reply_cut_by_the_next_message_keeps_its_chapter(monkeypatch, no
     cut = [m for m in history_messages(at) if m.speaker == "wukong"][1]
     assert cut.interrupted and cut.text and len(cut.text) < len(line.strip()) and line.startswith(cut.text)
     assert cut.chapter is not None and cut.said_to  # where the line is from, though it was cut
-    shown = [c.value for message in at.chat_message for c in message.caption]
-    assert f"📖 《西游记》{Citation(cut.chapter, cut.said_to).label()}" in shown
+    captions = [c for message in at.chat_message for c in shown(message, "caption")]
+    assert f"📖 《西游记》{Citation(cut.chapter, cut.said_to).label()}" in captions
 
 
 def test_the_openxlab_entry_keeps_each_visitors_chats_to_himself(monkeypatch, novel_path: Path, tmp_path) -> None:

@@ -124,3 +124,16 @@ def test_retrieval_augmented_backend_passes_examples_to_the_wrapped_backend(cano
     assert collect(wrapped, [{"role": "user", "content": "师父被妖精拿去了"}], SETTINGS) == "好"
     system = seen[0][0]
     assert system["role"] == "system" and "孙悟空：" in system["content"] and "回）" in system["content"]
+
+
+def test_the_passage_of_a_line_is_the_novel_just_before_it(canon: Canon) -> None:
+    """What the 📖 button of a canon reply shows: the narration and speech leading to his line, then the line."""
+    exchange = next(ex for ex in canon.exchanges("wujing") if ex.chapter == 25 and "陪绑" in ex.reply.text)
+    lead, line = canon.passage(25, exchange.reply.text)
+    chapter = next(ch.text for ch in canon.novel.chapters if ch.number == 25)
+    assert line == exchange.reply.text.strip() and chapter.count(line) == 1
+    assert lead.startswith("…") and chapter[: chapter.index(line)].endswith(lead[1:])  # right up to the line
+    assert 60 <= len(lead) <= 201 and "绑" in lead  # about a paragraph: the pilgrims tied up at 五庄观
+    assert canon.passage(25, "师父，") is None  # too short to place: the chapter holds it many times
+    assert canon.passage(25, exchange.reply.text + "（改过）") is None  # an edited reply is not the book's
+    assert canon.passage(26, exchange.reply.text) is None  # nor in another chapter

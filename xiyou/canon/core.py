@@ -26,6 +26,8 @@ from xiyou.names import CHARACTER_IDS
 #: Bump when the cache layout changes. The disk cache is also keyed by `extractor_fingerprint()`, so editing the
 #: attribution rules or the characters' aliases invalidates it by itself.
 EXTRACTOR_VERSION = 2  # 2: utterances as JSON (was a pickle)
+#: How much of the novel before a line `Canon.passage` shows (then cut back to a sentence's start).
+PASSAGE_BEFORE = 200
 
 
 @functools.cache
@@ -95,6 +97,21 @@ class Canon:
 
     def lines(self, character_id: str) -> list[Utterance]:
         return [ex.reply for ex in self.exchanges(character_id)]
+
+    def passage(self, chapter: int, line: str, before: int = PASSAGE_BEFORE) -> tuple[str, str] | None:
+        """Where `line` stands in `chapter`: (the text leading to it, from the start of a sentence about `before`
+        characters earlier, with … when it does not begin the chapter; the line as the novel has it). None unless
+        the chapter holds it exactly once (an edited reply, or one cut too short to place, such as 师父，)."""
+        line = line.strip()
+        text = next((ch.text for ch in self.novel.chapters if ch.number == chapter), "")
+        at = text.find(line) if line else -1
+        if at < 0 or text.find(line, at + 1) >= 0:
+            return None
+        lead = text[max(0, at - before) : at]
+        if at > before:  # begin after the first sentence end in it, not mid-sentence
+            ends = [i for i in (lead.find(mark) for mark in "。！？\n") if i >= 0]
+            lead = "…" + (lead[min(ends) + 1 :].lstrip("”’」』") if ends else lead).strip()
+        return lead.strip(), text[at : at + len(line)]
 
     def records(self, character_id: str, system: str | None = None) -> list[dict]:
         """XTuner conversation records; `system` defaults to the character's meta_instruction."""

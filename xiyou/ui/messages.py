@@ -7,7 +7,8 @@ control does not act itself: it records a `MessageAction` that the page takes at
 (`take_action`) and applies to its store, so the page reads top to bottom.
 
 Model text is rendered through xiyou.ui.render (Markdown that cannot fetch anything, never HTML); a chapter
-citation is drawn as a 📖 caption.
+citation is drawn as a 📖 caption, and a 📖 button beside the controls opens the novel where the line stands
+(what happened just before he said it: often what a question about the story asked).
 """
 
 from __future__ import annotations
@@ -54,6 +55,24 @@ def citation_caption(message: StoredMessage) -> str | None:
     return f"📖 《西游记》{Citation(message.chapter, message.said_to).label()}"
 
 
+def novel_passage(message: StoredMessage) -> str | None:
+    """Markdown of the novel where a cited line stands (the text leading to it, then the line in bold); None for
+    a message without a chapter, the narrator's (his text is the passage), or a line the chapter does not hold
+    once (edited, or cut too short to place), or when the novel cannot be read."""
+    if message.chapter is None or message.speaker == NARRATOR:
+        return None
+    from xiyou.canon import NovelError, get_canon
+
+    try:
+        found = get_canon().passage(message.chapter, message.text)
+    except (NovelError, OSError):
+        return None
+    if found is None:
+        return None
+    lead, line = found
+    return f"{render.safe_markdown(lead)}**{render.safe_markdown(line)}**"
+
+
 def bubble(
     message: StoredMessage,
     *,
@@ -92,6 +111,11 @@ def bubble(
                               on_click=request, args=(MessageAction("swipe", mid, message.selected + 1),))  # fmt: skip
                 st.button("➡️", key=f"msg_cont_{mid}", help="接着说 · continue this reply",
                           on_click=request, args=(MessageAction("continue", mid),), type="tertiary")  # fmt: skip
+            passage = novel_passage(message)
+            if passage:
+                with st.popover("📖", help="原著此处 · where this line stands in the novel", type="tertiary"):
+                    st.caption(citation_caption(message))
+                    st.markdown(passage)
             with st.popover("⋯", help="编辑或删除 · edit or delete", type="tertiary"):
                 key = f"msg_edit_text_{mid}"
                 st.text_area("编辑 · Edit", message.text, key=key, height=120)

@@ -1,4 +1,4 @@
-"""Citations as data: a backend's final Citation travels to the transcript entry, exports and views, never as text."""
+"""Citations as data: a backend's Citation travels to the transcript entry, exports and views, never as text."""
 
 from __future__ import annotations
 

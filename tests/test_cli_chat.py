@@ -67,6 +67,24 @@ def test_chat_offline_on_the_canon_cites_the_chapter(novel_path: Path) -> None:
     assert "原著台词" in proc.stderr
 
 
+def test_chat_offline_shows_the_passage_of_the_last_line(novel_path: Path) -> None:
+    """/原文 prints the novel just before his last line, as the pages' 📖 does; before any line from the book, and
+    after a /clear, it says there is none."""
+    env = {**os.environ, "XIYOU_NOVEL": str(novel_path)}
+    stdin = "/原文\n你在五庄观被镇元大仙绑在哪里？\n/原文\n/clear\n/passage\n"
+    proc = subprocess.run(
+        [*XIYOU, "chat", "wujing", "--backend", "canon"], input=stdin, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    reply, cite, heading, *passage_lines = proc.stdout.splitlines()
+    passage = "\n".join(passage_lines)  # the novel's own paragraphs
+    line = reply.removeprefix("沙悟净：")
+    assert cite == "（📖 《西游记》第二十五回 · 对唐三藏说）" and heading == "《西游记》第二十五回 · 对唐三藏说"
+    assert passage.endswith(f"【{line}】") and len(passage) > len(line) + 60  # the paragraph leading to his line
+    assert proc.stderr.count("没有可以指出的原著出处") == 2  # before the first line, and after /clear
+
+
 def test_chat_refuses_an_unknown_character_and_a_broken_shortcut() -> None:
     proc = subprocess.run([*XIYOU, "chat", "sunwukong"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown character 'sunwukong'" in proc.stderr

@@ -6,8 +6,9 @@ Both pick the backend as the apps do, plus the endpoints file: the character's t
 
 The chat mirrors the app: the history is sent with every turn; a reply streams as it comes; a failed or empty
 reply is reported (on stderr, never as the character's line) and the unanswered message is dropped, so it can
-simply be sent again; Ctrl-C during a reply stops it (dropped too). `/clear` forgets the history, `/exit` (or
-end of input, Ctrl-D) ends the chat.
+simply be sent again; Ctrl-C during a reply stops it (dropped too). `/clear` forgets the history, `/原文` (or
+`/passage`) shows the novel just before the last line from the book, as the pages' 📖 does, `/exit` (or end of
+input, Ctrl-D) ends the chat.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from xiyou.prompts import PROMPT_MODES, PromptMode, build_messages, describe, mo
 
 EXIT = ("/exit", "/quit")
 CLEAR = "/clear"
+PASSAGE = ("/原文", "/passage")
 HELP = "/help"
+COMMANDS = "/clear 清空对话 · /原文 上一句的原著出处 · /exit 结束"
 
 
 def _character(character_id: str) -> Character:
@@ -170,7 +173,8 @@ def chat_loop(
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and ↑ history for input())
     stderr.write(f"{character.emoji} {character.name} · {describe(backend)}\n")
-    stderr.write(f"/clear 清空对话 · /exit 结束 · Ctrl-C 打断回答\n{character.name}：{character.greeting}\n")
+    stderr.write(f"{COMMANDS} · Ctrl-C 打断回答\n{character.name}：{character.greeting}\n")
+    cited: tuple[str, Citation] | None = None  # the last reply from the book, for /原文
     while True:
         if interactive:
             stderr.write("你：")
@@ -188,16 +192,21 @@ def chat_loop(
             break
         if text == CLEAR:
             history.clear()
+            cited = None
             stderr.write("（对话已清空）\n")
             continue
         if text == HELP:
-            stderr.write("/clear 清空对话 · /exit 结束\n")
+            stderr.write(f"{COMMANDS}\n")
+            continue
+        if text in PASSAGE:
+            _show_passage(cited, stdout, stderr)
             continue
         history.append({"role": "user", "content": text})
         messages = build_messages(character, history, mode, **(context or {}))
-        reply, error = _reply(character, backend, messages, settings, stdout)
+        reply, error, citation = _reply(character, backend, messages, settings, stdout)
         if reply.strip() and error is None:
             history.append({"role": "assistant", "content": reply})
+            cited = (reply, citation) if citation is not None else None
             continue
         history.pop()  # unanswered: the person can simply send it again
         if error:
@@ -207,10 +216,23 @@ def chat_loop(
     return history
 
 
+def _show_passage(cited: tuple[str, Citation] | None, out: TextIO, err: TextIO) -> None:
+    """/原文: the novel just before the last line from the book (xiyou.canon.passage_of), or why there is none."""
+    from xiyou.canon import passage_of
+
+    found = passage_of(cited[1].chapter, cited[0]) if cited is not None else None
+    if found is None:
+        err.write("（上一句没有可以指出的原著出处 · the last reply has no passage in the novel to show）\n")
+        return
+    lead, line = found
+    out.write(f"《西游记》{cited[1].label()}\n{lead}【{line}】\n")
+    out.flush()
+
+
 def _reply(
     character: Character, backend: Backend, messages: list[Message], settings: GenerationSettings, out: TextIO
-) -> tuple[str, str | None]:
-    """Stream one reply to `out`; returns (text, error or None)."""
+) -> tuple[str, str | None, Citation | None]:
+    """Stream one reply to `out`; returns (text, error or None, its citation or None)."""
     cited: list[Citation] = []
     cancel = threading.Event()
     text = ""
@@ -226,17 +248,17 @@ def _reply(
     except BackendError as e:
         if started:
             out.write("\n")
-        return text, str(e)
+        return text, str(e), None
     except KeyboardInterrupt:
         cancel.set()
         out.write("\n" if started else "")
-        return "", "打断了（Ctrl-C）"
+        return "", "打断了（Ctrl-C）", None
     if started:
         if cited:
             out.write(f"\n（📖 《西游记》{cited[-1].label()}）")
         out.write("\n")
         out.flush()
-    return text, None
+    return text, None, (cited[-1] if cited else None)
 
 
 @click.command("chat")

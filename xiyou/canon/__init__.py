@@ -3,7 +3,7 @@
 Cheap to import: the heavy libraries (bm25s, numpy, OpenCC) load on first use.
 """
 
-from xiyou.canon.core import EXTRACTOR_VERSION, Canon, Hit, build_canon, cache_root, get_canon
+from xiyou.canon.core import EXTRACTOR_VERSION, Canon, Hit, build_canon, cache_root, get_canon, passage_of
 from xiyou.canon.dialogue import UNKNOWN, Utterance, extract_utterances
 from xiyou.canon.exchanges import Exchange
 from xiyou.canon.loader import Chapter, Novel, NovelError, chapter_ref, load_novel, parse_text
@@ -27,4 +27,5 @@ __all__ = [
     "get_canon",
     "load_novel",
     "parse_text",
+    "passage_of",
 ]

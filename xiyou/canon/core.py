@@ -321,6 +321,15 @@ _CANONS: dict[tuple[str, int, int], Canon] = {}
 _CANONS_LOCK = threading.Lock()
 
 
+def passage_of(chapter: int, line: str) -> tuple[str, str] | None:
+    """`Canon.passage` in the novel of `XIYOU_NOVEL` (what a page or the terminal chat shows for a cited line);
+    None also when there is no novel to read."""
+    try:
+        return get_canon().passage(chapter, line)
+    except (NovelError, OSError):
+        return None
+
+
 def get_canon(path: str | os.PathLike[str] | None = None) -> Canon:
     """The Canon of the novel at `path` (None: `XIYOU_NOVEL`, else ../shared/data/xiyouji.txt).
 

@@ -61,12 +61,9 @@ def novel_passage(message: StoredMessage) -> str | None:
     once (edited, or cut too short to place), or when the novel cannot be read."""
     if message.chapter is None or message.speaker == NARRATOR:
         return None
-    from xiyou.canon import NovelError, get_canon
+    from xiyou.canon import passage_of
 
-    try:
-        found = get_canon().passage(message.chapter, message.text)
-    except (NovelError, OSError):
-        return None
+    found = passage_of(message.chapter, message.text)
     if found is None:
         return None
     lead, line = found

@@ -639,7 +639,7 @@ def room_page(store: Store, conv: Conversation) -> None:
     no_members = not rs.room.members
     prompt = st.chat_input(
         "先在侧栏选人 · pick members in the sidebar first" if no_members
-        else "对师徒说点什么… 点名即可叫人，如“悟空”",
+        else "对师徒说点什么（点名叫人）",  # short enough for a phone; the room's notice above gives an example
         key=f"hub_input_{conv.id}",
         disabled=no_members,
     )  # fmt: skip

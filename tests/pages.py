@@ -40,6 +40,16 @@ def shown(node, kind: str = "markdown") -> list[str]:
     return out
 
 
+def popovers(node) -> list:
+    """The popovers inside `node` (a bubble's 📖 passage and ⋯ menu), with what they hold when opened."""
+    out = []
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "type", None) == "popover":
+            out.append(child)
+        out.extend(popovers(child))
+    return out
+
+
 def bubbles(at: AppTest) -> list[tuple[str, str]]:
     """(name, text) of every chat bubble in the main area, in order; the text without the bubble's name line."""
     out = []

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from pages import shown
+from pages import popovers, shown
 from scripted_openai import Fault, ScriptedOpenAI
 from servers import free_port
 from streamlit.testing.v1 import AppTest
@@ -218,20 +218,13 @@ def test_a_canon_reply_opens_the_novel_where_the_line_stands(monkeypatch, novel_
     at.chat_input[0].set_value("你在五庄观被镇元大仙绑在哪里？").run()
     reply = at.chat_message[-1]
     line = reply.markdown[0].value
-
-    def blocks(node, kind):
-        for child in getattr(node, "children", {}).values():
-            if getattr(child, "type", None) == kind:
-                yield child
-            yield from blocks(child, kind)
-
-    shown = [b for b in blocks(reply, "popover") if b.caption and b.caption[0].value.startswith("📖")]
-    assert len(shown) == 1
-    (passage,) = [m.value for m in shown[0].markdown]
+    opened = [b for b in popovers(reply) if b.caption and b.caption[0].value.startswith("📖")]
+    assert len(opened) == 1
+    (passage,) = [m.value for m in opened[0].markdown]
     assert passage.startswith("…") and passage.endswith(f"**{line}**") and len(passage) > len(line) + 60
-    assert shown[0].caption[0].value == reply.caption[0].value  # the chapter, as under the reply
+    assert opened[0].caption[0].value == reply.caption[0].value  # the chapter, as under the reply
     person = at.chat_message[-2]
-    assert not [b for b in blocks(person, "popover") if b.caption]  # the person's own words have no passage
+    assert not [b for b in popovers(person) if b.caption]  # the person's own words have no passage
 
 
 def history_messages(at: AppTest):

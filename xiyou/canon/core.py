@@ -103,7 +103,10 @@ class Canon:
         characters earlier, with … when it does not begin the chapter; the line as the novel has it). None unless
         the chapter holds it exactly once (an edited reply, or one cut too short to place, such as 师父，)."""
         line = line.strip()
-        text = next((ch.text for ch in self.novel.chapters if ch.number == chapter), "")
+        try:
+            text = self.novel.chapter(chapter).text
+        except KeyError:
+            return None
         at = text.find(line) if line else -1
         if at < 0 or text.find(line, at + 1) >= 0:
             return None

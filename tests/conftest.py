@@ -47,9 +47,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _apart(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A Chromium test (`browser`) never runs while the training loop (`longest`) runs on another worker: the loop
     holds an exclusive lock across workers, a Chromium test a shared one (two browsers may run side by side).
-    Started during the loop's first minutes (its data steps, with `transformers serve` up), the scene test failed
-    in 3 of 4 tries: the scene list stayed open with the option highlighted and nothing chosen, even when chosen
-    again; started later in the loop it passed, as it does alone and under plain CPU load. Why is not known."""
+    Started during the loop's first minutes, the scene test's mouse click on an option was lost in 3 of 4 tries
+    (a react-aria combobox under automation and load; that test now picks with the keyboard): the lock keeps the
+    browsers off the busiest minutes of the run."""
     node = request.node
     exclusive = node.get_closest_marker("longest") is not None
     if not exclusive and node.get_closest_marker("browser") is None:

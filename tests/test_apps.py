@@ -16,7 +16,7 @@ from xiyou.backends.base import Citation
 from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
-from xiyou.ui.chat import MAX_INPUT_CHARS, OFFLINE_SLIDERS, WAITING
+from xiyou.ui.chat import MAX_INPUT_CHARS, OFFLINE_OFFER, OFFLINE_SLIDERS, WAITING
 from xiyou.ui.render import JOINER, safe_markdown
 
 APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
@@ -151,6 +151,36 @@ def test_a_missing_backend_is_explained_and_input_disabled(monkeypatch: pytest.M
     assert not at.exception
     assert len(at.error) == 1 and "XIYOU_MODEL_WUJING" in at.error[0].value
     assert at.chat_input[0].disabled
+
+
+def test_without_his_model_the_page_offers_his_lines_from_the_book(monkeypatch, novel_path: Path, tmp_path) -> None:
+    """The model cannot load (no weights here): one click puts this visit in offline canon mode, and he answers."""
+    monkeypatch.setenv("XIYOU_BACKEND", "transformers")
+    monkeypatch.setenv("XIYOU_MODEL_WUJING", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "wujing" / "app.py"), default_timeout=300).run()
+    assert at.chat_input[0].disabled
+    (offer,) = [b for b in at.button if b.label == OFFLINE_OFFER]
+    offer.click().run()
+    assert not at.exception and not at.error  # the error is gone, the input open
+    assert not at.chat_input[0].disabled
+    from xiyou.backends.canon import CanonBackend
+
+    assert CanonBackend.notice in [c.value for c in at.main.caption]  # the page says what this mode is now
+    at.chat_input[0].set_value("师兄，你从流沙河来吗？").run()
+    name, reply = bubbles(at)[-1]
+    from xiyou.canon import get_canon
+
+    assert name == "assistant" and reply in {u.text for u in get_canon(novel_path).lines("wujing")}
+    assert [b.label for b in at.button].count(OFFLINE_OFFER) == 0
+
+
+def test_without_the_novel_there_is_no_offline_offer(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XIYOU_BACKEND", "transformers")
+    monkeypatch.setenv("XIYOU_MODEL_WUJING", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("XIYOU_NOVEL", str(tmp_path / "no-novel.txt"))
+    at = AppTest.from_file(str(REPO_ROOT / "apps" / "wujing" / "app.py"), default_timeout=60).run()
+    assert len(at.error) == 1 and OFFLINE_OFFER not in [b.label for b in at.button]
 
 
 def openai_app(server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTest:

@@ -49,6 +49,9 @@ USER_AVATAR = "🙏"
 PERSON = "person"
 WAITING = "⏳ 等候中 · waiting for your turn…"
 #: The counter's tooltip beyond the limit.
+#: The session key that puts this visitor's page in offline canon mode after the model could not be loaded.
+OFFLINE_KEY = "chat_offline"
+OFFLINE_OFFER = "📖 先用原著里他的话聊 · talk with his lines from the book"
 OVER_LIMIT = f"超过 {MAX_INPUT_CHARS} 字：发送后回到编辑框，删短再发 · too long: it comes back to shorten when sent"
 
 
@@ -372,6 +375,18 @@ def private_chat(
     _draw_live(store, conv, character)
 
 
+def _offer_offline(character: Character, kind: str) -> None:
+    """When his model cannot be loaded and the novel is here, offer the offline canon mode for this visit (a new
+    visit tries the model again)."""
+    novel = env.novel_path()
+    if kind == "canon" or novel is None or not novel.is_file():
+        return
+    st.button(
+        OFFLINE_OFFER, key="chat_go_offline", on_click=st.session_state.__setitem__, args=(OFFLINE_KEY, True),
+        help=f"没有模型也能聊：{character.name}用《西游记》里自己说过的话回答，并注明出处 · no model needed",
+    )  # fmt: skip
+
+
 def chat_page(character_id: str) -> None:
     """Draw `character_id`'s chat app (the whole page): the entry of `apps/<id>/app.py` and OpenXLab."""
     character = get_character(character_id)
@@ -379,8 +394,10 @@ def chat_page(character_id: str) -> None:
     apply_page_options()
     backend: Backend | None = None
     unavailable = ""
+    kind = ""
     try:
-        backend = _backend(character.id, env.backend_kind())
+        kind = "canon" if st.session_state.get(OFFLINE_KEY) else env.backend_kind()
+        backend = _backend(character.id, kind)
     except (BackendError, ValueError) as e:
         unavailable = f"{character.name} 暂时无法说话：{public_error(str(e))}"
     settings, clear = settings_sidebar(character, offline=is_offline(backend))
@@ -395,4 +412,5 @@ def chat_page(character_id: str) -> None:
         conversations.apply_list_action(store, action, lambda: conversations.new_private(store, character))
     if unavailable:
         st.error(unavailable)
+        _offer_offline(character, kind)
     private_chat(store, conv, character, backend, settings, clear)

@@ -48,10 +48,10 @@ MAX_INPUT_CHARS = 1000
 USER_AVATAR = "🙏"
 PERSON = "person"
 WAITING = "⏳ 等候中 · waiting for your turn…"
-#: The counter's tooltip beyond the limit.
 #: The session key that puts this visitor's page in offline canon mode after the model could not be loaded.
 OFFLINE_KEY = "chat_offline"
 OFFLINE_OFFER = "📖 先用原著里他的话聊 · talk with his lines from the book"
+#: The counter's tooltip beyond the limit.
 OVER_LIMIT = f"超过 {MAX_INPUT_CHARS} 字：发送后回到编辑框，删短再发 · too long: it comes back to shorten when sent"
 
 

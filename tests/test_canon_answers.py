@@ -269,6 +269,19 @@ def test_a_name_as_told_today_finds_the_novels_name(canon: Canon, cid: str, ques
     assert novel_name in line and backend.last_relevance >= answers.DEFLECT_BELOW, line
 
 
+def test_a_verb_as_said_today_finds_the_novels_form(canon: Canon) -> None:
+    """Today's 抢走了 is the novel's 抢去了: 三藏's own telling of what the false 悟空 took (chapter 57) was ranked
+    first but shrugged off, the question's verb (and its 以后) found nowhere."""
+    vocabulary = answers.answerer(canon, "sanzang").vocabulary
+    assert answers.verb_forms("抢走了", vocabulary) == ["抢去", "抢了", "抢"]
+    assert answers.verb_forms("去过", vocabulary) == []  # no verb of its own: never 去了
+    assert answers.verb_forms("回来", vocabulary) == []  # the novel says it as written
+    backend = CanonBackend(get_character("sanzang"), canon)
+    line, cited = ask(backend, "假悟空打了你一棒以后抢走了什么？")
+    assert "包袱都抢去了" in line and cited is not None and cited.chapter == 57, (line, cited)
+    assert backend.last_relevance >= answers.DEFLECT_BELOW
+
+
 def test_narration_the_extraction_took_in_matches_nothing(canon: Canon) -> None:
     """八戒's '行的好慈悯！…' follows a 'speech' holding a page of narration (a stray 喜欢 in it): it once answered
     every question about what he likes to eat."""

@@ -189,8 +189,10 @@ FUNCTION_WORDS = frozenset(
     吾 汝 尔 此 彼 却 便 只 我们 你们 他们 她们 自己 一个 这个 那个 这些 那些 这样 那样 现在 觉得 认为 看待 看法
     是否 有没有 可以 应该 能否 可能 一些 一下 时候 东西 事情 问题 如果 因为 所以 但是 而且 或者 还是 然后 比较
     非常 特别 真的 一直 已经 曾经 平时 通常 怎么看 如何看待 什么样 哪些 哪个 哪种 一种 一样 请问 告诉 知道
-    最近 经常 喜不喜欢 是不是 会不会 能不能 好不好""".split()
+    最近 经常 喜不喜欢 是不是 会不会 能不能 好不好 以后 之后 后来 之前""".split()
 )
+#: A verb's directional complement or aspect particle: today's 抢走了 is the novel's 抢去了 or 抢了.
+_COMPLEMENT_TAIL = re.compile(r"^(.+?)(?:走|去|掉|来|回|到|出|起|下|上|住|过|着|了)+$")
 _JIEBA_LOCK = threading.Lock()
 _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z0-9]+")
 
@@ -326,12 +328,23 @@ def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
         else:
             weight, kind = WEIGHT_WORD, "word"
         novel_forms = [f for f in (*NOVEL_FORMS.get(word, ()), *NOVEL_NAMES.get(word, ())) if f not in FUNCTION_WORDS]
+        novel_forms += verb_forms(word, vocabulary)
         if cid:  # one of the four: any of his names (八戒 → 悟能, 猪八戒 …)
             novel_forms += [a for a in names.aliases(cid) if len(a) >= 2]
         forms = tuple(dict.fromkeys([word, *novel_forms]))
         if word not in terms or terms[word].weight < weight:
             terms[word] = Term(forms, weight, kind)
     return list(terms.values())
+
+
+def verb_forms(word: str, vocabulary: Vocabulary) -> list[str]:
+    """How the novel says a verb of today that it never uses as written (抢走了 → 抢去, 抢了, 抢; 拿走 → 拿去 …):
+    the verb with 去 or 了 after it, and the verb alone (weaker, when it is one character)."""
+    m = _COMPLEMENT_TAIL.match(word)
+    if m is None or len(word) < 2 or vocabulary.count(word) > 0 or m.group(1) in FUNCTION_WORDS:
+        return []  # 去过, 来了: no verb of their own
+    stem = m.group(1)
+    return [f for f in (stem + "去", stem + "了", stem) if f != word and f not in FUNCTION_WORDS]
 
 
 _SPEECH_BREAK = re.compile(r"[“”\n]")

@@ -95,6 +95,31 @@ def test_chat_refuses_an_unknown_character_and_a_broken_shortcut() -> None:
     assert proc.returncode == 1 and "set XIYOU_API_MODEL" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_without_a_model_the_error_offers_his_lines_from_the_book(novel_path: Path, tmp_path: Path) -> None:
+    """As the app's button does: a local user with no model (here: no server configured) is told the command that
+    talks with him offline, and the command works. No offer without the novel, or when the offline mode is what
+    failed (a file that is not the novel)."""
+    unset = ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL", "OPENAI_BASE_URL", "XIYOU_BACKEND")
+    base = {**{k: v for k, v in os.environ.items() if k not in unset}, "XIYOU_CANON_CPS": "0"}
+    offer = "Talk with his lines from the book: xiyou chat wukong --backend canon"
+    not_the_novel = tmp_path / "notes.txt"
+    not_the_novel.write_text("购物清单：米、面、油。\n", encoding="utf-8")
+
+    def chat(kind: str, novel: Path, said: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**base, "XIYOU_NOVEL": str(novel)}
+        argv = [*XIYOU, "chat", "wukong", "--backend", kind]
+        return subprocess.run(argv, input=said, capture_output=True, text=True, timeout=120, env=env)
+
+    proc = chat("openai", novel_path)
+    assert proc.returncode == 1 and "no OpenAI-compatible server is configured" in proc.stderr, proc.stderr
+    assert offer in proc.stderr and "Traceback" not in proc.stderr
+    taken = chat("canon", novel_path, "你的金箍棒是从哪里得来的？\n")
+    assert taken.returncode == 0 and "龙宫" in taken.stdout, taken.stdout + taken.stderr
+    for kind, novel in (("openai", tmp_path / "absent.txt"), ("canon", not_the_novel)):
+        proc = chat(kind, novel)
+        assert proc.returncode == 1 and "cannot speak" in proc.stderr and offer not in proc.stderr, proc.stderr
+
+
 def _read_until(fd: int, pattern: str, timeout: float = 60.0) -> str:
     seen = b""
     deadline = time.monotonic() + timeout

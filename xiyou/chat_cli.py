@@ -61,10 +61,26 @@ def _chosen_endpoint(character: Character, kind: str | None, endpoints: str | No
 def _backend(character: Character, kind: str | None, endpoints: str | None) -> Backend:
     from xiyou.backends.factory import make_backend
 
+    endpoint = _chosen_endpoint(character, kind, endpoints)
     try:
-        return make_backend(character, kind=kind, endpoint=_chosen_endpoint(character, kind, endpoints))
+        return make_backend(character, kind=kind, endpoint=endpoint)
     except BackendError as e:
-        raise click.ClickException(f"{character.name} cannot speak: {e}") from None
+        raise click.ClickException(
+            f"{character.name} cannot speak: {e}{_offline_hint(character, kind, endpoint)}"
+        ) from None
+
+
+def _offline_hint(character: Character, kind: str | None, endpoint) -> str:
+    """The apps' offer of the offline mode, as a command: when his model (or server) cannot be had and the novel
+    is here; nothing when the offline mode is what failed."""
+    try:
+        failed = kind or (endpoint.backend if endpoint is not None else env.backend_kind())
+    except ValueError:  # a bad XIYOU_BACKEND: the error says so
+        return ""
+    novel = env.novel_path()
+    if failed == "canon" or novel is None or not novel.is_file():
+        return ""
+    return f"\nNo model at hand? Talk with his lines from the book: xiyou chat {character.id} --backend canon"
 
 
 def _mode(character: Character, kind: str | None, endpoints: str | None, override: str | None) -> PromptMode:

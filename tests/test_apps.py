@@ -352,6 +352,22 @@ def test_consecutive_messages_reach_the_model_with_alternating_roles() -> None:
     assert sent[1]["content"] == "大圣\n\n在吗？"
 
 
+def test_offline_he_answers_the_last_of_two_questions_sent_before_he_spoke(monkeypatch, novel_path: Path) -> None:
+    """A question sent while his reply had not begun leaves two questions in a row. A model gets them as one turn;
+    the offline mode answers the last one: merged, it matched a mix of both (chapter 56's 或者悟空打杀的就是也。)."""
+    from xiyou.ui import chat
+    from xiyou.ui.conversations import session_store
+
+    monkeypatch.setenv("XIYOU_CANON_CPS", "0")
+    at = canon_app("sanzang", monkeypatch, novel_path)
+    conversation = at.query_params["c"]
+    conversation = conversation[0] if isinstance(conversation, list) else conversation
+    session_store().add_message(conversation, chat.StoredMessage("person", "你", "你的九环锡杖是谁送给你的？"))
+    at.chat_input[0].set_value("假悟空打了你一棒以后抢走了什么？").run()
+    reply = [m for m in history_messages(at) if m.speaker == "sanzang"][-1]
+    assert "青毡包袱都抢去了" in reply.text and reply.chapter == 57, reply
+
+
 def test_a_reply_goes_on_when_a_slider_is_touched_mid_reply(monkeypatch, novel_path: Path) -> None:
     """The reply lives in the session: a rerun (any widget touched) redraws the page and the reply continues."""
     from xiyou.ui import chat

@@ -118,13 +118,16 @@ def _cut_key(conv: Conversation) -> str:
     return f"chat_cut_{conv.id}"
 
 
-def backend_messages(character: Character, history: list[StoredMessage], mode: PromptMode = "meta") -> list[Message]:
+def backend_messages(
+    character: Character, history: list[StoredMessage], mode: PromptMode = "meta", *, merge: bool = True
+) -> list[Message]:
     """System prompt (xiyou.prompts, in the backend's mode), then the chat; consecutive lines of one side are merged
-    so the roles alternate."""
+    so the roles alternate (a model expects that). `merge=False` for the offline mode: it answers the person's last
+    message, and two questions sent before he answered, merged into one, would match a mix of both."""
     out: list[Message] = []
     for m in history:
         role = "user" if m.speaker == PERSON else "assistant"
-        if out and out[-1]["role"] == role:
+        if merge and out and out[-1]["role"] == role:
             out[-1] = {"role": role, "content": f"{out[-1]['content']}\n\n{m.text}"}
         else:
             out.append({"role": role, "content": m.text})
@@ -187,7 +190,7 @@ def _start_live(
     history = store.messages(conv.id)
     if mode == "regenerate" and target is not None:
         history = history[: next(i for i, m in enumerate(history) if m.id == target.id)]
-    sent = backend_messages(character, history, mode_of(backend))
+    sent = backend_messages(character, history, mode_of(backend), merge=not is_offline(backend))
     if mode == "continue":
         sent.append({"role": "user", "content": "（请接着说。）"})
     live = Live(threading.Event(), mode, target.id if target else None)

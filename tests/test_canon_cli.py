@@ -25,7 +25,32 @@ def test_stats(runner: CliRunner, novel_path: Path) -> None:
         assert name in result.output
     assert "unknown:" in result.output and "%" in result.output
     as_json = json.loads(runner.invoke(main, ["canon", "stats", "--json", "--novel", str(novel_path)]).output)
-    assert as_json["chapters"] == 100 and as_json["per_character"]["wukong"] > 2000
+    assert as_json["chapters"] == 100 and as_json["missing_chapters"] == []
+    assert as_json["per_character"]["wukong"] > 2000
+
+
+def test_a_chapter_whose_heading_was_not_recognised_is_reported(
+    runner: CliRunner, novel_path: Path, tmp_path: Path, caplog
+) -> None:
+    """A copy whose chapter-17 heading the loader does not read (囘 for 回) silently became 99 chapters, 17 read as
+    part of 16: the stats, their JSON and the first load all say which chapter is missing."""
+    from xiyou.canon import get_canon
+
+    text = novel_path.read_text(encoding="utf-8")
+    assert text.count("第十七回") == 1
+    copy = tmp_path / "xiyouji-variant.txt"
+    copy.write_text(text.replace("第十七回", "第十七囘"), encoding="utf-8")
+    result = runner.invoke(main, ["canon", "stats", "--novel", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "chapters:     99" in result.output
+    assert "99 of the novel's 100 chapters; missing 第十七回: a heading this loader did not recognise" in result.output
+    as_json = json.loads(runner.invoke(main, ["canon", "stats", "--json", "--novel", str(copy)]).stdout)
+    assert as_json["chapters"] == 99 and as_json["missing_chapters"] == [17]
+    with caplog.at_level("WARNING", logger="xiyou.canon.core"):
+        get_canon(copy)
+    assert [r.getMessage() for r in caplog.records] == [f"{copy.resolve()}: {get_canon(copy).novel.missing_note()}"]
+    whole = runner.invoke(main, ["canon", "stats", "--novel", str(novel_path)])
+    assert "missing" not in whole.output and "warning" not in whole.output
 
 
 def test_export(runner: CliRunner, novel_path: Path, tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ def stats_cmd(novel: Path | None, as_json: bool) -> None:
         f"{', converted from traditional' if canon.novel.converted_from_traditional else ''})"
     )
     click.echo(f"chapters:     {stats['chapters']}")
+    if canon.novel.missing_chapters:
+        click.echo(f"warning:      {canon.novel.missing_note()}", err=True)
     click.echo(f"utterances:   {stats['utterances']}")
     for cid, count in stats["per_character"].items():
         c = characters[cid]

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -130,6 +131,7 @@ class Canon:
         others = len(self.utterances) - unknown - sum(counts.values())
         return {
             "chapters": len(self.novel.chapters),
+            "missing_chapters": list(self.novel.missing_chapters),
             "utterances": len(self.utterances),
             "per_character": counts,
             "other_speakers": others,
@@ -361,4 +363,6 @@ def get_canon(path: str | os.PathLike[str] | None = None) -> Canon:
         if canon is None:
             canon = build_canon(load_novel(p))
             _CANONS[key] = canon
+            if canon.novel.missing_chapters:  # once per copy and process: where a person pointed XIYOU_NOVEL
+                logging.getLogger(__name__).warning("%s: %s", p, canon.novel.missing_note())
     return canon

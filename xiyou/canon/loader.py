@@ -17,6 +17,9 @@ import re
 import stat
 from pathlib import Path
 
+#: 《西游记》 has one hundred chapters (回).
+NOVEL_CHAPTERS = 100
+
 
 class NovelError(ValueError):
     """The file is missing, unreadable, or not the novel. The message says what was found and what to do."""
@@ -54,6 +57,26 @@ class Novel:
     def sha256(self) -> str:
         """sha256 of the normalised text: the same for every variant of the same novel."""
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @functools.cached_property
+    def missing_chapters(self) -> tuple[int, ...]:
+        """The chapters of 1..NOVEL_CHAPTERS this copy lacks: its heading was not recognised (its text is then read
+        as part of the chapter before) or the copy is partial."""
+        have = {c.number for c in self.chapters}
+        return tuple(n for n in range(1, NOVEL_CHAPTERS + 1) if n not in have)
+
+    def missing_note(self) -> str:
+        """One line on the missing chapters ("" when none), for a person who pointed XIYOU_NOVEL here."""
+        missing = self.missing_chapters
+        if not missing:
+            return ""
+        shown = "、".join(chapter_ref(n) for n in missing[:8])
+        if len(missing) > 8:
+            shown += f" … ({len(missing)} in all)"
+        return (
+            f"{len(self.chapters)} of the novel's {NOVEL_CHAPTERS} chapters; missing {shown}: a heading this loader "
+            "did not recognise (that chapter's text is then read as part of the one before) or a partial copy"
+        )
 
     def chapter(self, number: int) -> Chapter:
         for c in self.chapters:

@@ -77,8 +77,7 @@ def _offline_hint(character: Character, kind: str | None, endpoint) -> str:
         failed = kind or (endpoint.backend if endpoint is not None else env.backend_kind())
     except ValueError:  # a bad XIYOU_BACKEND: the error says so
         return ""
-    novel = env.novel_path()
-    if failed == "canon" or novel is None or not novel.is_file():
+    if not env.offline_offer(failed):
         return ""
     return f"\nNo model at hand? Talk with his lines from the book: xiyou chat {character.id} --backend canon"
 

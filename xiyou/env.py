@@ -24,6 +24,13 @@ def novel_path() -> Path | None:
     return default if default.is_file() else None
 
 
+def offline_offer(failed_kind: str) -> bool:
+    """Whether a character whose `failed_kind` backend could not be had may be offered the offline canon mode
+    instead (the app's 📖 button, `xiyou chat`'s hint): the canon is not what failed, and the novel file is here."""
+    novel = novel_path()
+    return failed_kind != "canon" and novel is not None and novel.is_file()
+
+
 def backend_kind(default: str | None = None) -> str:
     """`XIYOU_BACKEND`: which backend the single-character apps use. Unset: "openai" when the persona-mode
     shortcut (`XIYOU_API_BASE_URL`) is set, else `default` (else "transformers", as the published demos)."""

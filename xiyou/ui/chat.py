@@ -381,8 +381,7 @@ def private_chat(
 def _offer_offline(character: Character, kind: str) -> None:
     """When his model cannot be loaded and the novel is here, offer the offline canon mode for this visit (a new
     visit tries the model again)."""
-    novel = env.novel_path()
-    if kind == "canon" or novel is None or not novel.is_file():
+    if not env.offline_offer(kind):
         return
     st.button(
         OFFLINE_OFFER, key="chat_go_offline", on_click=st.session_state.__setitem__, args=(OFFLINE_KEY, True),

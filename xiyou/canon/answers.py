@@ -341,7 +341,7 @@ def verb_forms(word: str, vocabulary: Vocabulary) -> list[str]:
     """How the novel says a verb of today that it never uses as written (抢走了 → 抢去, 抢了, 抢; 拿走 → 拿去 …):
     the verb with 去 or 了 after it, and the verb alone (weaker, when it is one character)."""
     m = _COMPLEMENT_TAIL.match(word)
-    if m is None or len(word) < 2 or vocabulary.count(word) > 0 or m.group(1) in FUNCTION_WORDS:
+    if m is None or vocabulary.count(word) > 0 or m.group(1) in FUNCTION_WORDS:
         return []  # 去过, 来了: no verb of their own
     stem = m.group(1)
     return [f for f in (stem + "去", stem + "了", stem) if f != word and f not in FUNCTION_WORDS]

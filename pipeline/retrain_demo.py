@@ -3,7 +3,8 @@
     make retrain-demo                      # = python -m pipeline.retrain_demo --out runs/retrain-demo
     python -m pipeline.retrain_demo --out runs/retrain-demo [--character bajie] [--chapters 18-19]
 
-1. build a tiny chat model from the novel (`python -m pipeline.tiny_model`; it has a BOS token, so XTuner takes it);
+1. build a tiny chat model from the novel (`python -m pipeline.tiny_model`; it has a BOS token, so XTuner takes it),
+   or take the one an earlier run built (`--tiny-model DIR`: the same model every time, about 10 s saved);
 2. serve it with `transformers serve` on 127.0.0.1 (an OpenAI-compatible server, as an API or LMDeploy would be);
 3. `pipeline.q2a` on a few questions, 4. `pipeline.extract` and 5. `pipeline.long_dialogue` on two chapters,
    all against that server (the tiny model answers every prompt with one line, so extract and long_dialogue find
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.options import character_or_error
+from pipeline.tiny_model import INFO_FILE
 from xiyou.character import character_ids
 from xiyou.env import REPO_ROOT, SHARED_DATA, novel_path
 from xiyou.process import Process, free_port, http_ok, run_echoed
@@ -79,6 +81,12 @@ class Demo:
         shown = shlex.join(str(a) for a in argv)
         print(f"\n[{self.done}/{self.total}] {name}\n  $ {env_note}{shown}", flush=True)
         return time.monotonic()
+
+    def reuse(self, name: str, path: Path) -> None:
+        """A step whose output exists already (a tiny model built before): shown and counted, nothing run."""
+        self.done += 1
+        print(f"\n[{self.done}/{self.total}] {name}\n  {path} (built before: --tiny-model)", flush=True)
+        self._end(name, time.monotonic())
 
     def _end(self, name: str, started: float, note: str = "") -> None:
         seconds = time.monotonic() - started
@@ -144,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--chapters", default="18-19", help="chapters for extract and long_dialogue (default 18-19)")
     p.add_argument("--q2a", type=int, default=4, metavar="N", help="how many questions q2a asks (default 4)")
+    p.add_argument(
+        "--tiny-model",
+        type=Path,
+        metavar="DIR",
+        help="a tiny model built before (python -m pipeline.tiny_model DIR, or an earlier demo's OUT/tiny-model): "
+        "used as it is (read only) instead of building one",
+    )
     return p
 
 
@@ -158,10 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--questions {args.questions}: no such file (one question per line)")
     if not train_python().is_file():
         parser.error(f"the training environment is absent ({train_python()}): run `make setup-train`")
+    if args.tiny_model is not None and not (args.tiny_model / INFO_FILE).is_file():
+        parser.error(
+            f"--tiny-model {args.tiny_model}: no tiny model there (no {INFO_FILE}; "
+            "python -m pipeline.tiny_model DIR builds one)"
+        )
     out = args.out.resolve()
     py, cid = sys.executable, character.id
     tiny, data, dataset, work = out / "tiny-model", out / "data", out / "dataset", out / "train"
-    ours = (tiny, data, dataset, work, out / "eval-base", out / "eval-tuned", out / "logs")
+    if args.tiny_model is not None:
+        tiny = args.tiny_model.resolve()  # read only: never among the outputs removed below, even inside OUT
+    ours = (data, dataset, work, out / "eval-base", out / "eval-tuned", out / "logs")
+    ours += (tiny,) if args.tiny_model is None else ()
     earlier = [p for p in ours if p.exists()]
     if earlier:  # a new tiny model makes every later output stale: start over (only the demo's own folders)
         print(f"removing the outputs of an earlier demo in {out}")
@@ -172,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(out, total=9)
     print(f"retrain demo for {cid} in {out} (logs in {demo.logs})")
     try:
-        demo.run("build a tiny model", cmd(py, "-m pipeline.tiny_model", tiny, "--novel", novel))
+        if args.tiny_model is None:
+            demo.run("build a tiny model", cmd(py, "-m pipeline.tiny_model", tiny, "--novel", novel))
+        else:
+            demo.reuse("tiny model", tiny)
         url = demo.serve(tiny)
         api = cmd("--base-url", url, "--model", tiny, "--max-tokens 64 --no-progress")
         q2a = cmd(py, "-m pipeline.q2a --character", cid, "--questions", args.questions, "--limit", str(args.q2a))

@@ -272,6 +272,7 @@ def make_plan(
     proxy_port: int | None = None,
     proxy_host: str = "127.0.0.1",
     routing_strategy: str = "min_expected_latency",
+    proxy_heartbeat_s: int = PROXY_HEARTBEAT_S,
     nodes: Sequence[Node] = (),
 ) -> Plan:
     """What to start: the LMDeploy commands and the endpoints file for them. `port=0` picks free ports.
@@ -286,6 +287,8 @@ def make_plan(
         raise ServeError(f"--tp must be at least 1, got {tp}")
     if routing_strategy not in ROUTING_STRATEGIES:
         raise ServeError(f"unknown routing strategy {routing_strategy!r}; use one of {', '.join(ROUTING_STRATEGIES)}")
+    if proxy_heartbeat_s < 1:
+        raise ServeError(f"--proxy-heartbeat must be at least 1 second, got {proxy_heartbeat_s}")
     models, adapters = dict(models or {}), dict(adapters or {})
     if models and adapters:
         raise ServeError("give --models (one server per merged model) or --adapters (one server), not both")
@@ -324,7 +327,7 @@ def make_plan(
         # --disable-cache-status: a fresh proxy knows only this run's servers (it otherwise reloads the nodes it saw
         # last time from its own package folder, and routes requests to servers long gone).
         argv += ["--routing-strategy", routing_strategy, "--disable-cache-status"]
-        env = (("LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION", str(PROXY_HEARTBEAT_S)),)
+        env = (("LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION", str(proxy_heartbeat_s)),)
         proxy = ServerSpec("proxy", tuple(argv), p_host, p_port, tuple(ids), env, cluster[0].name, "/v1/models")
     to_proxy = ["--proxy-url", proxy.root_url] if proxy else []
 
@@ -645,6 +648,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the proxy picks a server for a model (default: %(default)s)",
     )
     p.add_argument(
+        "--proxy-heartbeat",
+        type=int,
+        default=PROXY_HEARTBEAT_S,
+        metavar="SECONDS",
+        help="how often the proxy checks its servers and drops a dead one; until then it still routes to it "
+        "(default: %(default)s; LMDeploy's own: 90)",
+    )
+    p.add_argument(
         "--nodes",
         type=Path,
         metavar="FILE",
@@ -689,6 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             proxy_port=args.proxy,
             proxy_host=args.proxy_host,
             routing_strategy=args.routing_strategy,
+            proxy_heartbeat_s=args.proxy_heartbeat,
             nodes=load_nodes(args.nodes) if args.nodes else (),
         )
         for warning in exposure_warnings(plan, args.extra):

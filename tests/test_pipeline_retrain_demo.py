@@ -35,7 +35,9 @@ def _environment(name: str, env: str, default: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.longest
-def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path, novel_path, questions_path):
+def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(
+    tmp_path, novel_path, questions_path, tiny_model_dir
+):
     env = dict(
         os.environ,
         XIYOU_TRAIN_PYTHON=str(_environment("the training environment", "XIYOU_TRAIN_PYTHON",
@@ -44,21 +46,23 @@ def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path
                                               REPO / ".venv-testserver" / "bin" / "transformers")),
     )  # fmt: skip
     out = tmp_path / "demo"
-    # two questions and one chapter (11 passages) for the data steps: what is checked below needs a few answers
+    # two questions and one chapter (11 passages) for the data steps: what is checked below needs a few answers; the
+    # session's tiny model (pipeline.tiny_model builds it; tests/test_train.py runs that command)
     args = [sys.executable, "-m", "pipeline.retrain_demo", "--out", str(out), "--novel", str(novel_path),
-            "--questions", str(questions_path), "--q2a", "2", "--chapters", "18"]  # fmt: skip
+            "--questions", str(questions_path), "--q2a", "2", "--chapters", "18",
+            "--tiny-model", str(tiny_model_dir)]  # fmt: skip
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     shown = proc.stdout
 
     # every step is shown with its command and its time, and the summary adds them up
-    for n, name in enumerate(["build a tiny model", "serve the tiny model", "q2a", "extract", "long_dialogue",
+    for n, name in enumerate(["tiny model", "serve the tiny model", "q2a", "extract", "long_dialogue",
                               "build_dataset", "train + merge", "eval base", "eval fine-tuned"], start=1):  # fmt: skip
         assert f"[{n}/9] {name}" in shown
     assert shown.count("done in ") == 9 and re.search(r"total\s+\d+\.\d s", shown)
 
     # the data steps spoke to the served tiny model and stopped at its end of turn: the answer, nothing after it
-    tiny = json.loads((out / "tiny-model" / "tiny_model.json").read_text(encoding="utf-8"))
+    tiny = json.loads((tiny_model_dir / "tiny_model.json").read_text(encoding="utf-8"))
     q2a = [json.loads(x) for x in (out / "data" / "q2a.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["conversation"][0]["output"] for r in q2a] == [tiny["reply"]] * 2
     # the tiny model's line is no dialogue: extract and long_dialogue kept its answers as rejects and said so
@@ -74,6 +78,7 @@ def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path
     assert run["stages"]["validation"]["merged_loss"] < run["stages"]["validation"]["base_loss"]
     report = (out / "eval-tuned" / "report.md").read_text(encoding="utf-8")
     assert f"## Change since `{out / 'eval-base'}` (backend transformers" in report
+    assert not (out / "tiny-model").exists() and (tiny_model_dir / "tiny_model.json").is_file()  # read, not copied
     assert "| bajie | who-said-it accuracy |" in report
 
     # how to open the app on the merged model; and the server it started is gone
@@ -105,7 +110,7 @@ def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path
     # the maintainer reruns the same training command: every stage is done, nothing is redone
     dataset = out.resolve() / "dataset"
     again = [env["XIYOU_TRAIN_PYTHON"], "-m", "pipeline.train", "bajie", "--data", str(dataset / "train.jsonl"),
-             "--val", str(dataset / "validation.jsonl"), "--base-model", str(out.resolve() / "tiny-model"),
+             "--val", str(dataset / "validation.jsonl"), "--base-model", str(tiny_model_dir.resolve()),
              "--work-dir", str(work), "--preset", "cpu-tiny"]  # fmt: skip
     rerun = subprocess.run(again, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -127,7 +132,7 @@ def test_the_retrain_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_server_and_the_step_it_started(tmp_path, novel_path, questions_path):
+def test_ctrl_c_stops_the_server_and_the_step_it_started(tmp_path, novel_path, questions_path, tiny_model_dir):
     env = dict(
         os.environ,
         PYTHONUNBUFFERED="1",
@@ -137,7 +142,7 @@ def test_ctrl_c_stops_the_server_and_the_step_it_started(tmp_path, novel_path, q
                                               REPO / ".venv-testserver" / "bin" / "transformers")),
     )  # fmt: skip
     args = [sys.executable, "-m", "pipeline.retrain_demo", "--out", str(tmp_path / "demo"), "--novel",
-            str(novel_path), "--questions", str(questions_path)]  # fmt: skip
+            str(novel_path), "--questions", str(questions_path), "--tiny-model", str(tiny_model_dir)]  # fmt: skip
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shown = []
     try:
@@ -155,3 +160,15 @@ def test_ctrl_c_stops_the_server_and_the_step_it_started(tmp_path, novel_path, q
     assert "interrupted: everything the demo started is stopped" in err and "Traceback" not in err
     port = re.search(r"http://127\.0\.0\.1:(\d+)/v1", "".join(shown)).group(1)
     assert not http_ok(f"http://127.0.0.1:{port}/health", timeout=1.0)
+
+
+def test_a_tiny_model_folder_without_a_model_is_refused_before_anything_starts(tmp_path, novel_path, questions_path):
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    args = [sys.executable, "-m", "pipeline.retrain_demo", "--out", str(tmp_path / "demo"), "--novel",
+            str(novel_path), "--questions", str(questions_path), "--tiny-model", str(not_a_model)]  # fmt: skip
+    env = dict(os.environ, XIYOU_TRAIN_PYTHON=sys.executable)  # any python: the check comes first
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"--tiny-model {not_a_model}: no tiny model there (no tiny_model.json" in proc.stderr
+    assert not (tmp_path / "demo").exists()  # nothing written, nothing started

@@ -155,6 +155,10 @@ def test_proxy_plan_starts_the_proxy_first_and_points_every_character_at_it(
     head, _, toml = out.partition("# endpoints file")
     lines = [shlex.split(x) for x in head.splitlines() if "lmdeploy serve" in x and not x.startswith("#")]
     assert lines[0][0] == "LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION=15"  # dead servers dropped within 15 s
+    assert serve.main(["--dry-run", "--lmdeploy", "lmdeploy", "--proxy", "--proxy-heartbeat", "5"]) == 0
+    assert "LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION=5 lmdeploy serve proxy" in capsys.readouterr().out
+    assert serve.main(["--dry-run", "--lmdeploy", "lmdeploy", "--proxy", "--proxy-heartbeat", "0"]) == 1
+    assert "--proxy-heartbeat must be at least 1 second, got 0" in capsys.readouterr().err
     proxy, servers = lines[0][1:], lines[1:]
     assert proxy[:3] == ["lmdeploy", "serve", "proxy"]
     assert option(proxy, "--server-name") == "127.0.0.1" and option(proxy, "--server-port") == "8000"
@@ -396,8 +400,10 @@ def test_the_real_proxy_routes_two_characters_and_drops_a_dead_server(
         port=0,
         proxy_port=0,
         lmdeploy=standin_command(),
+        proxy_heartbeat_s=2,  # (--proxy-heartbeat) the proxy notices the dead server within 2 s, not 15
     )
     assert plan.proxy is not None and {e.base_url for e in plan.endpoints.values()} == {plan.proxy.base_url}
+    assert ("LMDEPLOY_CONTROLLER_HEART_BEAT_EXPIRATION", "2") in plan.proxy.env
     with serve.ServerGroup(plan.servers, tmp_path / "logs", health_timeout_s=240) as group:
         group.start([plan.proxy])
         serve.forget_earlier_servers(plan.proxy)  # what serve() does: LMDeploy's proxy remembers its last run
@@ -411,8 +417,8 @@ def test_the_real_proxy_routes_two_characters_and_drops_a_dead_server(
             assert reply == f"{cid}在此"  # through the proxy, to the server of that model name
         wukong_server = next(s for s in group.running if s.spec.models == ("wukong",))
         wukong_server.proc.kill()  # 悟空's server dies
-        # The proxy drops it at its next health check (pipeline.serve sets it to every 15 s); from then on a request
-        # for wukong is an error the client reports (until then the proxy answers 200 with {"error_code": 10402}).
+        # The proxy drops it at its next health check (every 2 s here; pipeline.serve's default: 15 s); from then on a
+        # request for wukong is an error the client reports (until then the proxy answers 200, {"error_code": 10402}).
         deadline = time.monotonic() + 120
         while "wukong" in serve.proxy_models(plan.proxy) and time.monotonic() < deadline:
             time.sleep(1)

@@ -282,6 +282,21 @@ def test_a_verb_as_said_today_finds_the_novels_form(canon: Canon) -> None:
     assert backend.last_relevance >= answers.DEFLECT_BELOW
 
 
+def test_how_far_and_where_from_as_jieba_cuts_them(canon: Canon) -> None:
+    """Two of 悟空's sample questions in the app: 翻多远 came as one word the novel never writes (so his own answer,
+    chapter 14's 十万八千里, was shrugged off as 老孙不知。), and 哪来的 asks a thing's 来历 (…龙宫里得来的)."""
+    assert answers.query_words("筋斗云一个跟头能翻多远？")[-2:] == ["翻", "多远"]
+    assert answers.query_words("你们走了多远？")[-1] == "多远"  # jieba's 多 远, joined
+    assert answers.query_words("你活了多久了？")[:2] == ["你", "活"]
+    assert answers.query_words("你的金箍棒哪来的？")[-1] == "来历"
+    assert "来历" not in answers.query_words("你是从哪里来的？")  # where he is from, not a thing's origin
+    backend = CanonBackend(get_character("wukong"), canon)
+    line, cited = ask(backend, "筋斗云一个跟头能翻多远？")
+    assert "十万八千里" in line and cited is not None and cited.chapter == 14, (line, cited)
+    line, cited = ask(backend, "你的金箍棒哪来的？")
+    assert "龙宫里得来的" in line and cited is not None and cited.chapter == 14, (line, cited)
+
+
 def test_narration_the_extraction_took_in_matches_nothing(canon: Canon) -> None:
     """八戒's '行的好慈悯！…' follows a 'speech' holding a page of narration (a stray 喜欢 in it): it once answered
     every question about what he likes to eat."""

@@ -100,8 +100,14 @@ ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
 #: Question words: how a question asks (the novel writes 甚么, 那里, 怎的, 怎生 …).
 QUESTION_CUES = frozenset(
     """谁 什么 甚么 为什么 为甚么 为何 何 怎么 怎的 怎生 怎样 怎么样 如何
-    哪里 那里 哪儿 何处 多少 几 几时 几个 何时""".split()
+    哪里 那里 哪儿 何处 多少 几 几时 几个 何时 多远 多久 多大 多高 多长 多重""".split()
 )
+#: How much / how far: jieba glues it to the verb before it (翻多远, 多长时间) or cuts it in two (多 远).
+_MEASURE_CUE = re.compile(r"^(.*?)(多远|多久|多大|多高|多长|多重|多少)(.*)$")
+_MEASURE_TAIL = frozenset("远久大高长重少")
+#: Where a thing came from (金箍棒是从哪里来的？): the novel tells it as 来历, 出处, …得来的.
+_ORIGIN = re.compile(r"(?:哪里|哪儿|何处|哪)得?来的")
+_WHERE_FROM_YOU = re.compile(r"[你您]们?(?:是|都是|到底是|究竟是)?从?(?:哪里|哪儿|何处|哪)")  # where he is from
 #: Modern words the novel writes differently: the query also looks for the novel's form.
 NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "什么": ("甚么", "甚"),
@@ -165,6 +171,8 @@ NOVEL_FORMS: dict[str, tuple[str, ...]] = {
     "最喜欢": ("爱", "喜"),
     "担心": ("忧", "愁", "挂念"),
     "走路": ("走路", "行路"),
+    "跟头": ("筋斗",),
+    "来历": ("来历", "出处", "得来的", "出自", "根源"),
     # a greeting: how the novel greets
     "你好": ("问讯", "稽首", "作揖", "有礼", "拜揖"),
     "您好": ("问讯", "稽首", "作揖", "有礼", "拜揖"),
@@ -185,7 +193,7 @@ NOVEL_NAMES: dict[str, tuple[str, ...]] = {
 #: Words that carry no topic: pronouns, particles, auxiliaries, light verbs, generic question frames.
 FUNCTION_WORDS = frozenset(
     """的 了 吗 呢 吧 啊 呀 哦 嘛 么 是 在 有 和 与 及 跟 就 都 也 还 又 很 太 更 最 这 那 个 一 不 没 没有
-    我 你 他 她 它 们 您 俺 咱 把 被 让 给 对 会 能 要 想 去 来 说 过 着 得 地 之 而 其 以 于 为 所 乎 者 矣 焉 哉
+    我 你 他 她 它 们 您 俺 咱 把 被 让 给 对 会 能 要 想 去 来 说 过 着 得 地 之 而 其 以 于 为 所 乎 者 矣 焉 哉 从
     吾 汝 尔 此 彼 却 便 只 我们 你们 他们 她们 自己 一个 这个 那个 这些 那些 这样 那样 现在 觉得 认为 看待 看法
     是否 有没有 可以 应该 能否 可能 一些 一下 时候 东西 事情 问题 如果 因为 所以 但是 而且 或者 还是 然后 比较
     非常 特别 真的 一直 已经 曾经 平时 通常 怎么看 如何看待 什么样 哪些 哪个 哪种 一种 一样 请问 告诉 知道
@@ -305,12 +313,34 @@ class Vocabulary:
         return len(word) >= 2 and tags.get(word) in _NOUN_TAGS and self.count(word) >= 3
 
 
+def query_words(text: str) -> list[str]:
+    """The words of a question as `segment` cuts them, with two of jieba's cuts undone: a measure question glued to
+    its verb or cut in two (翻多远 → 翻 多远, 多 远 → 多远) and 你 glued to a verb (你活 → 你 活); a question
+    where a thing came from also asks its 来历."""
+    words: list[str] = []
+    for word in segment(text):
+        if words and words[-1] == "多" and word in _MEASURE_TAIL:
+            words[-1] = "多" + word
+            continue
+        found = _MEASURE_CUE.match(word)
+        if found and word not in QUESTION_CUES and word not in NOVEL_FORMS:
+            words.extend(part for part in found.groups() if part)
+            continue
+        if len(word) > 1 and word[0] in SECOND_PERSON and word not in FUNCTION_WORDS and word not in NOVEL_FORMS:
+            words.extend((word[0], word[1:]))
+            continue
+        words.append(word)
+    if _ORIGIN.search(text) and not _WHERE_FROM_YOU.search(text):
+        words.append("来历")
+    return words
+
+
 def query_terms(text: str, vocabulary: Vocabulary) -> list[Term]:
     """The weighted words of a query (see the module doc); the same word once, at its highest weight."""
     from xiyou import names
 
     terms: dict[str, Term] = {}
-    for word in segment(text):
+    for word in query_words(text):
         if word in SECOND_PERSON:
             terms.setdefault("你", Term(("你",), WEIGHT_YOU, "you"))
             continue

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from xiyou.backends.base import Backend, BackendError, Citation, GenerationSettings, collect, collect_cited, text_only
-from xiyou.backends.canon import CanonBackend
+from xiyou.backends.canon import CanonBackend, citation_of
 from xiyou.canon import Canon, chapter_ref
 from xiyou.canon.rag import RetrievalAugmentedBackend
 from xiyou.character import get_character
@@ -55,6 +55,21 @@ def test_citation_says_to_whom_the_line_was_said(canon: Canon) -> None:
     assert citation is not None
     same = [ex for ex in canon.exchanges("wukong") if ex.reply.text == line and ex.chapter == citation.chapter]
     assert same and citation.said_to == "唐三藏" and citation.label().endswith("对唐三藏说")
+
+
+def test_a_line_after_the_storyteller_turns_away_was_said_to_nobody_before_it(canon: Canon) -> None:
+    """却说…, …不题: the next line belongs to another scene. 沙僧's 哥啊，这半日方回… greets 悟空 coming back; the
+    line before it is the demon king's, in his cave, and the hub once cited it as 第四十二回 · 对妖王说."""
+    from xiyou.canon.exchanges import SCENE_SHIFT
+
+    greeting = next(ex for ex in canon.exchanges("wujing") if ex.reply.text.startswith("哥啊，这半日方回"))
+    assert greeting.context is None
+    assert citation_of(greeting).label() == "第四十二回"
+    assert SCENE_SHIFT.search("众僧安歇不题。") and SCENE_SHIFT.search("却说那行者") and SCENE_SHIFT.search("。话说")
+    assert not SCENE_SHIFT.search("一家儿听得这般话说")  # 话说 inside a sentence is no turn
+    # the same conversation across a little narration keeps its context: 悟空 answers what 三藏 asked
+    answered = [ex for ex in canon.exchanges("wukong") if ex.context and ex.context.speaker == "sanzang"]
+    assert len(answered) > 300
 
 
 def test_context_of_a_canon_exchange_gets_that_reply(canon: Canon) -> None:

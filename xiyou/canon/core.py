@@ -84,7 +84,7 @@ class Canon:
     def __init__(self, novel: Novel, utterances: list[Utterance] | None = None, cache_dir: Path | None = None) -> None:
         self.novel = novel
         self.utterances: list[Utterance] = utterances if utterances is not None else extract_utterances(novel)
-        self.scenes: list[int] = assign_scenes(self.utterances)
+        self.scenes: list[int] = assign_scenes(self.utterances, texts={c.number: c.text for c in novel.chapters})
         self._exchanges = build_exchanges(self.utterances, self.scenes)
         self.cache_dir = cache_dir
         self._indexes: dict[tuple[str, str], Index] = {}

@@ -1,19 +1,24 @@
 """Exchanges and scenes: each line of the four with what was said before it, and XTuner training records.
 
-A scene is a run of utterances of one chapter with little narration between them (at most SCENE_GAP characters):
-one conversation. An exchange is one line of a character with its context: the closest preceding utterance of the
-scene by someone else (None when the character opens the scene).
+A scene is a run of utterances of one chapter with little narration between them (at most SCENE_GAP characters),
+none of it the storyteller turning to another place (却说…, 且说…, …不题, 不在话下): one conversation. An exchange
+is one line of a character with its context: the closest preceding utterance of the scene by someone else (None
+when the character opens the scene).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from xiyou.canon.dialogue import Utterance
 from xiyou.names import CHARACTER_IDS
 
 SCENE_GAP = 150  # characters of narration that still belong to the same conversation
+#: The storyteller's turns to another place or another thread (却说行者…, 且说那怪…, …安歇不题, 不在话下): the
+#: next line is not an answer to the last one, even a few words later.
+SCENE_SHIFT = re.compile(r"却说|且说|却表|话表|且不言|且不说|且休言|不题|不在话下|(?:^|[。！？\s])话说")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +35,22 @@ class Exchange:
         return self.reply.id
 
 
-def assign_scenes(utterances: Sequence[Utterance], gap: int = SCENE_GAP) -> list[int]:
-    """The scene id of each utterance (in novel order): a new scene at each chapter and after a long narration."""
+def assign_scenes(
+    utterances: Sequence[Utterance], gap: int = SCENE_GAP, texts: Mapping[int, str] | None = None
+) -> list[int]:
+    """The scene id of each utterance (in novel order): a new scene at each chapter, after a long narration and,
+    given the chapters' `texts` (number → text), where the narration between two lines shifts the scene."""
     scenes: list[int] = []
     scene = -1
     prev: Utterance | None = None
     for u in utterances:
-        if prev is None or u.chapter != prev.chapter or u.offset - (prev.end or prev.offset) > gap:
+        start = (prev.end or prev.offset) if prev is not None else 0
+        if (
+            prev is None
+            or u.chapter != prev.chapter
+            or u.offset - start > gap
+            or (texts is not None and SCENE_SHIFT.search(texts.get(u.chapter, "")[start : u.offset]))
+        ):
             scene += 1
         scenes.append(scene)
         prev = u

@@ -16,7 +16,7 @@ from xiyou.backends.base import Citation
 from xiyou.backends.transformers_backend import TransformersBackend
 from xiyou.character import get_character
 from xiyou.env import REPO_ROOT
-from xiyou.ui.chat import MAX_INPUT_CHARS, OFFLINE_OFFER, OFFLINE_SLIDERS, WAITING
+from xiyou.ui.chat import BOOK_QUESTIONS_CAPTION, MAX_INPUT_CHARS, OFFLINE_OFFER, OFFLINE_SLIDERS, WAITING
 from xiyou.ui.render import JOINER, safe_markdown
 
 APP_IDS = ["sanzang", "wukong", "bajie", "wujing"]
@@ -286,6 +286,23 @@ def test_offline_the_sampling_sliders_are_folded_away(monkeypatch, novel_path: P
     at.chat_input[0].set_value("八戒，你喜欢吃什么？").run()
     reply = bubbles(at)[-1]
     assert reply[0] == "assistant" and 0 < len(reply[1]) <= 8, reply  # cut at 4 tokens: a few characters
+
+
+def test_offline_the_suggestions_are_questions_the_book_put_to_him(monkeypatch, novel_path: Path) -> None:
+    """On a model the sidebar suggests `sample_questions`; offline, questions asked of him in the novel, which his
+    own line there answers (悟空's 筋斗云/金箍棒 questions of today got a shrug or an unrelated line)."""
+    from xiyou.canon import answers, get_canon
+
+    character = get_character("wukong")
+    from_book = answers.book_questions(get_canon(novel_path), character)
+    at = canon_app("wukong", monkeypatch, novel_path)
+    suggested = [b.label for b in at.sidebar.button if b.key and b.key.startswith("suggest_")]
+    assert suggested == from_book and not set(suggested) & set(character.sample_questions)
+    assert BOOK_QUESTIONS_CAPTION in [c.value for c in at.sidebar.caption]
+    at.sidebar.button(key="suggest_1").click().run()  # 徒弟啊，你姓甚么？
+    (asked, question), (answered, answer) = bubbles(at)[1:]
+    assert (asked, question, answered, answer) == ("user", from_book[1], "assistant", "我姓孙。")
+    assert shown(at.chat_message[-1], "caption") == ["📖 《西游记》第十四回 · 对唐三藏说"]
 
 
 def test_a_reload_restores_the_chat_and_another_tab_its_own(monkeypatch, novel_path: Path) -> None:

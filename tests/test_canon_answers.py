@@ -297,6 +297,27 @@ def test_how_far_and_where_from_as_jieba_cuts_them(canon: Canon) -> None:
     assert "龙宫里得来的" in line and cited is not None and cited.chapter == 14, (line, cited)
 
 
+@pytest.mark.parametrize("cid", IDS)
+def test_the_questions_the_book_put_to_him_get_his_answer_from_the_book(canon: Canon, cid: str) -> None:
+    """Offline, the apps suggest `book_questions`: each must come back with the line he answered it with in the
+    novel, asked alone or one after another in one conversation (a visitor clicks them in turn)."""
+    character = get_character(cid)
+    questions = answers.book_questions(canon, character)
+    assert len(questions) == len(character.book_questions) >= 6  # every id is in this copy of the novel
+    by_id = {ex.id: ex for ex in canon.exchanges(cid)}
+    expected = [(by_id[i].reply.text, by_id[i].chapter) for i in character.book_questions]
+    backend = CanonBackend(character, canon)
+    for question, (line, chapter) in zip(questions, expected, strict=True):
+        assert "\n" not in question and question.endswith("？")
+        got, cited = ask(backend, question)
+        assert (got, cited.chapter if cited else None) == (line, chapter), question
+    turns: list[str] = []
+    for question, (line, _) in zip(questions, expected, strict=True):
+        got, _ = ask(backend, *turns, question)
+        assert got == line, (question, got)
+        turns += [question, got]
+
+
 def test_narration_the_extraction_took_in_matches_nothing(canon: Canon) -> None:
     """八戒's '行的好慈悯！…' follows a 'speech' holding a page of narration (a stray 喜欢 in it): it once answered
     every question about what he likes to eat."""

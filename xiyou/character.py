@@ -118,11 +118,14 @@ class Character(BaseModel):
     meta_instruction: NonEmpty
     persona_prompt: NonEmpty
     sample_questions: tuple[NonEmpty, ...] = Field(min_length=10)
+    #: Questions put to him in the novel that his next line there answers, by that line's exchange id (c014-001597:
+    #: chapter and offset): offline, the apps suggest these instead of `sample_questions`, read from the novel.
+    book_questions: tuple[Annotated[str, StringConstraints(pattern=r"^c\d{3}-\d{6}$")], ...] = ()
     generation: Generation
 
     @field_validator(
-        "aliases", "self_refs", "sample_questions", "forms_of_address", "narration_names", "english_names",
-        "unnamed_scenes", mode="before",
+        "aliases", "self_refs", "sample_questions", "book_questions", "forms_of_address", "narration_names",
+        "english_names", "unnamed_scenes", mode="before",
     )
     @classmethod
     def _list_to_tuple(cls, value: object) -> object:

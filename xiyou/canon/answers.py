@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from xiyou.canon.core import Canon
     from xiyou.canon.exchanges import Exchange
+    from xiyou.character import Character
 
 #: Below this relevance (0..1) the canon backend deflects instead of quoting a weak match. Calibrated with
 #: `python benchmarks/relevance/calibrate.py` on the calibration questions (see benchmarks/relevance/README.md).
@@ -678,6 +679,14 @@ def answerer(canon: Canon, character_id: str) -> Answerer:
         if character_id not in store:
             store[character_id] = Answerer(canon, character_id, canon.__dict__["_vocabulary"])
         return store[character_id]
+
+
+def book_questions(canon: Canon, character: Character) -> list[str]:
+    """The questions put to him in the novel that `character.book_questions` names (by the id of his answer there),
+    in that order; those this copy of the novel does not hold are left out."""
+    by_id = {ex.id: ex for ex in canon.exchanges(character.id)}
+    found = (by_id.get(i) for i in character.book_questions)
+    return [" ".join(ex.context.text.split()) for ex in found if ex is not None and ex.context is not None]
 
 
 def deflections(canon: Canon, character_id: str) -> list[Exchange]:

@@ -263,6 +263,25 @@ def _send_draft(draft_key: str) -> None:
         st.session_state.pop(draft_key, None)
 
 
+#: Offline, the suggested questions are ones put to him in the novel: his answer there is what he says
+BOOK_QUESTIONS_CAPTION = "原著里别人问过他的话 · asked of him in the novel"
+BOOK_QUESTIONS_HELP = (
+    "离线时他只会用原著里自己的话回答：这些问题在书中问过他，他的回答就在书里 · Offline he answers with his own "
+    "lines from the novel: these were asked of him there, and his answer is in the book."
+)
+
+
+def _book_questions(character_id: str) -> list[str]:
+    """His `book_questions` as the novel puts them ([] when the novel cannot be read: the usual suggestions). The
+    canon is the one his offline backend loaded (`get_canon` keeps it)."""
+    from xiyou.canon import NovelError, answers, get_canon
+
+    try:
+        return answers.book_questions(get_canon(), get_character(character_id))
+    except NovelError:
+        return []
+
+
 #: Over the sliders when he speaks lines from the book: only the length applies, and they start folded away
 OFFLINE_SLIDERS = "生成参数 · generation settings（原著模式只用最大长度 · offline: only the length applies）"
 
@@ -284,8 +303,13 @@ def settings_sidebar(character: Character, offline: bool = False) -> tuple[Gener
                 key="repetition_penalty",
             )  # fmt: skip
         clear = st.button("清空对话 clear history", key="chat_clear", width="stretch")
-        st.subheader("试试问")
-        for i, question in enumerate(character.sample_questions):
+        from_book = _book_questions(character.id) if offline else []
+        if from_book:
+            st.subheader("试试问", help=BOOK_QUESTIONS_HELP)
+            st.caption(BOOK_QUESTIONS_CAPTION)
+        else:
+            st.subheader("试试问")
+        for i, question in enumerate(from_book or character.sample_questions):
             st.button(question, key=f"suggest_{i}", on_click=_ask, args=(question,), width="stretch")
     settings = GenerationSettings.for_character(
         character,

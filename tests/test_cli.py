@@ -34,6 +34,17 @@ def test_show_one_character() -> None:
     assert "猪八戒" in out and "JimmyMa99/BaJie-Chat" in out and "呆子" in out
 
 
+def test_show_lists_the_questions_the_novel_asks_him(novel_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    code, out, _ = run("show", "wukong")
+    assert code == 0
+    head, _, asked = out.partition("asked of him in the novel")
+    assert "  - 徒弟啊，你姓甚么？" in asked.splitlines() and "徒弟啊" not in head
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path.parent / "missing.txt"))
+    code, out, _ = run("show", "wukong")
+    assert code == 0 and "asked of him in the novel" not in out  # no novel: the rest is shown all the same
+
+
 def test_unknown_id_fails_with_the_valid_ids() -> None:
     code, _, err = run("show", "erlang")
     assert code == 2

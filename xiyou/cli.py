@@ -62,25 +62,13 @@ def show_cmd(character_id: str) -> None:
         "sample questions:",
         *[f"  - {q}" for q in c.sample_questions],
     ]
-    asked = _book_questions(c)
+    from xiyou.canon.answers import offline_suggestions
+
+    asked = offline_suggestions(c)
     if asked:
         lines += ["", "asked of him in the novel (the offline suggestions; his line there answers):"]
         lines += [f"  - {q}" for q in asked]
     click.echo("\n".join(lines))
-
-
-def _book_questions(character) -> list[str]:
-    """His `book_questions` as the novel at XIYOU_NOVEL puts them; [] without the novel."""
-    from xiyou.env import novel_path
-
-    if not character.book_questions or novel_path() is None:
-        return []
-    from xiyou.canon import NovelError, answers, get_canon
-
-    try:
-        return answers.book_questions(get_canon(), character)
-    except NovelError:
-        return []
 
 
 @main.command("card")

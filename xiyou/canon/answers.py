@@ -689,6 +689,19 @@ def book_questions(canon: Canon, character: Character) -> list[str]:
     return [" ".join(ex.context.text.split()) for ex in found if ex is not None and ex.context is not None]
 
 
+def offline_suggestions(character: Character) -> list[str]:
+    """His `book_questions` in the novel at XIYOU_NOVEL (the canon his offline backend loads): what the apps and
+    `xiyou show` suggest offline; [] when he has none or the novel cannot be read."""
+    from xiyou.canon import NovelError, get_canon
+
+    if not character.book_questions:
+        return []
+    try:
+        return book_questions(get_canon(), character)
+    except NovelError:
+        return []
+
+
 def deflections(canon: Canon, character_id: str) -> list[Exchange]:
     """`deflection_lines`, computed once per canon."""
     store = canon.__dict__.setdefault("_deflections", {})

@@ -271,17 +271,6 @@ BOOK_QUESTIONS_HELP = (
 )
 
 
-def _book_questions(character_id: str) -> list[str]:
-    """His `book_questions` as the novel puts them ([] when the novel cannot be read: the usual suggestions). The
-    canon is the one his offline backend loaded (`get_canon` keeps it)."""
-    from xiyou.canon import NovelError, answers, get_canon
-
-    try:
-        return answers.book_questions(get_canon(), get_character(character_id))
-    except NovelError:
-        return []
-
-
 #: Over the sliders when he speaks lines from the book: only the length applies, and they start folded away
 OFFLINE_SLIDERS = "生成参数 · generation settings（原著模式只用最大长度 · offline: only the length applies）"
 
@@ -303,7 +292,9 @@ def settings_sidebar(character: Character, offline: bool = False) -> tuple[Gener
                 key="repetition_penalty",
             )  # fmt: skip
         clear = st.button("清空对话 clear history", key="chat_clear", width="stretch")
-        from_book = _book_questions(character.id) if offline else []
+        from xiyou.canon.answers import offline_suggestions
+
+        from_book = offline_suggestions(character) if offline else []
         if from_book:
             st.subheader("试试问", help=BOOK_QUESTIONS_HELP)
             st.caption(BOOK_QUESTIONS_CAPTION)

@@ -174,7 +174,11 @@ def _closed_port() -> int:
 
 @pytest.mark.slow
 def test_unreachable_model_hub_gives_the_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    # ModelScope's real download code, pointed at a port where nothing listens (it retries a few times).
+    # ModelScope's real download code, pointed at a port where nothing listens (it retries a few times; its waits
+    # between tries, 1 + 2 + 4 s, are capped to none here)
+    from modelscope_hub import _legacy_api
+
+    monkeypatch.setattr(_legacy_api, "REPO_TREE_PAGE_RETRY_MAX_DELAY_SECONDS", 0)
     monkeypatch.delenv("XIYOU_MODEL_WUKONG", raising=False)
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "modelscope"))

@@ -51,6 +51,15 @@ WAITING = "⏳ 等候中 · waiting for your turn…"
 #: The session key that puts this visitor's page in offline canon mode after the model could not be loaded.
 OFFLINE_KEY = "chat_offline"
 OFFLINE_OFFER = "📖 先用原著里他的话聊 · talk with his lines from the book"
+#: Why he cannot speak, in a visitor's words, by the kind of backend that failed; the exact error (what the person
+#: running the app sets) is folded away under CANNOT_SPEAK_DETAILS.
+CANNOT_SPEAK = {
+    "transformers": "这台机器上没有能加载的他的模型（微调权重要下载，最好有 GPU）· his model's weights cannot be "
+    "loaded on this machine",
+    "openai": "他的模型服务没有设好，或者连不上 · his model server is not set up or cannot be reached",
+    "canon": "没有找到《西游记》原文，原著模式用不了 · the novel's text is missing, so the offline mode cannot run",
+}
+CANNOT_SPEAK_DETAILS = "详情 · details (for whoever runs this app)"
 #: The counter's tooltip beyond the limit.
 OVER_LIMIT = f"超过 {MAX_INPUT_CHARS} 字：发送后回到编辑框，删短再发 · too long: it comes back to shorten when sent"
 
@@ -404,6 +413,16 @@ def _offer_offline(character: Character, kind: str) -> None:
     )  # fmt: skip
 
 
+def _cannot_speak(character: Character, kind: str, details: str) -> None:
+    """His model could not be had: why, in a visitor's words; the 📖 offer of his lines from the book where the
+    novel is here; the exact error, with what to set, folded away for whoever runs the app."""
+    reason = CANNOT_SPEAK.get(kind, "")
+    st.error(f"{character.name}暂时无法说话 · {character.name} cannot speak now" + (f"：{reason}" if reason else ""))
+    _offer_offline(character, kind)
+    with st.expander(CANNOT_SPEAK_DETAILS, expanded=not reason):
+        st.markdown(render.safe_markdown(details))
+
+
 def chat_page(character_id: str) -> None:
     """Draw `character_id`'s chat app (the whole page): the entry of `apps/<id>/app.py` and OpenXLab."""
     character = get_character(character_id)
@@ -416,7 +435,7 @@ def chat_page(character_id: str) -> None:
         kind = "canon" if st.session_state.get(OFFLINE_KEY) else env.backend_kind()
         backend = _backend(character.id, kind)
     except (BackendError, ValueError) as e:
-        unavailable = f"{character.name} 暂时无法说话：{public_error(str(e))}"
+        unavailable = public_error(str(e))
     settings, clear = settings_sidebar(character, offline=is_offline(backend))
     store = conversations.session_store()
     conv = conversations.resolve(
@@ -428,6 +447,5 @@ def chat_page(character_id: str) -> None:
     if action is not None:
         conversations.apply_list_action(store, action, lambda: conversations.new_private(store, character))
     if unavailable:
-        st.error(unavailable)
-        _offer_offline(character, kind)
+        _cannot_speak(character, kind, unavailable)
     private_chat(store, conv, character, backend, settings, clear)

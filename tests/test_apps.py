@@ -164,6 +164,8 @@ def test_a_missing_backend_is_explained_and_input_disabled(monkeypatch: pytest.M
     shown = " ".join(m.value for m in details.markdown)
     assert f"XIYOU_MODEL_WUJING={tmp_path / 'no-weights'}: no model there" in shown
     assert at.chat_input[0].disabled
+    suggestions = [b for b in at.sidebar.button if b.key.startswith("suggest_")]
+    assert suggestions and all(b.disabled for b in suggestions)  # a click would be lost: greyed out
 
 
 def test_without_his_model_the_page_offers_his_lines_from_the_book(monkeypatch, novel_path: Path, tmp_path) -> None:

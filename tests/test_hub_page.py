@@ -338,3 +338,24 @@ def test_typing_ends_banter_at_once_but_not_the_answers_to_the_person() -> None:
     rs.plan, rs.live = Plan([], banter_left=2, banter_spoke=True), iter(())  # a banter turn streaming
     typing_started(rs)
     assert rs.room.stopping
+
+
+def test_a_private_chat_with_no_way_to_speak_says_why_and_offers_nothing_to_click(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, page_store
+) -> None:
+    """No novel and no endpoints: nobody can speak. His private chat says so in a visitor's words, folds the exact
+    reason away, and greys out the input and the suggested questions (a click on one would be lost)."""
+    from xiyou.ui.chat import CANNOT_SPEAK_DETAILS
+
+    monkeypatch.setenv("XIYOU_NOVEL", str(tmp_path / "no-novel.txt"))
+    for name in ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    at = AppTest.from_file(HUB_APP, default_timeout=120).run()
+    at.sidebar.button(key="conv_new_private_bajie").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["猪八戒暂时无法说话 · 猪八戒 cannot speak now"]
+    (details,) = [x for x in at.expander if x.label == CANNOT_SPEAK_DETAILS]
+    assert "no-novel.txt" in " ".join(m.value for m in details.markdown)
+    suggestions = [b for b in at.sidebar.button if b.key.startswith("suggest_")]
+    assert suggestions and all(b.disabled for b in suggestions)
+    assert at.chat_input[0].disabled

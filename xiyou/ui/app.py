@@ -13,7 +13,7 @@ import streamlit as st
 from xiyou.character import load_characters
 from xiyou.store import Conversation, Store
 from xiyou.ui import conversations
-from xiyou.ui.options import apply_page_options
+from xiyou.ui.options import apply_page_options, public_error
 
 APP_TITLE = "西游 · 师徒四人"
 
@@ -21,7 +21,7 @@ APP_TITLE = "西游 · 师徒四人"
 def _private_page(store: Store, conv: Conversation) -> None:
     from xiyou.backends.base import is_offline
     from xiyou.room.lineup import LineupError
-    from xiyou.ui.chat import private_chat, settings_sidebar
+    from xiyou.ui.chat import cannot_speak, private_chat, settings_sidebar
     from xiyou.ui.hub import lineup
 
     character = load_characters()[conv.settings["character"]]
@@ -30,10 +30,10 @@ def _private_page(store: Store, conv: Conversation) -> None:
         seat = lineup().seats[character.id]
         backend = seat.backend
         if backend is None:
-            st.error(f"{character.name} 暂时无法说话：{seat.unavailable}")
+            cannot_speak(character, "", public_error(seat.unavailable or ""))
     except LineupError as e:
-        st.error(f"The endpoints file is broken: {e}", icon="🔴")
-    settings, clear = settings_sidebar(character, offline=is_offline(backend))
+        st.error(f"The endpoints file is broken: {public_error(str(e))}", icon="🔴")
+    settings, clear = settings_sidebar(character, offline=is_offline(backend), speaks=backend is not None)
     private_chat(store, conv, character, backend, settings, clear, title=conv.title)
 
 

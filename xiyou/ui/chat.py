@@ -284,9 +284,11 @@ BOOK_QUESTIONS_HELP = (
 OFFLINE_SLIDERS = "生成参数 · generation settings（原著模式只用最大长度 · offline: only the length applies）"
 
 
-def settings_sidebar(character: Character, offline: bool = False) -> tuple[GenerationSettings, bool]:
+def settings_sidebar(
+    character: Character, offline: bool = False, speaks: bool = True
+) -> tuple[GenerationSettings, bool]:
     """The generation sliders (folded away when `offline`: lines from the book are not sampled), clear, suggested
-    questions. Returns (settings, clear clicked)."""
+    questions (greyed out when he cannot speak: `speaks` False). Returns (settings, clear clicked)."""
     g = character.generation
     with st.sidebar:
         st.header(f"{character.emoji} {character.name}")
@@ -310,7 +312,9 @@ def settings_sidebar(character: Character, offline: bool = False) -> tuple[Gener
         else:
             st.subheader("试试问")
         for i, question in enumerate(from_book or character.sample_questions):
-            st.button(question, key=f"suggest_{i}", on_click=_ask, args=(question,), width="stretch")
+            st.button(
+                question, key=f"suggest_{i}", on_click=_ask, args=(question,), width="stretch", disabled=not speaks
+            )
     settings = GenerationSettings.for_character(
         character,
         max_new_tokens=int(max_new_tokens),
@@ -413,7 +417,7 @@ def _offer_offline(character: Character, kind: str) -> None:
     )  # fmt: skip
 
 
-def _cannot_speak(character: Character, kind: str, details: str) -> None:
+def cannot_speak(character: Character, kind: str, details: str) -> None:
     """His model could not be had: why, in a visitor's words; the 📖 offer of his lines from the book where the
     novel is here; the exact error, with what to set, folded away for whoever runs the app."""
     reason = CANNOT_SPEAK.get(kind, "")
@@ -436,7 +440,7 @@ def chat_page(character_id: str) -> None:
         backend = _backend(character.id, kind)
     except (BackendError, ValueError) as e:
         unavailable = public_error(str(e))
-    settings, clear = settings_sidebar(character, offline=is_offline(backend))
+    settings, clear = settings_sidebar(character, offline=is_offline(backend), speaks=backend is not None)
     store = conversations.session_store()
     conv = conversations.resolve(
         store,
@@ -447,5 +451,5 @@ def chat_page(character_id: str) -> None:
     if action is not None:
         conversations.apply_list_action(store, action, lambda: conversations.new_private(store, character))
     if unavailable:
-        _cannot_speak(character, kind, unavailable)
+        cannot_speak(character, kind, unavailable)
     private_chat(store, conv, character, backend, settings, clear)

@@ -519,7 +519,7 @@ class ChatClient:
         elif isinstance(exc, openai.APIConnectionError):
             text = (
                 f"{where}: cannot reach the server ({_cause(exc)}); is it running? "
-                'Start it (see "Serving with LMDeploy" in the README) or fix base_url'
+                'Start it (see docs/serving.md) or fix base_url'
             )
         elif isinstance(exc, openai.APIStatusError):
             text = f"{where}: HTTP {exc.status_code}: {body_text(exc)}; {self._hint(exc.status_code)}"

@@ -39,7 +39,7 @@ Nobody can speak yet: there is no endpoints file and no novel to speak from.
 - On any chat model (Ollama, a hosted API): `XIYOU_API_BASE_URL=http://127.0.0.1:11434/v1 XIYOU_API_MODEL=qwen2.5:7b`
   puts all four in persona mode on it (see docs/personas.md).
 - With models: serve the characters on any OpenAI-compatible server (LMDeploy: one server, one LoRA adapter per
-  character; see "Serving with LMDeploy" in the README), then write an endpoints file and set `XIYOU_ENDPOINTS`:
+  character; see docs/serving.md), then write an endpoints file and set `XIYOU_ENDPOINTS`:
 
 ```toml
 [wukong]

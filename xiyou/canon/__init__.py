@@ -1,4 +1,4 @@
-"""The novel as data: loader, attributed dialogue, exchanges, retrieval (see README "The canon · 原著台词").
+"""The novel as data: loader, attributed dialogue, exchanges, retrieval (see docs/canon.md).
 
 Cheap to import: the heavy libraries (bm25s, numpy, OpenCC) load on first use.
 """

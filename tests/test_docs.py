@@ -101,6 +101,27 @@ def test_relative_links_resolve(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     missing = [t for t in LINK.findall(text) if not (page.parent / t).exists()]
     assert not missing, f"{page.name} links to missing files: {missing}"
+    # and a link to a heading names one that is there, as GitHub spells its anchor
+    broken = []
+    for target, anchor in ANCHOR_LINK.findall(text):
+        linked = (page.parent / target) if target else page
+        if linked.suffix == ".md" and linked.exists() and anchor not in _anchors(linked):
+            broken.append(f"{target}#{anchor}")
+    assert not broken, f"{page.name} links to headings that are not there: {broken}"
+
+
+ANCHOR_LINK = re.compile(r"\]\(((?!https?://)[^)#\s]*)#([^)\s]+)\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives the page's headings: lower case, punctuation (·, parentheses, backticks) dropped,
+    each space a hyphen (`## The endpoints file · 端点文件` → `the-endpoints-file--端点文件`)."""
+    found = set()
+    for line in page.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"#{1,6}\s+(.+?)\s*$", line)
+        if heading:
+            found.add(re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-"))
+    return found
 
 
 @pytest.mark.parametrize("where,index,code", all_blocks(("toml",)), ids=lambda v: str(v)[:30])

@@ -359,3 +359,23 @@ def test_a_private_chat_with_no_way_to_speak_says_why_and_offers_nothing_to_clic
     suggestions = [b for b in at.sidebar.button if b.key.startswith("suggest_")]
     assert suggestions and all(b.disabled for b in suggestions)
     assert at.chat_input[0].disabled
+
+
+def test_a_private_chat_whose_model_fails_offers_no_button_it_cannot_honour(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, novel_path: Path, page_store
+) -> None:
+    """八戒 on local weights that are not there, the novel at hand: his private chat in the app says he cannot speak,
+    without the single-character apps' 📖 button (this page takes its members from the endpoints file, so the button
+    would do nothing)."""
+    from xiyou.ui.chat import OFFLINE_OFFER
+
+    endpoints = tmp_path / "endpoints.toml"
+    endpoints.write_text('[bajie]\nbackend = "transformers"\n', encoding="utf-8")
+    monkeypatch.setenv("XIYOU_ENDPOINTS", str(endpoints))
+    monkeypatch.setenv("XIYOU_MODEL_BAJIE", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("XIYOU_NOVEL", str(novel_path))
+    at = AppTest.from_file(HUB_APP, default_timeout=120).run()
+    at.sidebar.button(key="conv_new_private_bajie").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["猪八戒暂时无法说话 · 猪八戒 cannot speak now"]
+    assert OFFLINE_OFFER not in [b.label for b in at.button]

@@ -417,12 +417,14 @@ def _offer_offline(character: Character, kind: str) -> None:
     )  # fmt: skip
 
 
-def cannot_speak(character: Character, kind: str, details: str) -> None:
-    """His model could not be had: why, in a visitor's words; the 📖 offer of his lines from the book where the
-    novel is here; the exact error, with what to set, folded away for whoever runs the app."""
+def cannot_speak(character: Character, kind: str, details: str, offer_offline: bool = False) -> None:
+    """His model could not be had: why, in a visitor's words; with `offer_offline` (the single-character apps, whose
+    page reads OFFLINE_KEY), the 📖 offer of his lines from the book where the novel is here; the exact error, with
+    what to set, folded away for whoever runs the app."""
     reason = CANNOT_SPEAK.get(kind, "")
     st.error(f"{character.name}暂时无法说话 · {character.name} cannot speak now" + (f"：{reason}" if reason else ""))
-    _offer_offline(character, kind)
+    if offer_offline:
+        _offer_offline(character, kind)
     with st.expander(CANNOT_SPEAK_DETAILS, expanded=not reason):
         st.markdown(render.safe_markdown(details))
 
@@ -451,5 +453,5 @@ def chat_page(character_id: str) -> None:
     if action is not None:
         conversations.apply_list_action(store, action, lambda: conversations.new_private(store, character))
     if unavailable:
-        cannot_speak(character, kind, unavailable)
+        cannot_speak(character, kind, unavailable, offer_offline=True)
     private_chat(store, conv, character, backend, settings, clear)

@@ -26,6 +26,8 @@ from xiyou.validation import describe_validation_error
 CHARACTERS_DIR = Path(__file__).with_name("characters")
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+#: A line of the novel by its exchange id: chapter and offset (c014-001597), read from the novel, never copied.
+ExchangeId = Annotated[str, StringConstraints(pattern=r"^c\d{3}-\d{6}$")]
 EnglishName = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z' -]*$")]
 
 
@@ -87,6 +89,25 @@ class UnnamedScene(BaseModel):
         return tuple(value) if isinstance(value, list) else value
 
 
+class SmallTalk(BaseModel):
+    """His lines of the novel for each act of small talk (`xiyou.canon.smalltalk`), by exchange id, best first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    who: tuple[ExchangeId, ...] = ()
+    farewell: tuple[ExchangeId, ...] = ()
+    thanks: tuple[ExchangeId, ...] = ()
+    apology: tuple[ExchangeId, ...] = ()
+    how_are_you: tuple[ExchangeId, ...] = ()
+    compliment: tuple[ExchangeId, ...] = ()
+    greeting: tuple[ExchangeId, ...] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+
 class Character(BaseModel):
     """One pilgrim: who they are, how they speak, and where their fine-tuned weights live."""
 
@@ -120,7 +141,9 @@ class Character(BaseModel):
     sample_questions: tuple[NonEmpty, ...] = Field(min_length=10)
     #: Questions put to him in the novel that his next line there answers, by that line's exchange id (c014-001597:
     #: chapter and offset): offline, the apps suggest these instead of `sample_questions`, read from the novel.
-    book_questions: tuple[Annotated[str, StringConstraints(pattern=r"^c\d{3}-\d{6}$")], ...] = ()
+    book_questions: tuple[ExchangeId, ...] = ()
+    #: Offline, his own lines of the novel for small talk (a greeting, thanks, who he is …), by exchange id.
+    small_talk: SmallTalk = Field(default_factory=SmallTalk)
     generation: Generation
 
     @field_validator(

@@ -205,10 +205,18 @@ _SENTENCE_END = set("。.！!？?…~～\n")
 _SECOND_PERSON = "你您汝尔"
 
 
+@functools.cache
+def vocatives() -> tuple[str, ...]:
+    """Every name or form of address a person may call one of the four or the room by (`all_names` of each, and
+    GENERIC_VOCATIVES), longest first."""
+    words = {n for cid in CHARACTER_IDS for n in all_names(cid)} | set(GENERIC_VOCATIVES)
+    return tuple(sorted(words, key=lambda w: (-len(w), w)))
+
+
 @functools.lru_cache(maxsize=64)
 def _vocatives(person_name: str | None) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """(speaker label at the start, a clause that is only a vocative, a vocative opening a clause before 你)."""
-    words = {n for cid in CHARACTER_IDS for n in all_names(cid)} | set(GENERIC_VOCATIVES)
+    words = set(vocatives())
     if person_name and person_name.strip():
         words.add(person_name.strip())
     alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))

@@ -143,7 +143,7 @@ class CanonBackend:
     def choose(self, messages: Sequence[Message], person: str | None = None):
         """The exchange to answer with (deterministic); `last_relevance` says how well it matched (0..1). `person`:
         the name the person goes by (never part of the question)."""
-        from xiyou.canon import answers
+        from xiyou.canon import answers, smalltalk
 
         validate_messages(messages)
         canon = self.canon
@@ -153,6 +153,15 @@ class CanonBackend:
             raise BackendError(f"the canon has no lines for {self.character.name}; check the novel file")
         query = question_of(messages, person)
         said = {m["content"].strip() for m in messages if m["role"] == "assistant"}
+        act, query = smalltalk.act_of(query)
+        if act is not None:  # 你好, 谢谢, 再见, 你是谁: his own line for it, else one of his shrugs
+            self.last_relevance = 1.0
+            found = smalltalk.reply(canon, self.character, act, said, self.max_chapter)
+            if found is None:
+                self.last_relevance = 0.0
+                found = answers.pick_deflection(answers.deflections(canon, cid), act, said, self.max_chapter)
+            if found is not None:
+                return found
         answerer = answers.answerer(canon, cid)
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)

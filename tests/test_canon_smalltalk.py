@@ -1,0 +1,122 @@
+"""Small talk offline: a greeting, thanks, a goodbye or "who are you?" gets the character's own line for it."""
+
+from __future__ import annotations
+
+import pytest
+
+from xiyou.backends.base import Citation, GenerationSettings, collect_cited
+from xiyou.backends.canon import CanonBackend
+from xiyou.canon import Canon, answers, smalltalk
+from xiyou.character import SmallTalk, get_character
+from xiyou.room import Room, TurnEnded
+from xiyou.room.member import Member
+
+IDS = ("sanzang", "wukong", "bajie", "wujing")
+SETTINGS = GenerationSettings()
+
+
+def ask(backend: CanonBackend, *turns: str) -> tuple[str, Citation | None]:
+    messages = [{"role": "system", "content": backend.character.meta_instruction}]
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return collect_cited(backend, messages, SETTINGS)
+
+
+def listed(canon: Canon, cid: str, act: str) -> list[tuple[str, int]]:
+    return [(ex.reply.text, ex.chapter) for ex in smalltalk.lines(canon, get_character(cid), act)]
+
+
+@pytest.mark.parametrize(
+    ("text", "act"),
+    [
+        ("你好", "greeting"), ("你们好！", "greeting"), ("师父好！", "greeting"), ("大圣你好呀", "greeting"),
+        ("嗨～", "greeting"), ("Hello", "greeting"), ("早上好😊", "greeting"), ("在吗？", "greeting"),
+        ("你是谁？", "who"), ("你叫什么名字？", "who"), ("介绍一下你自己", "who"), ("你好，你是谁？", "who"),
+        ("谢谢师父", "thanks"), ("好的，谢谢啦", "thanks"), ("辛苦了", "thanks"),
+        ("谢谢，再见！", "farewell"), ("拜拜~", "farewell"), ("晚安", "farewell"),
+        ("最近怎么样？", "how_are_you"), ("吃了吗？", "how_are_you"),
+        ("对不起", "apology"), ("你真厉害！", "compliment"),
+    ],
+)  # fmt: skip
+def test_small_talk_is_recognised_in_the_forms_people_type(text: str, act: str) -> None:
+    assert smalltalk.act_of(text) == (act, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "rest"),
+    [
+        ("你好，你最怕什么？", "你最怕什么？"),  # a question after a greeting: the question is what is matched
+        ("谢谢师父！那你为什么要去西天？", "那你为什么要去西天？"),
+        ("你怎么称呼八戒？", "你怎么称呼八戒？"),  # 八戒 is asked about, not called: no "who are you"
+        ("好", "好"),  # all right, not a greeting
+        ("怎么样？", "怎么样？"),
+        ("是", "是"),
+        ("你的金箍棒从哪里来？", "你的金箍棒从哪里来？"),
+    ],
+)
+def test_a_question_is_not_small_talk(text: str, rest: str) -> None:
+    assert smalltalk.act_of(text) == (None, rest)
+
+
+def test_every_listed_line_is_his_in_the_novel_and_every_act_is_a_field(canon: Canon) -> None:
+    assert set(SmallTalk.model_fields) == set(smalltalk.ACT_NAMES)
+    for cid in IDS:
+        character = get_character(cid)
+        ids = {ex.id for ex in canon.exchanges(cid)}
+        wanted = smalltalk.listed(character)
+        assert wanted and all(i in ids for _, i in wanted), [i for _, i in wanted if i not in ids]
+        assert character.small_talk.greeting and character.small_talk.who  # what every visitor says first
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_a_greeting_gets_his_greeting_and_who_are_you_his_introduction(canon: Canon, cid: str) -> None:
+    backend = CanonBackend(get_character(cid), canon)
+    for greeting in ("你好", "你们好！", "嗨"):
+        text, citation = ask(backend, greeting)
+        assert (text, citation.chapter) == listed(canon, cid, "greeting")[0]
+    text, citation = ask(backend, "你是谁？")
+    assert (text, citation.chapter) == listed(canon, cid, "who")[0]
+    # a second greeting in the same conversation gets his next line, never the same one again
+    first, _ = ask(backend, "你好")
+    again, _ = ask(backend, "你好", first, "你好呀")
+    assert again != first
+    expected = [t for t, _ in listed(canon, cid, "greeting")[1:]]
+    assert again in expected if expected else again in {ex.reply.text for ex in answers.deflections(canon, cid)}
+
+
+def test_thanks_and_goodbye_and_a_missing_act_falls_back_to_his_own_kind_of_line(canon: Canon) -> None:
+    wukong = CanonBackend(get_character("wukong"), canon)
+    assert ask(wukong, "谢谢大圣！")[0] == listed(canon, "wukong", "thanks")[0][0]
+    assert ask(wukong, "再见")[0] == listed(canon, "wukong", "farewell")[0][0]
+    assert ask(wukong, "最近怎么样？")[0] == listed(canon, "wukong", "how_are_you")[0][0]
+    # 三藏 lists no "how are you": he greets; 八戒 lists no thanks: he takes it as praise
+    sanzang = CanonBackend(get_character("sanzang"), canon)
+    assert ask(sanzang, "最近怎么样？")[0] == listed(canon, "sanzang", "greeting")[0][0]
+    bajie = CanonBackend(get_character("bajie"), canon)
+    assert ask(bajie, "谢谢你")[0] == listed(canon, "bajie", "compliment")[0][0]
+
+
+def test_a_question_after_a_greeting_is_answered_as_the_question_alone(canon: Canon) -> None:
+    backend = CanonBackend(get_character("wukong"), canon)
+    assert ask(backend, "你好！你的金箍棒是从哪里来的？") == ask(backend, "你的金箍棒是从哪里来的？")
+
+
+def test_a_point_in_the_story_keeps_his_small_talk_to_what_has_happened(canon: Canon) -> None:
+    """八戒's introduction is a line of chapter 29: at chapter 20 he cannot say it."""
+    assert listed(canon, "bajie", "who")[0][1] == 29
+    backend = CanonBackend(get_character("bajie"), canon, max_chapter=20)
+    text, citation = ask(backend, "你是谁？")
+    assert citation.chapter <= 20 and text not in [t for t, _ in listed(canon, "bajie", "who")]
+
+
+def test_a_room_greeted_greets_back_whatever_the_persons_name(canon: Canon) -> None:
+    replies = {}
+    for person in ("施主", "小明"):
+        members = [Member(get_character(cid), CanonBackend(get_character(cid), canon)) for cid in IDS]
+        room = Room(members, person=person, banter_turns=0, policy="all")
+        room.say("你们好！")
+        replies[person] = [(e.speaker, e.entry.text) for e in room.run() if isinstance(e, TurnEnded)]
+    assert replies["施主"] == replies["小明"]
+    for speaker, text in replies["施主"]:
+        own = [t for t, _ in listed(canon, speaker, "greeting")]
+        assert text in own, (speaker, text)

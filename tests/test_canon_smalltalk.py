@@ -36,6 +36,9 @@ def listed(canon: Canon, cid: str, act: str) -> list[tuple[str, int]]:
         ("谢谢，再见！", "farewell"), ("拜拜~", "farewell"), ("晚安", "farewell"),
         ("最近怎么样？", "how_are_you"), ("吃了吗？", "how_are_you"),
         ("对不起", "apology"), ("你真厉害！", "compliment"),
+        ("在吗在吗", "greeting"), ("吃了吗师父", "how_are_you"), ("请问法师怎么称呼？", "who"),
+        ("你是猪八戒吗", "who"), ("好了我去睡了 晚安", "farewell"), ("不好意思打扰一下", "apology"),
+        ("我超喜欢你的", "compliment"),
     ],
 )  # fmt: skip
 def test_small_talk_is_recognised_in_the_forms_people_type(text: str, act: str) -> None:
@@ -51,6 +54,9 @@ def test_small_talk_is_recognised_in_the_forms_people_type(text: str, act: str) 
         ("好", "好"),  # all right, not a greeting
         ("怎么样？", "怎么样？"),
         ("是", "是"),
+        ("你是妖怪吗", "你是妖怪吗"),  # not one of the four's names: a question
+        ("你是谁的徒弟？", "你是谁的徒弟？"),
+        ("你喜欢吃什么？", "你喜欢吃什么？"),
         ("你的金箍棒从哪里来？", "你的金箍棒从哪里来？"),
     ],
 )
@@ -110,13 +116,21 @@ def test_a_point_in_the_story_keeps_his_small_talk_to_what_has_happened(canon: C
 
 
 def test_a_room_greeted_greets_back_whatever_the_persons_name(canon: Canon) -> None:
+    """The first to answer greets the person; the next answers the greeting before him (三藏's 施主，问讯了。 is a
+    greeting too, 施主 only calling someone): both with their own greeting lines."""
     replies = {}
     for person in ("施主", "小明"):
-        members = [Member(get_character(cid), CanonBackend(get_character(cid), canon)) for cid in IDS]
+        members = [Member(get_character(cid), CanonBackend(get_character(cid), canon)) for cid in ("sanzang", "bajie")]
         room = Room(members, person=person, banter_turns=0, policy="all")
         room.say("你们好！")
         replies[person] = [(e.speaker, e.entry.text) for e in room.run() if isinstance(e, TurnEnded)]
     assert replies["施主"] == replies["小明"]
+    assert [speaker for speaker, _ in replies["施主"]] == ["sanzang", "bajie"]
     for speaker, text in replies["施主"]:
-        own = [t for t, _ in listed(canon, speaker, "greeting")]
-        assert text in own, (speaker, text)
+        assert text == listed(canon, speaker, "greeting")[0][0], (speaker, text)
+
+
+def test_only_calling_him_is_answered_like_a_greeting(canon: Canon) -> None:
+    """猴哥！ asks nothing: with the call taken out nothing is left, and he answers as to a greeting."""
+    backend = CanonBackend(get_character("wukong"), canon)
+    assert ask(backend, "猴哥！")[0] == listed(canon, "wukong", "greeting")[0][0]

@@ -153,7 +153,7 @@ class CanonBackend:
             raise BackendError(f"the canon has no lines for {self.character.name}; check the novel file")
         query = question_of(messages, person)
         said = {m["content"].strip() for m in messages if m["role"] == "assistant"}
-        act, query = smalltalk.act_of(query)
+        act, query = smalltalk.act_of(query) if query else ("greeting", "")  # only called (猴哥！): he answers
         if act is not None:  # 你好, 谢谢, 再见, 你是谁: his own line for it, else one of his shrugs
             self.last_relevance = 1.0
             found = smalltalk.reply(canon, self.character, act, said, self.max_chapter)

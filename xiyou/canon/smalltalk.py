@@ -35,39 +35,49 @@ ACTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "who",
             rf"{_YOU}?(?:是谁|是何人|是哪位|是什么人|是甚么人|谁啊?|叫什么|叫什么名字|叫甚么|叫啥|叫啥名字?)"
-            rf"|{_YOU}?的?(?:名字|姓名|大名)(?:是什么|叫什么|是啥)|{_YOU}?(?:怎么|如何)称呼{_YOU}?"
-            r"|(?:请|能|可以)?(?:你|您)?(?:先|来)?(?:做个|做一下|简单)?自我介绍(?:一下)?|介绍一下(?:你|您)?自己"
-            r"|(?:你|您)?(?:贵姓|尊姓大名|高姓大名|高姓|何方神圣)|报上名来|请问(?:你|您)是|who are you",
+            rf"|{_YOU}?的?(?:名字|姓名|大名)(?:是什么|叫什么|是啥)|{_YOU}?(?:该)?(?:怎么|如何)称呼{_YOU}?"
+            r"|(?:请|能|可以)?(?:你|您)?(?:先|来)?(?:做个|做一下|简单)?自我介绍(?:一下|下)?|介绍(?:一下|下)?(?:你|您)?自己"
+            r"|(?:你|您)?(?:贵姓|尊姓大名|高姓大名|高姓|何方神圣)|报上名来|请问(?:你|您)是|who are you"
+            r"|(?:跟我|给我|和我)?(?:说说|讲讲|聊聊|介绍介绍|介绍下)(?:你是谁|你自己|你的来历)",
         ),
         (
             "farewell",
             r"再见|再会|拜拜|拜|bye|bye ?bye|goodbye|see you|回见|回头见|下次见|下回见|明天见|改天见|下次再聊|下次聊"
-            r"|改天再?聊|回头再?聊|告辞|告辞了|我(?:先|要|得)?(?:走|撤|下线|下|去睡)了|先这样|先撤了?|晚安|good ?night"
-            r"|后会有期|失陪|少陪|(?:你|您)?多?保重|我(?:要|得)走了",
+            r"|改天再?聊|回头再?聊|告辞|告辞了|我?(?:先|要|得)?(?:走|撤|下线|下|去睡|睡|睡觉|去睡觉)了|先这样|先撤了?"
+            r"|晚安|good ?night|后会有期|失陪|少陪|(?:你|您)?多?保重|我(?:要|得)走了"
+            r"|(?:你|您)?(?:早点|早些|好好)?休息(?:去)?|早点睡|做个好梦|好梦",
         ),
         (
             "thanks",
-            rf"(?:谢谢|多谢|感谢|谢了|谢啦|谢过|感恩|感激不尽|太感谢|非常感谢|万分感谢|多谢多谢|谢谢谢谢)(?:{_YOU})?(?:了|啦)?"
-            r"|thanks?|thank you|thx|辛苦(?:了|你了|您了|啦)|有劳了?|麻烦(?:你|您)了|承蒙指教",
+            rf"(?:谢谢|多谢|感谢|谢了|谢啦|谢过|感恩|感激不尽|太感谢|非常感谢|万分感谢)(?:{_YOU})?(?:了|啦)?"
+            r"|(?:谢谢|多谢|感谢|感恩)[^吗么呢？?]{1,10}|受教了?|thanks?|thank you|thx|辛苦(?:了|你了|您了)?|有劳了?"
+            r"|麻烦(?:你|您)了|承蒙指教",
         ),
-        ("apology", r"对不起|抱歉|不好意思|打扰(?:了|一下)|sorry|失礼了?|冒犯了?|得罪了?"),
+        (
+            "apology",
+            r"(?:对不起|抱歉|不好意思|sorry)[^吗么呢？?]{0,10}|打扰(?:了|一下|你了|您了)?|失礼了?|冒犯了?|得罪了?"
+            r"|别生气了?|不要生气|莫生气|息怒",
+        ),
         (
             "how_are_you",
             rf"{_YOU}?{_LATELY}?(?:还|过得|身体)?(?:好吗|好么|好不好|还好吗|还好吧|可好|安好)"
-            rf"|{_YOU}{_LATELY}?(?:过得|身体)?(?:怎么样|咋样|如何)|{_LATELY}(?:过得|身体)?(?:怎么样|咋样|如何)"
-            r"|别来无恙|(?:你|您)?吃(?:了|饭了|过饭了|过了)(?:吗|没|么|没有)|how are you",
+            rf"|{_YOU}{_LATELY}?(?:过得|身体|心情)?(?:怎么样|咋样|如何)|{_LATELY}(?:过得|身体|心情)?(?:怎么样|咋样|如何)"
+            r"|(?:你|您)?(?:今天|一路|路上|这一路|最近)?(?:辛苦|累)(?:吗|么|不|了吧|吧)|累不累|辛不辛苦|心情(?:如何|怎么样|好吗)"
+            r"|别来无恙|(?:你|您)?吃(?:了|饭了|过饭了|过了|饭)(?:吗|没|么|没有)|how are you|近来可好",
         ),
         (
             "compliment",
-            r"(?:你|您)?(?:真|好|太|真是|可真|实在)?(?:厉害|了不起|棒|威风|伟大)了?"
-            r"|我?(?:真|很|好|超|太)?(?:佩服|崇拜|喜欢)(?:你|您)了?",
+            r"(?:你|您)(?:人)?(?:真|好|太|很|超|挺|真是|可真|实在)?"
+            r"(?:可爱|帅|好看|有趣|善良|聪明|厉害|了不起|棒|威风|伟大|英俊|潇洒|酷|牛)了?的?"
+            r"|(?:真|好|太|很|超)?(?:厉害|了不起|威风|可爱|帅)了?|(?:你|您)?人(?:真|很|挺)?好|我是你的(?:粉丝|铁粉)"
+            r"|我?(?:真|很|好|超|太|特别)?(?:佩服|崇拜|喜欢|爱)(?:你|您)了?的?",
         ),
         (
             "greeting",
-            rf"{_YOU}好|早|早安|早上好|上午好|中午好|下午好|晚上好|哈喽|哈啰|哈罗|嗨|hi|hello|hey|halo|hiya"
-            r"|幸会|久仰(?:大名)?|初次见面(?:请多多?关照)?|请多关照|有礼了?|请了"
+            rf"{_YOU}好|早|早安|早上好|上午好|中午好|下午好|晚上好|哈喽|哈啰|哈罗|嗨|hi|hello|hey|halo|hiya|yo"
+            r"|幸会|久仰(?:大名)?|初次见面(?:请多多?关照)?|请多关照|有礼了?|请了|好久不见|久违了?"
             r"|(?:贫僧|老孙|老猪|老沙|弟子|小僧|我|俺)?(?:问讯了?|稽首|作揖了?|唱喏了?|拜揖)"
-            r"|阿弥陀佛|在吗|在不在|有人吗",
+            r"|阿弥陀佛|(?:你|您)?在吗|在不在|在么|有人吗",
         ),
     )
 )
@@ -79,18 +89,21 @@ FALLBACK: dict[str, tuple[str, ...]] = {
     "thanks": ("compliment",),
 }
 ACT_NAMES = tuple(act for act, _ in ACTS)
-#: Acts that may end with whom they are said to (谢谢师父, 再见猴哥, 你好八戒).
-CALLED_AFTER = frozenset({"farewell", "thanks", "apology", "greeting"})
 
 _PIECE = re.compile(r"([^，,。.！!？?；;、…~～\s]+)([，,。.！!？?；;、…~～\s]*)")
 _PARTICLES = re.compile(r"[啊呀呢吧哦嘛啦哈喔哟噢哇呐呗咯]+$")
 #: Words that do nothing by themselves (all right, hm, haha): small talk beside an act, never an act alone.
-_NEUTRAL = re.compile(r"好的?|嗯+|哦+|噢+|ok|okay|行|明白了?|知道了|哈+|呵+|嘿+|嘻+|喂", re.I)
-#: How the novel's small talk addresses people (老公公，贫僧问讯了。): a clause of one of these only calls someone.
+_NEUTRAL = re.compile(r"好的?|好了|嗯+|哦+|噢+|ok|okay|行|明白了?|知道了|哈+|呵+|嘿+|嘻+|喂", re.I)
+#: …and the same words opening a clause (好了我去睡了, 那谢谢啦, 请问法师怎么称呼).
+_NEUTRAL_OPENING = re.compile(r"^(?:好了|好吧|好的|那么?|嗯+|哦+|ok|行吧|请问)(?=.)", re.I)
+#: How the novel's small talk addresses people (老公公，贫僧问讯了。) and titles people give him (法师, 大师): a
+#: clause of one of these only calls someone.
 _ADDRESS = re.compile(
-    r"老?(?:公公|施主|禅师|院主|先生|神仙|弟们?|哥哥?|大哥|二哥|兄弟们?|贤弟|长老|师父们?|列位|诸位|各位)"
+    r"老?(?:公公|施主|禅师|院主|先生|神仙|弟们?|哥哥?|大哥|二哥|兄弟们?|贤弟|长老|师父们?|师傅|法师|大师|列位|诸位|各位)"
 )
 _EMOJI = re.compile(r"[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+")
+#: 你是猪八戒吗: whether he is who the person thinks (`who`, with a name of the four).
+_ARE_YOU = re.compile(r"^(?:你|您)(?:就|真|真的)?是(.+?)(?:吗|么|吧|嘛)?$")
 
 
 @functools.cache
@@ -100,31 +113,59 @@ def _vocative_set() -> frozenset[str]:
     return frozenset(v.lower() for v in names.vocatives())
 
 
+def _calls(text: str) -> bool:
+    """Only calls someone: a name or form of address of the four, or one of the novel's (老公公, 法师)."""
+    return text in _vocative_set() or bool(_ADDRESS.fullmatch(text))
+
+
+def _bare(text: str) -> str:
+    """Without particles at the end (你好呀 → 你好) and neutral words at the start (好了我去睡了 → 我去睡了)."""
+    for _ in range(2):
+        text = _NEUTRAL_OPENING.sub("", _PARTICLES.sub("", text)).strip() or text
+    return text
+
+
+def _unit(text: str) -> str:
+    """One of a repeated word (在吗在吗, 久仰久仰, 嗨嗨 → 在吗, 久仰, 嗨)."""
+    n = len(text)
+    for k in (4, 3, 2):
+        if n % k == 0 and text == text[: n // k] * k:
+            return text[: n // k]
+    return text
+
+
 def _act_of_clause(clause: str) -> str | None:
-    """The act of one clause; "" for one that does nothing by itself (嗯, 好的, an emoji); None: not small talk."""
+    """The act of one clause; "" for one that does nothing by itself (嗯, 好的, an emoji, a bare 八戒); None: not
+    small talk."""
     from xiyou import names
 
-    text = _PARTICLES.sub("", _EMOJI.sub("", clause).strip().lower()) or _EMOJI.sub("", clause).strip().lower()
-    if not text or _NEUTRAL.fullmatch(text):
+    text = _EMOJI.sub("", clause).strip().lower()
+    if not text or _NEUTRAL.fullmatch(text) or _NEUTRAL.fullmatch(_unit(_bare(text))):
         return ""
-    if text in _vocative_set() or _ADDRESS.fullmatch(text):  # a clause that only calls someone (八戒，你好; the
-        return ""  # novel's 老公公，贫僧问讯了。 when another member's greeting is what he answers in a room)
+    if _calls(_bare(text)):  # 八戒，你好 with 八戒 left in; the novel's 老公公，贫僧问讯了。 in a room
+        return ""
+    text = _bare(text)
     candidates, called = [text], []
-    # a form of address glued on (师父好, 猴哥再见, 谢谢师父, 大圣你是谁): the act without it
-    for name in names.vocatives():
+    # a form of address glued on (师父好, 猴哥再见, 谢谢师父, 大圣你是谁, 晚上好呀二师兄): the act without it
+    for name in (*names.vocatives(), "法师", "大师", "师傅"):
         low = name.lower()
         if text.startswith(low) and len(text) > len(low):
-            rest = text[len(low) :]
+            rest = _bare(text[len(low) :])
             if rest == "好":  # 师父好 (a bare 好 is "all right", not a greeting)
                 return "greeting"
             candidates.append(rest)
         if text.endswith(low) and len(text) > len(low):
-            called.append(text[: -len(low)])
+            called.append(_bare(text[: -len(low)]))
+    candidates += [_unit(c) for c in candidates]
+    called += [_unit(c) for c in called]
+    found = _ARE_YOU.match(candidates[0])
+    if found and _calls(found.group(1)):
+        return "who"  # 你是猪八戒吗
     for act, pattern in ACTS:
         if any(pattern.fullmatch(c) for c in candidates):
             return act
-        # 谢谢师父, 再见八戒; but in 你怎么称呼八戒 the name is what is asked about
-        if act in CALLED_AFTER and any(pattern.fullmatch(c) for c in called):
+        # 谢谢师父, 再见八戒, 吃了吗师父; but in 你怎么称呼八戒 the name is what is asked about
+        if act != "who" and any(pattern.fullmatch(c) for c in called):
             return act
     return None
 

@@ -39,6 +39,10 @@ def listed(canon: Canon, cid: str, act: str) -> list[tuple[str, int]]:
         ("在吗在吗", "greeting"), ("吃了吗师父", "how_are_you"), ("请问法师怎么称呼？", "who"),
         ("你是猪八戒吗", "who"), ("好了我去睡了 晚安", "farewell"), ("不好意思打扰一下", "apology"),
         ("我超喜欢你的", "compliment"),
+        ("thx师父 听你说完好受多了", "thanks"),  # a remark beside the thanks asks nothing
+        ("88 八戒", "farewell"), ("good night 悟净 明天见", "farewell"), ("困死了 二师兄我下线啦", "farewell"),
+        ("师父今天累不累呀", "how_are_you"), ("您法号是啥来着", "who"), ("唐僧你长得好俊啊", "compliment"),
+        ("嘿 大师兄！", "greeting"),
     ],
 )  # fmt: skip
 def test_small_talk_is_recognised_in_the_forms_people_type(text: str, act: str) -> None:
@@ -57,6 +61,10 @@ def test_small_talk_is_recognised_in_the_forms_people_type(text: str, act: str) 
         ("你是妖怪吗", "你是妖怪吗"),  # not one of the four's names: a question
         ("你是谁的徒弟？", "你是谁的徒弟？"),
         ("你喜欢吃什么？", "你喜欢吃什么？"),
+        ("你骑的马叫什么？", "你骑的马叫什么？"),  # the horse's name, not his
+        ("你觉得师父怎么样？", "你觉得师父怎么样？"),  # about someone else
+        ("你是不是又偷懒睡觉了？", "你是不是又偷懒睡觉了？"),
+        ("你一顿能吃几碗饭？", "你一顿能吃几碗饭？"),
         ("你的金箍棒从哪里来？", "你的金箍棒从哪里来？"),
     ],
 )
@@ -95,9 +103,7 @@ def test_thanks_and_goodbye_and_a_missing_act_falls_back_to_his_own_kind_of_line
     assert ask(wukong, "谢谢大圣！")[0] == listed(canon, "wukong", "thanks")[0][0]
     assert ask(wukong, "再见")[0] == listed(canon, "wukong", "farewell")[0][0]
     assert ask(wukong, "最近怎么样？")[0] == listed(canon, "wukong", "how_are_you")[0][0]
-    # 三藏 lists no "how are you": he greets; 八戒 lists no thanks: he takes it as praise
-    sanzang = CanonBackend(get_character("sanzang"), canon)
-    assert ask(sanzang, "最近怎么样？")[0] == listed(canon, "sanzang", "greeting")[0][0]
+    # 八戒 lists no thanks: he takes it as praise
     bajie = CanonBackend(get_character("bajie"), canon)
     assert ask(bajie, "谢谢你")[0] == listed(canon, "bajie", "compliment")[0][0]
 
@@ -134,3 +140,23 @@ def test_only_calling_him_is_answered_like_a_greeting(canon: Canon) -> None:
     """猴哥！ asks nothing: with the call taken out nothing is left, and he answers as to a greeting."""
     backend = CanonBackend(get_character("wukong"), canon)
     assert ask(backend, "猴哥！")[0] == listed(canon, "wukong", "greeting")[0][0]
+
+
+def test_news_after_a_greeting_is_not_small_talk(canon: Canon) -> None:
+    """你好，师父被妖怪抓走了！ names the novel's people and things: the news is what he answers, not the greeting."""
+    vocabulary = answers.answerer(canon, "wukong").vocabulary
+
+    def is_topic(text: str) -> bool:
+        return any(t.kind == "entity" for t in answers.query_terms(text, vocabulary))
+
+    assert smalltalk.act_of("你好，师父被妖怪抓走了！", is_topic) == (None, "师父被妖怪抓走了！")
+    assert smalltalk.act_of("你好，我今天好累", is_topic) == ("greeting", "")  # a remark: still small talk
+    backend = CanonBackend(get_character("wukong"), canon)
+    assert ask(backend, "你好，师父被妖怪抓走了！") == ask(backend, "师父被妖怪抓走了！")
+
+
+def test_asked_how_he_is_with_no_line_for_it_he_greets(canon: Canon) -> None:
+    assert not get_character("sanzang").small_talk.how_are_you
+    backend = CanonBackend(get_character("sanzang"), canon)
+    for asked in ("你好吗？", "长老今日心情如何？", "吃了吗师父"):
+        assert ask(backend, asked)[0] == listed(canon, "sanzang", "greeting")[0][0]

@@ -153,7 +153,12 @@ class CanonBackend:
             raise BackendError(f"the canon has no lines for {self.character.name}; check the novel file")
         query = question_of(messages, person)
         said = {m["content"].strip() for m in messages if m["role"] == "assistant"}
-        act, query = smalltalk.act_of(query) if query else ("greeting", "")  # only called (猴哥！): he answers
+        answerer = answers.answerer(canon, cid)
+
+        def is_topic(text: str) -> bool:  # names a person, place or thing of the novel (你好，师父被妖怪抓走了！)
+            return any(t.kind == "entity" for t in answers.query_terms(text, answerer.vocabulary))
+
+        act, rest = smalltalk.act_of(query, is_topic) if query else ("greeting", "")  # only called (猴哥！)
         if act is not None:  # 你好, 谢谢, 再见, 你是谁: his own line for it, else one of his shrugs
             self.last_relevance = 1.0
             found = smalltalk.reply(canon, self.character, act, said, self.max_chapter)
@@ -162,7 +167,8 @@ class CanonBackend:
                 found = answers.pick_deflection(answers.deflections(canon, cid), act, said, self.max_chapter)
             if found is not None:
                 return found
-        answerer = answers.answerer(canon, cid)
+        else:
+            query = rest
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
         if self.prefer_chapters is not None:

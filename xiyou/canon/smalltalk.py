@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ ACTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"{_YOU}好|早|早安|早上好|上午好|中午好|下午好|晚上好|哈喽|哈啰|哈罗|嗨|hi|hello|hey|halo|hiya|yo"
             r"|幸会|久仰(?:大名)?|初次见面(?:请多多?关照)?|请多关照|有礼了?|请了|好久不见|久违了?"
             r"|(?:贫僧|老孙|老猪|老沙|弟子|小僧|我|俺)?(?:问讯了?|稽首|作揖了?|唱喏了?|拜揖)"
-            r"|阿弥陀佛|(?:你|您)?在吗|在不在|在么|有人吗",
+            r"|阿弥陀佛|(?:你|您)?在吗|在不在|在么|有人吗|嘿|喂|哎",
         ),
     )
 )
@@ -90,10 +90,72 @@ FALLBACK: dict[str, tuple[str, ...]] = {
 }
 ACT_NAMES = tuple(act for act, _ in ACTS)
 
+#: Words that mark a clause as small talk when little else is in it (`_by_keywords`): 师父今天累不累呀,
+#: 困死了 二师兄我下线啦, 唐僧你长得好俊啊. Same order as ACTS.
+KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (act, re.compile(pattern))
+    for act, pattern in (
+        (
+            "who",
+            r"自我介绍|介绍(?:一下|下)?(?:你|您)?自己|法号|名号|名字|称呼|叫什么|叫啥|尊姓|贵姓|报上名来|你是谁|何方神圣",
+        ),
+        (
+            "farewell",
+            r"再见|拜拜|回见|下线|晚安|告辞|先撤|溜了|去睡|睡了|睡觉|困了|困死了|好困|明天见|下次聊|改天聊|先走|走了"
+            r"|后会有期|失陪|休息",
+        ),
+        ("thanks", r"谢谢|多谢|感谢|谢啦|谢了|受教|辛苦了|有劳|帮大忙|感恩"),
+        ("apology", r"对不起|抱歉|不好意思|莫怪|别怪|见谅|别生气|别生我气|息怒|开玩笑|打扰|手滑|冒犯|得罪"),
+        (
+            "how_are_you",
+            r"累不累|累吗|累了吧|辛苦吗|心情|还好吗|没事吧|吃(?:了|过|饱)|饭了|斋饭|睡得|睡好|身体",
+        ),
+        (
+            "compliment",
+            r"粉丝|铁粉|喜欢你|爱你|崇拜|佩服|厉害|威武|帅|俊|可爱|萌|好暖|暖心|老实|真逗|好逗|有趣|了不起|棒",
+        ),
+        ("greeting", r"你好|您好|嗨|在吗|在不在|在么|好久不见|久仰|幸会|早安|早上好|晚上好|下午好|有礼|问讯"),
+    )
+)
+#: What is left of a clause once its small-talk words and forms of address are out may be only these.
+_FILLER = re.compile(
+    r"我们|你们|今天|今日|刚才|现在|最近|好像|一下|真的|假的|来着|一直|特别|我|你|您|们|先|就|也|都|又|还|真|很|太|超"
+    r"|了|的|得|啊|呀|呢|吧|啦|嘛|哦|哈|嘿|咯|呗|是|啥|看|长|好|没有|没"
+)
+#: Characters of a clause's own that still let it be small talk by its keywords (default 3).
+LEFTOVER_MAX = {"who": 0, "how_are_you": 1}
+#: A question about something (not 怎么样, not 叫什么): never small talk by keywords.
+_CONTENT_QUESTION = re.compile(r"什么|甚么|为什么|为啥|怎么(?!样)|哪|几|多少|谁|是不是|有没有|会不会|能不能|要不要")
+#: How people type small talk in English or net slang, said the way the patterns read it.
+_SLANG: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.I), said)
+    for pattern, said in (
+        (r"\bgood ?night\b|\bgn\b", "晚安"),
+        (r"\bgood ?morning\b", "早上好"),
+        (r"\bthank you\b|\bthanks?\b|\bthx\b|\bty\b|蟹蟹|3q", "谢谢"),
+        (r"\bsee you\b|\bbye ?bye\b|\bbye\b|\bcya\b|(?<!\d)88(?!\d)|(?<!\d)886(?!\d)|拜了", "再见"),
+        (r"\bhow are you\b", "你好吗"),
+        (r"\bwho are you\b", "你是谁"),
+        (r"\bhi\b|\bhello\b|\bhey\b|\bhiya\b|\byo\b|\bhalo\b|哈喽|哈啰|哈罗", "你好"),
+        (r"\bsorry\b", "对不起"),
+        (r"\blol\b|(?<!\d)233+(?!\d)|(?<!\d)666+(?!\d)|\bhaha+\b", "哈哈"),
+    )
+)
+
+
+def normalize(text: str) -> str:
+    """`text` with English and net-slang small talk in Chinese (thx → 谢谢, 88 → 再见, good night → 晚安)."""
+    for pattern, said in _SLANG:
+        text = pattern.sub(said, text)
+    return text
+
+
+#: A clause that asks something: a question mark, a question word, a yes-no particle at its end.
+_ASKS = re.compile(r"[?？]|什么|甚么|为什么|为啥|怎么|怎样|如何|哪|几|多少|谁|[吗么呢嘛][^\u4e00-\u9fff]*$")
 _PIECE = re.compile(r"([^，,。.！!？?；;、…~～\s]+)([，,。.！!？?；;、…~～\s]*)")
 _PARTICLES = re.compile(r"[啊呀呢吧哦嘛啦哈喔哟噢哇呐呗咯]+$")
 #: Words that do nothing by themselves (all right, hm, haha): small talk beside an act, never an act alone.
-_NEUTRAL = re.compile(r"好的?|好了|嗯+|哦+|噢+|ok|okay|行|明白了?|知道了|哈+|呵+|嘿+|嘻+|喂", re.I)
+_NEUTRAL = re.compile(r"好的?|好了|嗯+|哦+|噢+|ok|okay|行|明白了?|知道了|哈+|呵+|嘿{2,}|嘻+", re.I)
 #: …and the same words opening a clause (好了我去睡了, 那谢谢啦, 请问法师怎么称呼).
 _NEUTRAL_OPENING = re.compile(r"^(?:好了|好吧|好的|那么?|嗯+|哦+|ok|行吧|请问)(?=.)", re.I)
 #: How the novel's small talk addresses people (老公公，贫僧问讯了。) and titles people give him (法师, 大师): a
@@ -167,17 +229,48 @@ def _act_of_clause(clause: str) -> str | None:
         # 谢谢师父, 再见八戒, 吃了吗师父; but in 你怎么称呼八戒 the name is what is asked about
         if act != "who" and any(pattern.fullmatch(c) for c in called):
             return act
-    return None
+    return _by_keywords(text)
 
 
-def act_of(query: str) -> tuple[str | None, str]:
-    """(the act when every clause of `query` is small talk, else None; `query` without its small-talk clauses).
+def _by_keywords(text: str) -> str | None:
+    """The act of a clause that is its small-talk words and little else (师父今天累不累, 二师兄我下线,
+    唐僧你长得好俊): once its keywords (of any act), forms of address and filler words are out, at most
+    LEFTOVER_MAX characters are left. The first act of KEYWORDS found; None when the clause asks about something
+    (什么, 为什么, 哪 …; 叫什么 and 怎么样 are small talk) or says more."""
+    from xiyou import names
 
-    `query` is the person's own words (`xiyou.names.strip_addressing` took out who they are said to). Clauses that
-    do nothing by themselves (嗯, 好的, an emoji) go with the rest; a query of them alone is no act."""
+    found = [act for act, pattern in KEYWORDS if pattern.search(text)]
+    if not found:
+        return None
+    for name in names.vocatives():  # one calling him at the start or the end (八戒你好萌啊, 晚安师父)
+        low = name.lower()
+        if text.startswith(low) or text.endswith(low):
+            text = text.removeprefix(low) if text.startswith(low) else text.removesuffix(low)
+            break
+    if any(v.lower() in text for v in names.vocatives()):
+        return None  # about someone else (你觉得师父好不好, 你怎么称呼八戒)
+    rest = text
+    for _, pattern in KEYWORDS:
+        rest = pattern.sub("", rest)
+    if _CONTENT_QUESTION.search(rest):
+        return None
+    rest = _FILLER.sub("", _ADDRESS.sub("", rest))
+    # who he is, how he is: nothing else may be named (你骑的马叫什么 asks the horse's name; 你挑担子累不累
+    # asks about the load)
+    return found[0] if len(rest) <= LEFTOVER_MAX.get(found[0], 3) else None
+
+
+def act_of(query: str, is_topic: Callable[[str], bool] | None = None) -> tuple[str | None, str]:
+    """(the act when `query` is small talk, else None; `query` without its small-talk clauses).
+
+    `query` is the person's own words (`xiyou.names.strip_addressing` took out who they are said to). It is small
+    talk when some clause is (`_act_of_clause`) and the others ask nothing: they do nothing by themselves (嗯, 好的,
+    an emoji) or are a remark beside it (thx师父 听你说完好受多了) — no question, and nothing of the novel in them
+    when `is_topic` (does this text name a person, place or thing of the novel?) is given. Otherwise the rest is a
+    question, returned without the small-talk clauses (你好，你最怕什么？ → 你最怕什么？)."""
     acts: list[str] = []
     kept: list[str] = []
-    for m in _PIECE.finditer(query):
+    for m in _PIECE.finditer(normalize(query)):
         act = _act_of_clause(m.group(1))
         if act is None or act == "":
             kept.append(m.group(0))
@@ -186,7 +279,8 @@ def act_of(query: str) -> tuple[str | None, str]:
     if not acts:
         return None, query
     rest = "".join(kept).strip()
-    if not rest or all(_act_of_clause(m.group(1)) == "" for m in _PIECE.finditer(rest)):
+    remark = not _ASKS.search(rest) and not (is_topic is not None and is_topic(rest))
+    if not rest or remark or all(_act_of_clause(m.group(1)) == "" for m in _PIECE.finditer(rest)):
         return min(acts, key=ACT_NAMES.index), ""
     return None, rest
 

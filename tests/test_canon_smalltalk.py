@@ -153,6 +153,9 @@ def test_news_after_a_greeting_is_not_small_talk(canon: Canon) -> None:
     assert smalltalk.act_of("你好，我今天好累", is_topic) == ("greeting", "")  # a remark: still small talk
     backend = CanonBackend(get_character("wukong"), canon)
     assert ask(backend, "你好，师父被妖怪抓走了！") == ask(backend, "师父被妖怪抓走了！")
+    # calling one of the four is no news: hi 八戒 good evening is a greeting
+    bajie = CanonBackend(get_character("bajie"), canon)
+    assert ask(bajie, "hi 八戒 good evening")[0] == listed(canon, "bajie", "greeting")[0][0]
 
 
 def test_asked_how_he_is_with_no_line_for_it_he_greets(canon: Canon) -> None:

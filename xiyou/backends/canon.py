@@ -143,6 +143,7 @@ class CanonBackend:
     def choose(self, messages: Sequence[Message], person: str | None = None):
         """The exchange to answer with (deterministic); `last_relevance` says how well it matched (0..1). `person`:
         the name the person goes by (never part of the question)."""
+        from xiyou import names
         from xiyou.canon import answers, smalltalk
 
         validate_messages(messages)
@@ -155,8 +156,9 @@ class CanonBackend:
         said = {m["content"].strip() for m in messages if m["role"] == "assistant"}
         answerer = answers.answerer(canon, cid)
 
-        def is_topic(text: str) -> bool:  # names a person, place or thing of the novel (你好，师父被妖怪抓走了！)
-            return any(t.kind == "entity" for t in answers.query_terms(text, answerer.vocabulary))
+        def is_topic(text: str) -> bool:  # names a person, place or thing of the novel (你好，师父被妖怪抓走了！);
+            terms = answers.query_terms(text, answerer.vocabulary)  # calling one of the four (hi 八戒 …) is not one
+            return any(t.kind == "entity" and names.resolve(t.text) is None for t in terms)
 
         act, rest = smalltalk.act_of(query, is_topic) if query else ("greeting", "")  # only called (猴哥！)
         if act is not None:  # 你好, 谢谢, 再见, 你是谁: his own line for it, else one of his shrugs

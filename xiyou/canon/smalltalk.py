@@ -119,7 +119,7 @@ KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 #: What is left of a clause once its small-talk words and forms of address are out may be only these.
 _FILLER = re.compile(
-    r"我们|你们|今天|今日|刚才|现在|最近|好像|一下|真的|假的|来着|一直|特别|我|你|您|们|先|就|也|都|又|还|真|很|太|超"
+    r"我们|你们|今天|今日|刚才|现在|最近|好像|一下|真的|假的|来着|一直|特别|敢问|请问|我|你|您|们|先|就|也|都|又|还|真|很|太|超"
     r"|了|的|得|啊|呀|呢|吧|啦|嘛|哦|哈|嘿|咯|呗|是|啥|看|长|好|没有|没"
 )
 #: Characters of a clause's own that still let it be small talk by its keywords (default 3).
@@ -132,6 +132,8 @@ _SLANG: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, said in (
         (r"\bgood ?night\b|\bgn\b", "晚安"),
         (r"\bgood ?morning\b", "早上好"),
+        (r"\bgood ?afternoon\b", "下午好"),
+        (r"\bgood ?evening\b", "晚上好"),
         (r"\bthank you\b|\bthanks?\b|\bthx\b|\bty\b|蟹蟹|3q", "谢谢"),
         (r"\bsee you\b|\bbye ?bye\b|\bbye\b|\bcya\b|(?<!\d)88(?!\d)|(?<!\d)886(?!\d)|拜了", "再见"),
         (r"\bhow are you\b", "你好吗"),

@@ -72,6 +72,27 @@ def question_of(messages: Sequence[Message], person: str | None = None) -> str:
     name the person goes by (`GenerationSettings.person`, set by the room), left out like a form of address."""
     from xiyou import names
 
+    blocks = _last_blocks(messages, person)
+    return names.strip_addressing(blocks[-1], person) if blocks else ""
+
+
+def persons_words(messages: Sequence[Message], person: str | None) -> str | None:
+    """What the person said since the character last spoke, in their own words, when someone else spoke after it
+    (a room: `施主：大家好` then `孙悟空：…`); None otherwise. A greeting or goodbye to the room is answered by each
+    member in turn, not by the next member to the one before him."""
+    from xiyou import names
+
+    if not person:
+        return None
+    blocks = _last_blocks(messages, person)
+    said = [b for b in blocks[:-1] if (label := _LABEL.match(b)) and label.group(1).strip() == person]
+    return names.strip_addressing(said[-1], person) if said else None
+
+
+def _last_blocks(messages: Sequence[Message], person: str | None) -> list[str]:
+    """The speakers' blocks (`名字：…`) of the last user message that is not a filler line."""
+    from xiyou import names
+
     for m in reversed(messages):
         if m["role"] != "user" or _FILLER.match(m["content"]):
             continue
@@ -82,8 +103,8 @@ def question_of(messages: Sequence[Message], person: str | None = None) -> str:
                 blocks.append(block)
             else:
                 blocks[-1] += "\n\n" + block
-        return names.strip_addressing(blocks[-1], person)
-    return ""
+        return blocks
+    return []
 
 
 def _pieces(text: str, paced: bool) -> list[str]:
@@ -161,6 +182,9 @@ class CanonBackend:
             return any(t.kind == "entity" and names.resolve(t.text) is None for t in terms)
 
         act, rest = smalltalk.act_of(query, is_topic) if query else ("greeting", "")  # only called (猴哥！)
+        theirs = persons_words(messages, person)
+        if act is None and theirs:  # 大家好 to the room, answered by the member before him: he greets too
+            act = smalltalk.act_of(theirs, is_topic)[0]
         if act is not None:  # 你好, 谢谢, 再见, 你是谁: his own line for it, else one of his shrugs
             self.last_relevance = 1.0
             found = smalltalk.reply(canon, self.character, act, said, self.max_chapter)

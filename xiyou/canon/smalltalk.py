@@ -297,7 +297,10 @@ def reply(
     canon: Canon, character: Character, act: str, exclude: Collection[str], max_chapter: int | None
 ) -> Exchange | None:
     """His first line for `act` (then for its FALLBACK acts) not yet said in the conversation and from a chapter a
-    reader has reached; None when he has none left."""
+    reader has reached; None when he has none left, and for a greeting when he has greeted already (greeted again,
+    or greeted back in a room's banter, he moves on: one of his shrugs, `少题闲话，我们赶早儿去来。`)."""
+    if act == "greeting" and any(ex.reply.text.strip() in exclude for ex in lines(canon, character, act)):
+        return None
     for name in (act, *FALLBACK.get(act, ())):
         for ex in lines(canon, character, name):
             if ex.reply.text.strip() not in exclude and (max_chapter is None or ex.chapter <= max_chapter):

@@ -43,6 +43,9 @@ def listed(canon: Canon, cid: str, act: str) -> list[tuple[str, int]]:
         ("88 八戒", "farewell"), ("good night 悟净 明天见", "farewell"), ("困死了 二师兄我下线啦", "farewell"),
         ("师父今天累不累呀", "how_are_you"), ("您法号是啥来着", "who"), ("唐僧你长得好俊啊", "compliment"),
         ("嘿 大师兄！", "greeting"),
+        ("大圣吃桃了没", "how_are_you"), ("猴哥 头还疼不疼 师父又念咒了吧", "how_are_you"),
+        ("报个名号呗 你哪位", "who"),
+        ("你真的是猪八戒本猪？", "who"), ("猴哥太酷了吧 yyds", "compliment"), ("御弟哥哥~", "greeting"),
     ],
 )  # fmt: skip
 def test_small_talk_is_recognised_in_the_forms_people_type(text: str, act: str) -> None:
@@ -165,6 +168,8 @@ def test_news_after_a_greeting_is_not_small_talk(canon: Canon) -> None:
 
     assert smalltalk.act_of("你好，师父被妖怪抓走了！", is_topic) == (None, "师父被妖怪抓走了！")
     assert smalltalk.act_of("你好，我今天好累", is_topic) == ("greeting", "")  # a remark: still small talk
+    assert smalltalk.act_of("妖怪出来了吗？", is_topic) == (None, "妖怪出来了吗？")  # 出来 calls him; not here
+    assert smalltalk.act_of("猴哥 出来", is_topic) == ("greeting", "")
     backend = CanonBackend(get_character("wukong"), canon)
     assert ask(backend, "你好，师父被妖怪抓走了！") == ask(backend, "师父被妖怪抓走了！")
     # calling one of the four is no news: hi 八戒 good evening is a greeting

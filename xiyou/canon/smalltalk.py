@@ -36,7 +36,8 @@ ACTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "who",
             rf"{_YOU}?(?:是谁|是何人|是哪位|是什么人|是甚么人|谁啊?|叫什么|叫什么名字|叫甚么|叫啥|叫啥名字?)"
             rf"|{_YOU}?的?(?:名字|姓名|大名)(?:是什么|叫什么|是啥)|{_YOU}?(?:该)?(?:怎么|如何)称呼{_YOU}?"
-            r"|(?:请|能|可以)?(?:你|您)?(?:先|来)?(?:做个|做一下|简单)?自我介绍(?:一下|下)?|介绍(?:一下|下)?(?:你|您)?自己"
+            r"|(?:请|能|可以)?(?:你|您)?(?:先|来)?(?:做个|来个|做一下|简单)?自我介绍(?:一下|下)?"
+            rf"|(?:简单)?介绍(?:一下|下)?(?:你|您)?自己|{_YOU}?哪位|报(?:个|上)?名号|(?:讲讲|说说|聊聊)你是个?什么样的人"
             r"|(?:你|您)?(?:贵姓|尊姓大名|高姓大名|高姓|何方神圣)|报上名来|请问(?:你|您)是|who are you"
             r"|(?:跟我|给我|和我)?(?:说说|讲讲|聊聊|介绍介绍|介绍下)(?:你是谁|你自己|你的来历)",
         ),
@@ -77,7 +78,7 @@ ACTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"{_YOU}好|早|早安|早上好|上午好|中午好|下午好|晚上好|哈喽|哈啰|哈罗|嗨|hi|hello|hey|halo|hiya|yo"
             r"|幸会|久仰(?:大名)?|初次见面(?:请多多?关照)?|请多关照|有礼了?|请了|好久不见|久违了?"
             r"|(?:贫僧|老孙|老猪|老沙|弟子|小僧|我|俺)?(?:问讯了?|稽首|作揖了?|唱喏了?|拜揖)"
-            r"|阿弥陀佛|(?:你|您)?在吗|在不在|在么|有人吗|嘿|喂|哎",
+            r"|阿弥陀佛|(?:你|您)?在吗|在不在|在么|有人吗|嘿|喂|哎|人呢?",
         ),
     )
 )
@@ -89,6 +90,7 @@ FALLBACK: dict[str, tuple[str, ...]] = {
     "thanks": ("compliment",),
 }
 ACT_NAMES = tuple(act for act, _ in ACTS)
+CALL = "call"  # a clause that only calls someone: no act by itself
 
 #: Words that mark a clause as small talk when little else is in it (`_by_keywords`): 师父今天累不累呀,
 #: 困死了 二师兄我下线啦, 唐僧你长得好俊啊. Same order as ACTS.
@@ -108,19 +110,26 @@ KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("apology", r"对不起|抱歉|不好意思|莫怪|别怪|见谅|别生气|别生我气|息怒|开玩笑|打扰|手滑|冒犯|得罪"),
         (
             "how_are_you",
-            r"累不累|累吗|累了吧|辛苦吗|心情|还好吗|没事吧|吃(?:了|过|饱)|饭了|斋饭|睡得|睡好|身体",
+            r"累不累|累吗|累了吧|累坏|累死|辛苦吗|心情|还好吗|没事吧|吃(?:了|过|饱)|吃.{0,2}了没|饭了|斋饭|睡得|睡好"
+            r"|身体|饿不饿|饿吗|饿了|疼不疼|还?疼吗",
         ),
         (
             "compliment",
-            r"粉丝|铁粉|喜欢你|爱你|崇拜|佩服|厉害|威武|帅|俊|可爱|萌|好暖|暖心|老实|真逗|好逗|有趣|了不起|棒",
+            r"粉丝|铁粉|喜欢你|爱你|崇拜|佩服|敬佩|慈悲|厉害|威武|帅|俊|可爱|萌|好暖|暖心|温柔|老实|靠谱|真逗|好逗|好玩"
+            r"|有趣|了不起|棒|酷|yyds|万岁|最喜欢|最爱|爱了|看了.{0,3}遍",
         ),
-        ("greeting", r"你好|您好|嗨|在吗|在不在|在么|好久不见|久仰|幸会|早安|早上好|晚上好|下午好|有礼|问讯"),
+        (
+            "greeting",
+            r"你好|您好|嗨|在吗|在不在|在么|在马|在线吗|人呢|出来|好久不见|久仰|幸会|失敬|早安|早上好|晚上好|下午好|有礼"
+            r"|问讯",
+        ),
     )
 )
 #: What is left of a clause once its small-talk words and forms of address are out may be only these.
 _FILLER = re.compile(
     r"我们|你们|今天|今日|刚才|现在|最近|好像|一下|真的|假的|来着|一直|特别|敢问|请问|我|你|您|们|先|就|也|都|又|还|真|很|太|超"
-    r"|了|的|得|啊|呀|呢|吧|啦|嘛|哦|哈|嘿|咯|呗|是|啥|看|长|好|没有|没"
+    r"|了|的|得|啊|呀|呢|吧|啦|嘛|哦|哈|嘿|咯|呗|是|啥|看|长|好|没有|没|吗|么|不|可|香|才|那个|昨夜|昨晚|昨天|今早"
+    r"|用过"
 )
 #: Characters of a clause's own that still let it be small talk by its keywords (default 3).
 LEFTOVER_MAX = {"who": 0, "how_are_you": 1}
@@ -167,7 +176,7 @@ _ADDRESS = re.compile(
 )
 _EMOJI = re.compile(r"[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+")
 #: 你是猪八戒吗: whether he is who the person thinks (`who`, with a name of the four).
-_ARE_YOU = re.compile(r"^(?:你|您)(?:就|真|真的)?是(.+?)(?:吗|么|吧|嘛)?$")
+_ARE_YOU = re.compile(r"^(?:请问)?(?:你|您)?(?:就|真|真的)?是(.+?)(?:本人|本猪|本尊)?(?:吗|么|吧|嘛)?$")
 
 
 @functools.cache
@@ -198,16 +207,18 @@ def _unit(text: str) -> str:
     return text
 
 
-def _act_of_clause(clause: str) -> str | None:
-    """The act of one clause; "" for one that does nothing by itself (嗯, 好的, an emoji, a bare 八戒); None: not
-    small talk."""
+def _act_of_clause(clause: str, is_topic: Callable[[str], bool] | None = None) -> str | None:
+    """The act of one clause; "" for one that does nothing by itself (嗯, 好的, an emoji), CALL for one that only
+    calls someone (八戒, 御弟哥哥); None: not small talk. `is_topic`: see `act_of`."""
     from xiyou import names
 
     text = _EMOJI.sub("", clause).strip().lower()
     if not text or _NEUTRAL.fullmatch(text) or _NEUTRAL.fullmatch(_unit(_bare(text))):
         return ""
-    if _calls(_bare(text)):  # 八戒，你好 with 八戒 left in; the novel's 老公公，贫僧问讯了。 in a room
-        return ""
+    if _calls(_bare(text)) or any(  # 八戒，你好 with 八戒 left in; 老公公，贫僧问讯了。 in a room; 御弟哥哥
+        _bare(text).startswith(v.lower()) and _ADDRESS.fullmatch(_bare(text)[len(v) :]) for v in names.vocatives()
+    ):
+        return CALL
     text = _bare(text)
     candidates, called = [text], []
     # a form of address glued on (师父好, 猴哥再见, 谢谢师父, 大圣你是谁, 晚上好呀二师兄): the act without it
@@ -231,10 +242,10 @@ def _act_of_clause(clause: str) -> str | None:
         # 谢谢师父, 再见八戒, 吃了吗师父; but in 你怎么称呼八戒 the name is what is asked about
         if act != "who" and any(pattern.fullmatch(c) for c in called):
             return act
-    return _by_keywords(text)
+    return _by_keywords(text, is_topic)
 
 
-def _by_keywords(text: str) -> str | None:
+def _by_keywords(text: str, is_topic: Callable[[str], bool] | None = None) -> str | None:
     """The act of a clause that is its small-talk words and little else (师父今天累不累, 二师兄我下线,
     唐僧你长得好俊): once its keywords (of any act), forms of address and filler words are out, at most
     LEFTOVER_MAX characters are left. The first act of KEYWORDS found; None when the clause asks about something
@@ -254,8 +265,8 @@ def _by_keywords(text: str) -> str | None:
     rest = text
     for _, pattern in KEYWORDS:
         rest = pattern.sub("", rest)
-    if _CONTENT_QUESTION.search(rest):
-        return None
+    if _CONTENT_QUESTION.search(rest) or (is_topic is not None and is_topic(rest)):
+        return None  # asks about something, or names the novel's things (妖怪出来了吗？)
     rest = _FILLER.sub("", _ADDRESS.sub("", rest))
     # who he is, how he is: nothing else may be named (你骑的马叫什么 asks the horse's name; 你挑担子累不累
     # asks about the load)
@@ -272,17 +283,21 @@ def act_of(query: str, is_topic: Callable[[str], bool] | None = None) -> tuple[s
     question, returned without the small-talk clauses (你好，你最怕什么？ → 你最怕什么？)."""
     acts: list[str] = []
     kept: list[str] = []
+    called = False
     for m in _PIECE.finditer(normalize(query)):
-        act = _act_of_clause(m.group(1))
-        if act is None or act == "":
+        act = _act_of_clause(m.group(1), is_topic)
+        called |= act == CALL
+        if act is None or act in ("", CALL):
             kept.append(m.group(0))
         else:
             acts.append(act)
     if not acts:
+        if called and all(_act_of_clause(m.group(1)) in ("", CALL) for m in _PIECE.finditer(query)):
+            return "greeting", ""  # only calling him (御弟哥哥~): he answers as to a greeting
         return None, query
     rest = "".join(kept).strip()
     remark = not _ASKS.search(rest) and not (is_topic is not None and is_topic(rest))
-    if not rest or remark or all(_act_of_clause(m.group(1)) == "" for m in _PIECE.finditer(rest)):
+    if not rest or remark or all(_act_of_clause(m.group(1)) in ("", CALL) for m in _PIECE.finditer(rest)):
         return min(acts, key=ACT_NAMES.index), ""
     return None, rest
 

@@ -2,14 +2,17 @@
 
 A visitor's first message is rarely a question about the book: it is `你好`, `大圣好呀`, `你是谁？`, and the last is
 `谢谢，再见`. Matched against the novel as a question, these found lines that share a character or two
-(`你们好！` → 八戒: `…只是下面还留孔儿，我们好出恭。`). Here they are recognised (`act_of`: each clause of the
-message, without forms of address and particles, is one of the acts below, or the message is not small talk) and
-answered with one of the character's own lines that does the same thing in the novel (`施主，问讯了。`,
-`贫僧乃东土大唐差往西天取经者。…`): his `small_talk` table in his character file names them by exchange id, like
-his `book_questions`, so the novel is read in place and the choice is a person's reading, not a pattern's.
+(`你们好！` → 八戒: `…只是下面还留孔儿，我们好出恭。`). Here they are recognised and answered with one of the
+character's own lines that does the same thing in the novel (`施主，问讯了。`, `弟子乃东土大唐奉圣旨往西天拜活佛求真经
+者。`): his `small_talk` table in his character file names them by exchange id, like his `book_questions`, so the
+novel is read in place and the choice is a person's reading, not a pattern's.
 
-A message that mixes small talk with a question (`你好，你最怕什么？`) is a question: its small-talk clauses are
-left out of what is matched (`act_of` returns the rest).
+How a clause is recognised (`_act_of_clause`), in order: without emoji, particles and forms of address, it is one
+of the usual forms of an act (ACTS, matched whole); else it holds an act's words and little else (KEYWORDS, with
+what may be left over: `_by_keywords`). English and net slang are read as Chinese first (`normalize`: thx → 谢谢).
+A message is small talk when one clause is and the others ask nothing (`act_of`). A message that mixes small talk
+with a question (`你好，你最怕什么？`) is a question: its small-talk clauses are left out of what is matched
+(`act_of` returns the rest).
 """
 
 from __future__ import annotations

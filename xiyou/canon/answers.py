@@ -681,12 +681,21 @@ def answerer(canon: Canon, character_id: str) -> Answerer:
         return store[character_id]
 
 
+def listed_exchanges(canon: Canon, character_id: str, ids: Sequence[str]) -> list[Exchange]:
+    """His exchanges that a character file names by id (`book_questions`, `small_talk`), in that order; those this
+    copy of the novel does not hold are left out. The index by id is built once per canon."""
+    store = canon.__dict__.setdefault("_exchanges_by_id", {})
+    if character_id not in store:
+        store[character_id] = {ex.id: ex for ex in canon.exchanges(character_id)}
+    by_id = store[character_id]
+    return [by_id[i] for i in ids if i in by_id]
+
+
 def book_questions(canon: Canon, character: Character) -> list[str]:
     """The questions put to him in the novel that `character.book_questions` names (by the id of his answer there),
     in that order; those this copy of the novel does not hold are left out."""
-    by_id = {ex.id: ex for ex in canon.exchanges(character.id)}
-    found = (by_id.get(i) for i in character.book_questions)
-    return [" ".join(ex.context.text.split()) for ex in found if ex is not None and ex.context is not None]
+    found = listed_exchanges(canon, character.id, character.book_questions)
+    return [" ".join(ex.context.text.split()) for ex in found if ex.context is not None]
 
 
 def offline_suggestions(character: Character) -> list[str]:

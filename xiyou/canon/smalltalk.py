@@ -215,14 +215,14 @@ def _act_of_clause(clause: str, is_topic: Callable[[str], bool] | None = None) -
     calls someone (八戒, 御弟哥哥); None: not small talk. `is_topic`: see `act_of`."""
     from xiyou import names
 
-    text = _EMOJI.sub("", clause).strip().lower()
-    if not text or _NEUTRAL.fullmatch(text) or _NEUTRAL.fullmatch(_unit(_bare(text))):
+    raw = _EMOJI.sub("", clause).strip().lower()
+    text = _bare(raw)
+    if not raw or _NEUTRAL.fullmatch(raw) or _NEUTRAL.fullmatch(_unit(text)):
         return ""
-    if _calls(_bare(text)) or any(  # 八戒，你好 with 八戒 left in; 老公公，贫僧问讯了。 in a room; 御弟哥哥
-        _bare(text).startswith(v.lower()) and _ADDRESS.fullmatch(_bare(text)[len(v) :]) for v in names.vocatives()
+    if _calls(text) or any(  # 八戒，你好 with 八戒 left in; 老公公，贫僧问讯了。 in a room; 御弟哥哥
+        text.startswith(v.lower()) and _ADDRESS.fullmatch(text[len(v) :]) for v in names.vocatives()
     ):
         return CALL
-    text = _bare(text)
     candidates, called = [text], []
     # a form of address glued on (师父好, 猴哥再见, 谢谢师父, 大圣你是谁, 晚上好呀二师兄): the act without it
     for name in (*names.vocatives(), "法师", "大师", "师傅"):
@@ -307,8 +307,9 @@ def act_of(query: str, is_topic: Callable[[str], bool] | None = None) -> tuple[s
 
 def lines(canon: Canon, character: Character, act: str) -> list[Exchange]:
     """His lines for `act` as his character file lists them (ids this copy of the novel lacks are left out)."""
-    by_id = {ex.id: ex for ex in canon.exchanges(character.id)}
-    return [by_id[i] for i in getattr(character.small_talk, act) if i in by_id]
+    from xiyou.canon import answers
+
+    return answers.listed_exchanges(canon, character.id, getattr(character.small_talk, act))
 
 
 def reply(

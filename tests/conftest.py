@@ -20,6 +20,13 @@ from xiyou.env import SHARED_DATA
 # canon replies stream at typing speed for people; the suite reads them at once (tests of the pace set their own)
 os.environ.setdefault("XIYOU_CANON_CPS", "0")
 
+# `make test` runs one xdist worker per core. torch's default is one OpenMP thread per core in every process, so
+# the training loop, the servers and the eval steps a worker starts ran two threads each beside the other worker's
+# processes, spinning against each other: the suite took 310 s of pytest on 2 cores, 271 s with one thread each.
+# Every worker and everything it starts inherits this (set before any test imports torch).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Tests that press Ctrl-C on a command they started need it to reach that command as at a terminal. A suite started
 # in the background without job control (`nohup make test &`, some CI runners) inherits SIGINT ignored, its children
 # too, and Python then never raises KeyboardInterrupt: restore the default, which children inherit.

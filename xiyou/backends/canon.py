@@ -182,9 +182,8 @@ class CanonBackend:
             return any(t.kind == "entity" and names.resolve(t.text) is None for t in terms)
 
         act, rest = smalltalk.act_of(query, is_topic) if query else ("greeting", "")  # only called (猴哥！)
-        theirs = persons_words(messages, person)
-        if act is None and theirs:  # 大家好 to the room, answered by the member before him: he greets too
-            act = smalltalk.act_of(theirs, is_topic)[0]
+        if act is None and (theirs := persons_words(messages, person)):  # 大家好 to the room, answered by the
+            act = smalltalk.act_of(theirs, is_topic)[0]  # member before him: he greets too
         if act is not None:  # 你好, 谢谢, 再见, 你是谁: his own line for it, else one of his shrugs
             self.last_relevance = 1.0
             found = smalltalk.reply(canon, self.character, act, said, self.max_chapter)

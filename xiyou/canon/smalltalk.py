@@ -190,8 +190,13 @@ def _vocative_set() -> frozenset[str]:
 
 
 def _calls(text: str) -> bool:
-    """Only calls someone: a name or form of address of the four, or one of the novel's (老公公, 法师)."""
-    return text in _vocative_set() or bool(_ADDRESS.fullmatch(text))
+    """Only calls someone: a name or form of address of the four, or one of the novel's (老公公, 法师), or the two
+    together (御弟哥哥)."""
+    return (
+        text in _vocative_set()
+        or bool(_ADDRESS.fullmatch(text))
+        or any(text.startswith(v) and _ADDRESS.fullmatch(text[len(v) :]) for v in _vocative_set())
+    )
 
 
 def _bare(text: str) -> str:
@@ -219,9 +224,7 @@ def _act_of_clause(clause: str, is_topic: Callable[[str], bool] | None = None) -
     text = _bare(raw)
     if not raw or _NEUTRAL.fullmatch(raw) or _NEUTRAL.fullmatch(_unit(text)):
         return ""
-    if _calls(text) or any(  # 八戒，你好 with 八戒 left in; 老公公，贫僧问讯了。 in a room; 御弟哥哥
-        text.startswith(v.lower()) and _ADDRESS.fullmatch(text[len(v) :]) for v in names.vocatives()
-    ):
+    if _calls(text):  # 八戒，你好 with 八戒 left in; 老公公，贫僧问讯了。 in a room; 御弟哥哥
         return CALL
     candidates, called = [text], []
     # a form of address glued on (师父好, 猴哥再见, 谢谢师父, 大圣你是谁, 晚上好呀二师兄): the act without it
@@ -286,21 +289,22 @@ def act_of(query: str, is_topic: Callable[[str], bool] | None = None) -> tuple[s
     question, returned without the small-talk clauses (你好，你最怕什么？ → 你最怕什么？)."""
     acts: list[str] = []
     kept: list[str] = []
-    called = False
+    called = asked = False  # some clause only calls someone; some clause is no small talk
     for m in _PIECE.finditer(normalize(query)):
         act = _act_of_clause(m.group(1), is_topic)
         called |= act == CALL
+        asked |= act is None
         if act is None or act in ("", CALL):
             kept.append(m.group(0))
         else:
             acts.append(act)
     if not acts:
-        if called and all(_act_of_clause(m.group(1)) in ("", CALL) for m in _PIECE.finditer(query)):
+        if called and not asked:
             return "greeting", ""  # only calling him (御弟哥哥~): he answers as to a greeting
         return None, query
     rest = "".join(kept).strip()
     remark = not _ASKS.search(rest) and not (is_topic is not None and is_topic(rest))
-    if not rest or remark or all(_act_of_clause(m.group(1)) in ("", CALL) for m in _PIECE.finditer(rest)):
+    if not rest or remark or not asked:
         return min(acts, key=ACT_NAMES.index), ""
     return None, rest
 

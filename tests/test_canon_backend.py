@@ -152,3 +152,25 @@ def test_the_passage_of_a_line_is_the_novel_just_before_it(canon: Canon) -> None
     assert canon.passage(25, "师父，") is None  # too short to place: the chapter holds it many times
     assert canon.passage(25, exchange.reply.text + "（改过）") is None  # an edited reply is not the book's
     assert canon.passage(26, exchange.reply.text) is None  # nor in another chapter
+
+
+def test_a_line_the_chapter_holds_twice_is_placed_where_he_says_it(canon: Canon) -> None:
+    """三藏's plainest shrug, 贫僧不知。, stands twice in chapter 82 (he says it once; the other is in another
+    speech): with the speaker known it is placed at his line, so his most frequent offline reply has its 📖 too. A
+    line he says several times in one chapter (悟空's 变！) still cannot be placed."""
+    from xiyou.store import StoredMessage
+    from xiyou.ui.messages import novel_passage
+
+    chapter = next(ch.text for ch in canon.novel.chapters if ch.number == 82)
+    assert chapter.count("贫僧不知。") == 2
+    assert canon.passage(82, "贫僧不知。") is None  # whose? the text alone cannot say
+    (his,) = [u for u in canon.utterances if u.chapter == 82 and u.speaker == "sanzang" and u.text == "贫僧不知。"]
+    lead, line = canon.passage(82, "贫僧不知。", speaker="sanzang")
+    assert line == "贫僧不知。" and chapter[: his.offset + 1].endswith(lead[1:])  # right up to his quote
+    assert "来的" in lead  # what he was asked: where the hawk came from
+    assert canon.passage(82, "贫僧不知。", speaker="wukong") is None  # not 悟空's line there
+    chapters = [u.chapter for u in canon.utterances if u.speaker == "wukong" and u.text == "变！"]
+    twice = next(n for n in chapters if chapters.count(n) > 1)
+    assert canon.passage(twice, "变！", speaker="wukong") is None
+    shrug = StoredMessage("sanzang", "唐三藏", "贫僧不知。", chapter=82)
+    assert novel_passage(shrug) is not None and novel_passage(shrug).endswith("**贫僧不知。**")

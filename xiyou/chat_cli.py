@@ -214,7 +214,7 @@ def chat_loop(
             stderr.write(f"{COMMANDS}\n")
             continue
         if text in PASSAGE:
-            _show_passage(cited, stdout, stderr)
+            _show_passage(cited, character.id, stdout, stderr)
             continue
         history.append({"role": "user", "content": text})
         messages = build_messages(character, history, mode, **(context or {}))
@@ -231,11 +231,11 @@ def chat_loop(
     return history
 
 
-def _show_passage(cited: tuple[str, Citation] | None, out: TextIO, err: TextIO) -> None:
+def _show_passage(cited: tuple[str, Citation] | None, speaker: str, out: TextIO, err: TextIO) -> None:
     """/原文: the novel just before the last line from the book (xiyou.canon.passage_of), or why there is none."""
     from xiyou.canon import passage_of
 
-    found = passage_of(cited[1].chapter, cited[0]) if cited is not None else None
+    found = passage_of(cited[1].chapter, cited[0], speaker) if cited is not None else None
     if found is None:
         err.write("（上一句没有可以指出的原著出处 · the last reply has no passage in the novel to show）\n")
         return

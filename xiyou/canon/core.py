@@ -99,17 +99,25 @@ class Canon:
     def lines(self, character_id: str) -> list[Utterance]:
         return [ex.reply for ex in self.exchanges(character_id)]
 
-    def passage(self, chapter: int, line: str, before: int = PASSAGE_BEFORE) -> tuple[str, str] | None:
+    def passage(
+        self, chapter: int, line: str, before: int = PASSAGE_BEFORE, speaker: str | None = None
+    ) -> tuple[str, str] | None:
         """Where `line` stands in `chapter`: (the text leading to it, from the start of a sentence about `before`
         characters earlier, with … when it does not begin the chapter; the line as the novel has it). None unless
-        the chapter holds it exactly once (an edited reply, or one cut too short to place, such as 师父，)."""
+        the chapter holds it exactly once, or `speaker` (a character id) says it exactly once there as a whole line
+        (三藏's 贫僧不知。 stands twice in chapter 82, once his); None for an edited reply, or one cut too short to
+        place, such as 师父，."""
         line = line.strip()
         try:
             text = self.novel.chapter(chapter).text
         except KeyError:
             return None
         at = text.find(line) if line else -1
-        if at < 0 or text.find(line, at + 1) >= 0:
+        if at >= 0 and text.find(line, at + 1) >= 0:  # more than once: where he says it, if he says it once
+            said = [u for u in self.utterances if u.chapter == chapter and u.speaker == speaker]
+            said = [u for u in said if u.text.strip() == line]
+            at = text.find(line, said[0].offset) if len(said) == 1 else -1
+        if at < 0:
             return None
         lead = text[max(0, at - before) : at]
         if at > before:  # begin after the first sentence end in it, not mid-sentence
@@ -326,11 +334,11 @@ _CANONS: dict[tuple[str, int, int], Canon] = {}
 _CANONS_LOCK = threading.Lock()
 
 
-def passage_of(chapter: int, line: str) -> tuple[str, str] | None:
-    """`Canon.passage` in the novel of `XIYOU_NOVEL` (what a page or the terminal chat shows for a cited line);
-    None also when there is no novel to read."""
+def passage_of(chapter: int, line: str, speaker: str | None = None) -> tuple[str, str] | None:
+    """`Canon.passage` in the novel of `XIYOU_NOVEL` (what a page or the terminal chat shows for a cited line of
+    `speaker`); None also when there is no novel to read."""
     try:
-        return get_canon().passage(chapter, line)
+        return get_canon().passage(chapter, line, speaker=speaker)
     except (NovelError, OSError):
         return None
 

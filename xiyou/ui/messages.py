@@ -63,7 +63,7 @@ def novel_passage(message: StoredMessage) -> str | None:
         return None
     from xiyou.canon import passage_of
 
-    found = passage_of(message.chapter, message.text)
+    found = passage_of(message.chapter, message.text, message.speaker)
     if found is None:
         return None
     lead, line = found

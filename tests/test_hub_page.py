@@ -340,6 +340,21 @@ def test_typing_ends_banter_at_once_but_not_the_answers_to_the_person() -> None:
     assert rs.room.stopping
 
 
+def test_a_room_where_nobody_can_speak_says_what_to_do_and_why_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, page_store
+) -> None:
+    """No novel and no endpoints: the room page says how to make them speak, then the one reason all four share,
+    once, naming them (it was the same line four times)."""
+    monkeypatch.setenv("XIYOU_NOVEL", str(tmp_path / "no-novel.txt"))
+    for name in ("XIYOU_ENDPOINTS", "XIYOU_API_BASE_URL", "XIYOU_API_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    at = AppTest.from_file(HUB_APP, default_timeout=120).run()
+    assert not at.exception
+    assert any("Nobody can speak yet" in m.value for m in at.markdown)
+    reasons = [c.value for c in at.caption if "no-novel.txt" in c.value]
+    assert len(reasons) == 1 and all(name in reasons[0] for name in ("唐三藏", "孙悟空", "猪八戒", "沙悟净"))
+
+
 def test_a_private_chat_with_no_way_to_speak_says_why_and_offers_nothing_to_click(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, page_store
 ) -> None:

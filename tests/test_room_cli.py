@@ -52,6 +52,8 @@ def test_no_novel_and_no_endpoints_explains_what_to_do(tmp_path: Path) -> None:
     code, lines, err = room(["--members", "wukong", "悟空"], env)
     assert code == 1 and lines == []
     assert "XIYOU_NOVEL" in err and "endpoints" in err
+    code, _, err = room(["--members", "wukong,bajie", "悟空"], env)
+    assert code == 1 and err.count("missing.txt") == 1 and "- wukong, bajie: " in err  # one reason, said once
 
 
 def test_unknown_member_and_broken_endpoints_file_fail_clearly(tmp_path: Path, canon_env) -> None:

@@ -55,6 +55,15 @@ def test_endpoints_and_canon_mix_and_a_missing_novel_makes_members_unavailable(t
     assert "no table for bajie" in (bajie.unavailable or "") and "no-novel.txt" in bajie.unavailable
     member = lineup.member("bajie")
     assert not member.active and member.unavailable == bajie.unavailable
+    assert [([c.id for c in chars], why) for chars, why in lineup.problems()] == [(["bajie"], bajie.unavailable)]
+
+
+def test_members_who_cannot_speak_for_one_reason_are_told_it_once(tmp_path: Path) -> None:
+    """No novel and no endpoints: the four share one reason, and the page and the CLI say it once, naming all four."""
+    lineup = build_lineup(None, None, tmp_path / "no-novel.txt")
+    assert not lineup.available
+    ((chars, why),) = lineup.problems()
+    assert [c.id for c in chars] == ["sanzang", "wukong", "bajie", "wujing"] and "no-novel.txt" in why
 
 
 def test_bad_ids_and_bad_files_raise_lineup_errors(tmp_path: Path, novel_path: Path) -> None:

@@ -132,7 +132,7 @@ def room_cmd(
     except LineupError as e:
         raise click.ClickException(str(e)) from None
     if not lineup.available:
-        problems = "\n".join(f"- {s.character.id}: {s.unavailable}" for s in lineup.seats.values())
+        problems = "\n".join(f"- {', '.join(c.id for c in chars)}: {why}" for chars, why in lineup.problems())
         raise click.ClickException(f"{OFFLINE_HELP}\n{problems}")
     retriever = None
     if canon_hints:

@@ -74,6 +74,15 @@ class Lineup:
         """At least one character can speak."""
         return any(s.backend is not None for s in self.seats.values())
 
+    def problems(self) -> list[tuple[list[Character], str]]:
+        """Why those who cannot speak cannot, the characters sharing a reason together (no novel: one line for the
+        four, not four times the same line), in seat order."""
+        grouped: dict[str, list[Character]] = {}
+        for seat in self.seats.values():
+            if seat.backend is None:
+                grouped.setdefault(seat.unavailable or "no backend", []).append(seat.character)
+        return [(characters, why) for why, characters in grouped.items()]
+
     def member(self, character_id: str, retriever: Retriever | None = None) -> Member:
         """A fresh Member for the room (mute state is per room; backends are shared). `retriever` is for members on
         models only (canon members speak the book itself)."""

@@ -623,8 +623,8 @@ def room_page(store: Store, conv: Conversation) -> None:
         st.stop()
     if not lineup_.available:
         st.markdown(OFFLINE_HELP)
-        for seat in lineup_.seats.values():
-            st.caption(f"{seat.character.emoji} {seat.character.name}: {public_error(seat.unavailable or '')}")
+        for characters, why in lineup_.problems():
+            st.caption(f"{'、'.join(f'{c.emoji} {c.name}' for c in characters)}: {public_error(why)}")
         st.stop()
     st.caption(public_error(lineup_.describe()))
     plan = story.story_sidebar(store, conv)  # 📖 scene and narrator (issue 16)

@@ -64,12 +64,35 @@ def test_a_line_after_the_storyteller_turns_away_was_said_to_nobody_before_it(ca
 
     greeting = next(ex for ex in canon.exchanges("wujing") if ex.reply.text.startswith("哥啊，这半日方回"))
     assert greeting.context is None
-    assert citation_of(greeting).label() == "第四十二回"
+    assert citation_of(greeting, canon).label() == "第四十二回"
     assert SCENE_SHIFT.search("众僧安歇不题。") and SCENE_SHIFT.search("却说那行者") and SCENE_SHIFT.search("。话说")
     assert not SCENE_SHIFT.search("一家儿听得这般话说")  # 话说 inside a sentence is no turn
     # the same conversation across a little narration keeps its context: 悟空 answers what 三藏 asked
     answered = [ex for ex in canon.exchanges("wukong") if ex.context and ex.context.speaker == "sanzang"]
     assert len(answered) > 300
+
+
+def test_a_line_that_opens_by_calling_one_of_the_four_was_said_to_him(canon: Canon) -> None:
+    """The line before his is not always whom he answers: 三藏's 悟空，你怎么降得他来拜我？ follows 八戒's words and
+    was cited 对猪八戒说. A line that opens by calling one of the four (悟空，… 呆子！… 二哥，…) was said to him; but
+    悟空's 师父 of chapter 2, before 三藏 is in the story, is 菩提祖师, and stays cited to whoever spoke before."""
+    from xiyou.backends.canon import called_by_name
+
+    def exchange(cid: str, start: str):
+        return next(ex for ex in canon.exchanges(cid) if ex.reply.text.startswith(start))
+
+    tamed = exchange("sanzang", "悟空，你怎么降得他来拜我")
+    assert tamed.context is not None and tamed.context.speaker == "bajie"
+    assert citation_of(tamed, canon).label() == "第十九回 · 对孙悟空说"
+    assert citation_of(exchange("wujing", "二哥，你从那里来"), canon).said_to == "猪八戒"
+    assert citation_of(exchange("wukong", "呆子，不吃水了"), canon).said_to == "猪八戒"
+    patriarch = exchange("wukong", "师父，弟子在此跪候多时")
+    assert patriarch.chapter == 2 and citation_of(patriarch, canon).said_to != "唐三藏"
+    # only a clause that does nothing but call him; a name inside the sentence is not a call
+    assert called_by_name("悟空，风起了！", "sanzang") == "wukong"
+    assert called_by_name("悟空才说这里旷野无人，你看那里？", "sanzang") is None
+    assert called_by_name("八戒、沙僧，你们来。", "wukong") is None  # two called: no one alone
+    assert called_by_name("哥啊，这半日方回", "wujing") is None  # 哥 alone names none of them
 
 
 def test_context_of_a_canon_exchange_gets_that_reply(canon: Canon) -> None:

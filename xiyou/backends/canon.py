@@ -35,11 +35,19 @@ _LABEL = re.compile(r"^\s*([^：:\n]{1,20})[：:]")
 _FILLER = re.compile(r"^\s*（[^）]*）\s*$")  # the room view's （请接着说。） and the like
 
 
-def citation_of(exchange) -> Citation:
-    """The chapter of an exchange and to whom its line was said (the context's speaker, when known)."""
+_OPENING_CLAUSE = re.compile(r"^([^，,。！!？?；;、…：:\n]{1,8})[，,！!]")
+
+
+def citation_of(exchange, canon) -> Citation:
+    """The chapter of an exchange of `canon` and to whom its line was said: the one of the four his line opens by
+    calling (`悟空，你看那里是甚么去处？`), else the context's speaker, when known."""
     from xiyou import names
     from xiyou.canon import UNKNOWN
 
+    called = called_by_name(exchange.reply.text, exchange.character)
+    # … once the one called is in the story: 悟空's 师父 of chapters 1-2 is 菩提祖师, not 三藏
+    if called is not None and canon.exchanges(called)[0].chapter <= exchange.chapter:
+        return Citation(exchange.chapter, names.display_name(called))
     said_to = None
     context = exchange.context
     if context is not None:
@@ -48,6 +56,21 @@ def citation_of(exchange) -> Citation:
         elif context.speaker != UNKNOWN:
             said_to = context.name or context.speaker
     return Citation(exchange.chapter, said_to)
+
+
+def called_by_name(line: str, speaker: str) -> str | None:
+    """The id of the one of the four (not `speaker`) whom `line` opens by calling, in a clause that only calls him
+    (`悟空，…`, `呆子！…`, `沙和尚，…`); None when it opens otherwise or the call names no one of them alone."""
+    from xiyou import names
+    from xiyou.character import get_character
+    from xiyou.room.mentions import mentioned
+
+    m = _OPENING_CLAUSE.match(line.strip())
+    if m is None or names.strip_addressing(m.group(0)):  # the clause says more than a name
+        return None
+    others = [get_character(cid) for cid in names.CHARACTER_IDS if cid != speaker]
+    called = mentioned(m.group(1), others)
+    return called[0] if len(called) == 1 else None
 
 
 def default_cps() -> float:
@@ -242,7 +265,7 @@ class CanonBackend:
         cancel = cancel or threading.Event()
         if cancel.is_set():
             return
-        yield citation_of(exchange)  # first: a reply cut short keeps it
+        yield citation_of(exchange, self.canon)  # first: a reply cut short keeps it
         cps = self.chars_per_second
         budget = settings.max_new_tokens  # about one token per Chinese character
         for delta in _pieces(exchange.reply.text, paced=cps > 0):

@@ -86,6 +86,10 @@ def test_a_line_that_opens_by_calling_one_of_the_four_was_said_to_him(canon: Can
     assert citation_of(tamed, canon).label() == "第十九回 · 对孙悟空说"
     assert citation_of(exchange("wujing", "二哥，你从那里来"), canon).said_to == "猪八戒"
     assert citation_of(exchange("wukong", "呆子，不吃水了"), canon).said_to == "猪八戒"
+    # a word that is his alone: 八戒's 哥哥 is 悟空 (沙僧's 哥哥 may be either of his elder brothers)
+    assert citation_of(exchange("bajie", "哥哥，这是甚么东西"), canon).said_to == "孙悟空"  # after 沙僧 spoke
+    assert called_by_name("哥啊，回去罢！", "bajie") == "wukong"
+    assert called_by_name("哥哥，叫我怎的？", "wujing") is None
     patriarch = exchange("wukong", "师父，弟子在此跪候多时")
     assert patriarch.chapter == 2 and citation_of(patriarch, canon).said_to != "唐三藏"
     # only a clause that does nothing but call him; a name inside the sentence is not a call

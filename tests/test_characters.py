@@ -177,6 +177,16 @@ def test_forms_of_address_may_be_shared(char_dir: Path) -> None:
     assert "师兄" in load_characters(char_dir)["bajie"].forms_of_address
 
 
+def test_how_he_calls_the_others_names_another_character(char_dir: Path) -> None:
+    assert load_characters(char_dir)["bajie"].calls == {"wukong": ("哥哥", "哥", "师兄")}
+    _edit(char_dir / "bajie.toml", "calls = { wukong =", "calls = { sunwukong =")
+    with pytest.raises(CharacterError, match=r"bajie\.toml: calls: 'sunwukong' is not a character here; valid ids"):
+        load_characters(char_dir)
+    _edit(char_dir / "bajie.toml", "calls = { sunwukong =", "calls = { bajie =")
+    with pytest.raises(CharacterError, match=r"bajie\.toml: .*calls: 'bajie' is this character"):
+        load_characters(char_dir)
+
+
 def test_english_names_are_latin_letters(char_dir: Path) -> None:
     _edit(char_dir / "bajie.toml", '"Pigsy"', '"Pigsy:"')
     with pytest.raises(CharacterError, match=r"bajie\.toml: field 'english_names\.2': String should match pattern"):

@@ -122,6 +122,11 @@ class Character(BaseModel):
     self_refs: tuple[NonEmpty, ...] = Field(min_length=1)
     #: How others address him (师父, 大师兄, 呆子 …); may repeat aliases.
     forms_of_address: tuple[NonEmpty, ...] = Field(min_length=1)
+    #: How he calls one of the others where the word is his alone (八戒's 哥哥 is always 悟空; 沙僧's is not):
+    #: character id -> forms. A line of his that opens by calling one so was said to him (the 📖 citation).
+    calls: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], tuple[NonEmpty, ...]] = Field(
+        default_factory=dict
+    )
     #: Names the narration gives him besides `aliases` (they attribute speech to him).
     narration_names: tuple[NonEmpty, ...] = ()
     #: How English texts name him ("Monkey King"); matched case-insensitively as whole words.
@@ -164,8 +169,17 @@ class Character(BaseModel):
             raise ValueError(f"duplicate name {seen[0]!r}")
         return value
 
+    @field_validator("calls", mode="before")
+    @classmethod
+    def _calls_lists_to_tuples(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
     @model_validator(mode="after")
     def _rules_name_aliases(self) -> Character:
+        if self.id in self.calls:
+            raise ValueError(f"calls: {self.id!r} is this character; list how he calls the others")
         for field in ("ambiguous_in_narration", "narration_chapters"):
             unknown = [a for a in getattr(self, field) if a not in self.names]
             if unknown:
@@ -220,6 +234,12 @@ def _load_dir(directory: Path) -> dict[str, Character]:
             )
         by_id[character.id] = (path, character)
     _check_names_unique(by_id)
+    for path, c in by_id.values():
+        unknown = [cid for cid in c.calls if cid not in by_id]
+        if unknown:
+            raise CharacterError(
+                f"{path}: calls: {unknown[0]!r} is not a character here; valid ids: {', '.join(sorted(by_id))}"
+            )
     ordered = sorted(by_id.values(), key=lambda pc: (pc[1].order, pc[1].id))
     return {c.id: c for _, c in ordered}
 

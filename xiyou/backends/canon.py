@@ -36,6 +36,7 @@ _FILLER = re.compile(r"^\s*（[^）]*）\s*$")  # the room view's （请接着�
 
 
 _OPENING_CLAUSE = re.compile(r"^([^，,。！!？?；;、…：:\n]{1,8})[，,！!]")
+_CALL_PARTICLES = re.compile(r"[啊呀哇哪呢哟]+$")
 
 
 def citation_of(exchange, canon) -> Citation:
@@ -66,7 +67,13 @@ def called_by_name(line: str, speaker: str) -> str | None:
     from xiyou.room.mentions import mentioned
 
     m = _OPENING_CLAUSE.match(line.strip())
-    if m is None or names.strip_addressing(m.group(0)):  # the clause says more than a name
+    if m is None:
+        return None
+    word = _CALL_PARTICLES.sub("", m.group(1))
+    own = [cid for cid, forms in get_character(speaker).calls.items() if word in forms]  # 八戒's 哥哥: 悟空
+    if own:
+        return own[0]
+    if names.strip_addressing(m.group(0)):  # the clause says more than a name
         return None
     others = [get_character(cid) for cid in names.CHARACTER_IDS if cid != speaker]
     called = mentioned(m.group(1), others)

@@ -53,6 +53,32 @@ def report(name: str) -> None:
         )
 
 
+def oracle(names: list[str]) -> None:
+    """Per set: the mean of the last mode, and of the best score any mode got for each question (as if a perfect
+    judge picked, for every question, the best reply any version of the canon mode ever gave), by topic."""
+    print("\n## Best of all modes (an upper bound for choosing among the replies the versions gave)\n")
+    print("| set | modes | last mode | last: all (by topic) | best of all: all (by topic) |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        questions = {r["id"]: r for r in _tsv(HERE / f"questions_{name}.tsv")}
+        scores = _tsv(HERE / f"scores_{name}.tsv")
+        modes = [m for m in scores[0] if m != "id"]
+        last = {r["id"]: int(r[modes[-1]]) for r in scores}
+        top = {r["id"]: max(int(r[m]) for m in modes if r[m] != "") for r in scores}
+
+        print(f"| {name} | {len(modes)} | {modes[-1]} | {_means(last, questions)} | {_means(top, questions)} |")
+
+
+def _means(values: dict[str, int], questions: dict[str, dict[str, str]]) -> str:
+    """'**mean** (topic mean, …)' of scores by question id, topics as the set has them (story, personal, off …)."""
+    order = ["story", "personal", "off"]
+    topics = sorted({q["topic"] for q in questions.values()}, key=lambda t: [*order, t].index(t))
+    by_topic = [
+        f"{t} {statistics.mean(v for i, v in values.items() if questions[i]['topic'] == t):.2f}" for t in topics
+    ]
+    return f"**{statistics.mean(values.values()):.2f}** ({', '.join(by_topic)})"
+
+
 def show_replies(name: str, mode: str) -> None:
     from lines import text_at  # beside this script
 
@@ -67,6 +93,8 @@ def show_replies(name: str, mode: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", action="append", help="question set(s) to report (default: every scored one)")
+    p.add_argument("--oracle", action="store_true", help="per set, the best score any mode got for each question "
+                   "(what a perfect choice among the versions' replies would score)")
     p.add_argument("--replies", nargs=2, metavar=("SET", "MODE"), help="print each question and its reply instead, "
                    "the reply read from the novel (XIYOU_NOVEL) where the file says it stands")
     args = p.parse_args()
@@ -74,6 +102,9 @@ def main() -> None:
         show_replies(*args.replies)
         return
     sets = args.set or sorted(path.stem.removeprefix("scores_") for path in HERE.glob("scores_*.tsv"))
+    if args.oracle:
+        oracle(sets)
+        return
     for name in sets:
         report(name)
 

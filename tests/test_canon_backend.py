@@ -90,6 +90,15 @@ def test_a_line_that_opens_by_calling_one_of_the_four_was_said_to_him(canon: Can
     assert citation_of(exchange("bajie", "哥哥，这是甚么东西"), canon).said_to == "孙悟空"  # after 沙僧 spoke
     assert called_by_name("哥啊，回去罢！", "bajie") == "wukong"
     assert called_by_name("哥哥，叫我怎的？", "wujing") is None
+    # someone outside the four, called at the start of the line: 三藏 turns from 八戒 to the dead king's ghost
+    king = exchange("sanzang", "陛下，你不知那世里冤家")
+    assert king.context is not None and king.context.speaker == "bajie"
+    assert citation_of(king, canon).label() == "第三十八回 · 对陛下说"
+    assert citation_of(exchange("sanzang", "施主，问讯了"), canon).said_to == "施主"  # his first greeting
+    # after a named speaker outside the four, that speaker still is whom he answers (老者, then his 老施主，…)
+    answered = [ex for ex in canon.exchanges("sanzang") if ex.context and ex.context.speaker == "老者"
+                and called_by_name(ex.reply.text, "sanzang") is None]  # fmt: skip
+    assert answered and all(citation_of(ex, canon).said_to == (ex.context.name or "老者") for ex in answered)
     patriarch = exchange("wukong", "师父，弟子在此跪候多时")
     assert patriarch.chapter == 2 and citation_of(patriarch, canon).said_to != "唐三藏"
     # only a clause that does nothing but call him; a name inside the sentence is not a call

@@ -37,11 +37,18 @@ _FILLER = re.compile(r"^\s*（[^）]*）\s*$")  # the room view's （请接着�
 
 _OPENING_CLAUSE = re.compile(r"^([^，,。！!？?；;、…：:\n]{1,8})[，,！!]")
 _CALL_PARTICLES = re.compile(r"[啊呀哇哪呢哟]+$")
+#: How the four call someone outside the four at the start of a line (陛下，… 老施主，… 泼怪！…): such a line was not
+#: said to one of the four who happened to speak just before it.
+OUTSIDERS_CALLED = frozenset(
+    """公公 老公公 老官儿 老儿 老施主 施主 女施主 女菩萨 菩萨 陛下 大王 老禅师 院主 老院主 列位 众位 婆婆 妈妈
+    娘子 姐姐 先生 长官 泼怪 泼魔 孽畜 妖精 妖怪""".split()
+)
 
 
 def citation_of(exchange, canon) -> Citation:
     """The chapter of an exchange of `canon` and to whom its line was said: the one of the four his line opens by
-    calling (`悟空，你看那里是甚么去处？`), else the context's speaker, when known."""
+    calling (`悟空，你看那里是甚么去处？`), else the context's speaker when he is not one of the four, else whom it
+    opens by calling outside the four (`陛下，…`: 对陛下说), else the context's speaker, when known."""
     from xiyou import names
     from xiyou.canon import UNKNOWN
 
@@ -49,14 +56,16 @@ def citation_of(exchange, canon) -> Citation:
     # … once the one called is in the story: 悟空's 师父 of chapters 1-2 is 菩提祖师, not 三藏
     if called is not None and canon.exchanges(called)[0].chapter <= exchange.chapter:
         return Citation(exchange.chapter, names.display_name(called))
-    said_to = None
     context = exchange.context
-    if context is not None:
-        if context.speaker in names.CHARACTER_IDS:
-            said_to = names.display_name(context.speaker)
-        elif context.speaker != UNKNOWN:
-            said_to = context.name or context.speaker
-    return Citation(exchange.chapter, said_to)
+    if context is not None and context.speaker not in (UNKNOWN, *names.CHARACTER_IDS):
+        return Citation(exchange.chapter, context.name or context.speaker)  # 老者, then his 公公，…: the same one
+    opening = _OPENING_CLAUSE.match(exchange.reply.text.strip())
+    outsider = _CALL_PARTICLES.sub("", opening.group(1)) if opening else ""
+    if outsider in OUTSIDERS_CALLED:  # 三藏's 陛下，… right after 八戒 spoke was said to the king
+        return Citation(exchange.chapter, outsider)
+    if context is not None and context.speaker in names.CHARACTER_IDS:
+        return Citation(exchange.chapter, names.display_name(context.speaker))
+    return Citation(exchange.chapter, None)
 
 
 def called_by_name(line: str, speaker: str) -> str | None:

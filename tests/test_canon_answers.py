@@ -329,6 +329,15 @@ def test_narration_the_extraction_took_in_matches_nothing(canon: Canon) -> None:
         assert line != exchange.reply.text and answers.is_clean_shrug(line), (q, line)
 
 
+def test_the_books_own_title_names_no_scene_of_it(canon: Canon) -> None:
+    """《西游记》 stands in the novel's last lines (chapter 100): a question about the book as a whole (在《西游记》中
+    最搞笑的场景) is not a question about that passage, and gets no line of chapter 100 for it."""
+    vocabulary = answers.answerer(canon, "wukong").vocabulary
+    assert "西游记" not in [t.text for t in answers.query_terms("你在《西游记》里最得意的是什么？", vocabulary)]
+    line, citation = ask(CanonBackend(get_character("wukong"), canon), "你觉得自己在《西游记》中最搞笑的场景是什么？")
+    assert citation is not None and citation.chapter != 100, (line, citation)
+
+
 @pytest.mark.parametrize(
     ("cid", "question", "told"),
     [("wukong", "你为什么怕唐僧念咒？", "莫念"), ("sanzang", "你的徒弟里谁最懒？", "懒惰")],

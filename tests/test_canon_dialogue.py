@@ -152,6 +152,25 @@ def test_a_misprinted_closing_quote_does_not_give_a_character_the_narration() ->
     assert by_text["我猪弟食"] == "wukong"  # the well-formed line after it is still attributed
 
 
+def test_a_quote_the_source_never_closed_ends_where_the_next_speech_is_introduced(canon: Canon) -> None:
+    """Chapter 20 prints 三藏's `…你还回去罢。` with no closing quote, then `那呆子慌得跪下道：“师父，…”`: the scanner
+    took everything up to 八戒's closing quote (and 三藏's next line) as one speech of no one. A quote mark that opens a
+    speech the narration introduces (`。…道：“`) now ends the unclosed quote at that sentence end; a quotation inside
+    a speech (`你看这：“彩画雕栏…`) and reported words in ‘…’ are left as they were."""
+    text = "三藏闻之道：“悟能，你还回去罢。那呆子慌得跪下道：“师父，莫听师兄之言。”三藏道：“既是如此，你且起来。”\n"
+    assert [q.text for q in find_quotes(text)] == ["悟能，你还回去罢。", "师父，莫听师兄之言。", "既是如此，你且起来。"]
+    typo = "行者道：“你且说，何故？’土地道：“大力王乃罗刹女丈夫。”"  # ’ printed for ”: the mark is not his
+    assert [q.text for q in find_quotes(typo)] == ["你且说，何故？", "大力王乃罗刹女丈夫。"]
+    verse = "行者道：“兄弟啊，你看这：“彩画雕栏狼狈，宝妆亭阁敧歪。”你看么！”"
+    assert [q.text for q in find_quotes(verse)] == ["兄弟啊，你看这：“彩画雕栏狼狈，宝妆亭阁敧歪。”你看么！"]
+    def speaker(start: str) -> str:
+        (found,) = [u.speaker for u in canon.utterances if u.chapter == 20 and u.text.startswith(start)]
+        return found
+
+    assert speaker("悟能，你若是在家心重") == "sanzang" and speaker("师父，你莫听师兄之言") == "bajie"
+    assert speaker("既是如此，你且起来") == "sanzang"
+
+
 def test_a_creature_is_one_of_the_four_only_in_his_scene() -> None:
     """In chapter 22 那怪 is 沙僧 until 木叉 calls him 悟净 (wujing.toml, unnamed_scenes); where the scene's marker is
     not in the text (another copy of the novel), the line stays with 那怪: precision first."""

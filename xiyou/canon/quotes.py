@@ -8,6 +8,7 @@ not continue is closed there (a typo in the source must not swallow the rest of 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 OPEN, CLOSE = "“", "”"
 
@@ -28,6 +29,22 @@ def _continues(text: str, start: int) -> bool:
     return close >= 0 and (open_ < 0 or close < open_)
 
 
+#: Narration that introduces a speech, right before a quote mark (那呆子慌得跪下道：, 行者笑道：).
+_SPEECH_TAG = re.compile(r"[^“”‘’。！？!?\n]{1,30}(?:道|说|问|叫|曰|云|喝)[：:]\s*$")
+_SENTENCE_END = "。！？!?’"
+
+
+def _unclosed_before(text: str, start: int, at: int) -> int | None:
+    """Where a quote opened before `start` ended, if the quote mark at `at` inside it opens the next speech of the
+    narration because the source never closed the first one (…你还回去罢。那呆子慌得跪下道：“师父，…, or ’ typed
+    for ”: …去不得。’老妖道：“…): just past the sentence end before the speech's intro; None when the mark opens a
+    quotation inside the speech (…你看这：“彩画雕栏…)."""
+    tag = _SPEECH_TAG.search(text, start, at)
+    if tag is None or tag.start() <= start or text[tag.start() - 1] not in _SENTENCE_END:
+        return None
+    return tag.start() - 1 if text[tag.start() - 1] == "’" else tag.start()  # the misprinted mark is not his
+
+
 def find_quotes(text: str) -> list[Quote]:
     """All top-level quotes of `text` (one chapter), in order."""
     quotes: list[Quote] = []
@@ -45,6 +62,10 @@ def find_quotes(text: str) -> list[Quote]:
         end = -1
         while j < n:
             ch = text[j]
+            if ch == OPEN and depth == 1 and (cut := _unclosed_before(text, piece_start, j)) is not None:
+                pieces.append((piece_start, cut))  # its ” is missing: it ended where the next speech's intro began
+                end = cut
+                break
             if ch == OPEN:
                 depth += 1
             elif ch == CLOSE:

@@ -59,10 +59,9 @@ def citation_of(exchange, canon) -> Citation:
     context = exchange.context
     if context is not None and context.speaker not in (UNKNOWN, *names.CHARACTER_IDS):
         return Citation(exchange.chapter, context.name or context.speaker)  # 老者, then his 公公，…: the same one
-    opening = _OPENING_CLAUSE.match(exchange.reply.text.strip())
-    outsider = _CALL_PARTICLES.sub("", opening.group(1)) if opening else ""
-    if outsider in OUTSIDERS_CALLED:  # 三藏's 陛下，… right after 八戒 spoke was said to the king
-        return Citation(exchange.chapter, outsider)
+    opening = _opening_call(exchange.reply.text)
+    if opening is not None and opening[0] in OUTSIDERS_CALLED:  # 三藏's 陛下，… right after 八戒 spoke: to the king
+        return Citation(exchange.chapter, opening[0])
     if context is not None and context.speaker in names.CHARACTER_IDS:
         return Citation(exchange.chapter, names.display_name(context.speaker))
     return Citation(exchange.chapter, None)
@@ -75,18 +74,25 @@ def called_by_name(line: str, speaker: str) -> str | None:
     from xiyou.character import get_character
     from xiyou.room.mentions import mentioned
 
-    m = _OPENING_CLAUSE.match(line.strip())
-    if m is None:
+    opening = _opening_call(line)
+    if opening is None:
         return None
-    word = _CALL_PARTICLES.sub("", m.group(1))
+    word, clause = opening
     own = [cid for cid, forms in get_character(speaker).calls.items() if word in forms]  # 八戒's 哥哥: 悟空
     if own:
         return own[0]
-    if names.strip_addressing(m.group(0)):  # the clause says more than a name
+    if names.strip_addressing(clause):  # the clause says more than a name
         return None
     others = [get_character(cid) for cid in names.CHARACTER_IDS if cid != speaker]
-    called = mentioned(m.group(1), others)
+    called = mentioned(word, others)
     return called[0] if len(called) == 1 else None
+
+
+def _opening_call(line: str) -> tuple[str, str] | None:
+    """(the word, the whole clause with its mark) of a short clause opening `line` that may only call someone
+    (`悟空，`, `哥啊，`: 哥), or None."""
+    m = _OPENING_CLAUSE.match(line.strip())
+    return (_CALL_PARTICLES.sub("", m.group(1)), m.group(0)) if m else None
 
 
 def default_cps() -> float:

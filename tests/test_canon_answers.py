@@ -475,3 +475,25 @@ def test_replies_stream_at_the_set_pace(canon: Canon, monkeypatch) -> None:
     monkeypatch.delenv("XIYOU_CANON_CPS")
     assert CanonBackend(get_character("wukong"), canon).chars_per_second > 0  # people get a readable pace
     assert CanonBackend.notice and "原著" in CanonBackend.notice
+
+
+def test_a_story_question_gets_his_line_that_the_story_told_in_it_surrounds(canon: Canon) -> None:
+    """No line of his holds 过冬 and 杂碎 in what was said to him; the question names a scene, 狮驼岭, and was
+    answered with his line spoken nearest to where chapter 74 names it, which says nothing of the matter. The
+    narration and speeches around his chapter-75 boast hold the question's words (肚子, 过冬, 杂碎): he answers
+    with it. A modern question's words surround none of his lines that much: a shrug, as before."""
+    wukong = answers.answerer(canon, "wukong")
+    question = "你钻进狮驼岭老魔的肚子里，说要在里头过冬，还说随身带了个什么来煮杂碎？"
+    scored = wukong.score(question)
+    assert answers.best(scored, wukong.exchanges, None, (), answers.DEFLECT_BELOW) is None
+    line, citation = ask(CanonBackend(get_character("wukong"), canon), question)
+    assert "折迭锅" in line and citation is not None and citation.chapter == 75, (line, citation)
+    # asked again in the same conversation, he does not repeat himself, and stays in the story
+    again, cited = ask(CanonBackend(get_character("wukong"), canon), question, line, question)
+    assert again != line and cited is not None and 74 <= cited.chapter <= 77, (again, cited)
+    for modern in ("你最喜欢的电影是什么？", "你觉得人工智能会取代程序员吗？"):
+        around = answers.surroundings(wukong).scores(answers.question_bigrams(wukong.score(modern)))
+        assert float(around.max()) < answers.SURROUNDINGS_MIN_SCORE, modern
+    # the chapter filter holds: a reader at chapter 60 hears nothing of chapter 75
+    early, cited = ask(CanonBackend(get_character("wukong"), canon, max_chapter=60), question)
+    assert cited is not None and cited.chapter <= 60, (early, cited)

@@ -71,7 +71,7 @@ def test_chat_offline_shows_the_passage_of_the_last_line(novel_path: Path) -> No
     """/原文 prints the novel just before his last line, as the pages' 📖 does; before any line from the book, and
     after a /clear, it says there is none."""
     env = {**os.environ, "XIYOU_NOVEL": str(novel_path)}
-    stdin = "/原文\n你在五庄观被镇元大仙绑在哪里？\n/原文\n/clear\n/passage\n"
+    stdin = "/原文\n你为什么被贬下界？\n/原文\n/clear\n/passage\n"
     proc = subprocess.run(
         [*XIYOU, "chat", "wujing", "--backend", "canon"], input=stdin, env=env,
         capture_output=True, text=True, timeout=300,
@@ -80,7 +80,7 @@ def test_chat_offline_shows_the_passage_of_the_last_line(novel_path: Path) -> No
     reply, cite, heading, *passage_lines = proc.stdout.splitlines()
     passage = "\n".join(passage_lines)  # the novel's own paragraphs
     line = reply.removeprefix("沙悟净：")
-    assert cite == "（📖 《西游记》第二十五回 · 对唐三藏说）" and heading == "《西游记》第二十五回 · 对唐三藏说"
+    assert cite == "（📖 《西游记》第八回 · 对菩萨说）" and heading == "《西游记》第八回 · 对菩萨说"
     assert passage.endswith(f"【{line}】") and len(passage) > len(line) + 60  # the paragraph leading to his line
     assert proc.stderr.count("没有可以指出的原著出处") == 2  # before the first line, and after /clear
 

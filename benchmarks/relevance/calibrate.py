@@ -7,10 +7,13 @@ every question and character it computes the best relevance among the top canon 
 prints, for candidate thresholds, how many `book` questions would be answered and how many `off` questions
 deflected; the threshold with the best balanced accuracy is the one to put in `answers.DEFLECT_BELOW`.
 
-`--passages`: the threshold of the passage rule (`answers.passage_line`). For each question and character the book
-cannot answer outright (and that names no episode or scene), the BM25 score of the novel's passage where its words
-stand together best. A modern question given a passage line loses a clean shrug (2 → 0), a story question gains a
-line of its scene (0 → about 1): the threshold is the lowest that no `off` question reaches.
+`--passages`: the thresholds of the two rules that read the novel around his lines, in the order the backend asks
+them. First the surroundings rule (`answers.surroundings_line`): for each question and character the book cannot
+answer outright (and that names no episode), the best BM25 score of the novel around one of his lines. Then the
+passage rule (`answers.passage_line`): for those left (no line's surroundings stand out, no scene named), the BM25
+score of the novel's passage where the question's words stand together best. A modern question given such a line
+loses a clean shrug (2 → 0), a story question gains a line of its scene (0 → about 1): each threshold is the
+lowest that no `off` question reaches.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def passages(novel: str | None) -> None:
     canon = get_canon(novel)
     with open(HERE / "calibration.tsv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
+    around: list[tuple[str, float]] = []
     points: list[tuple[str, float]] = []
     for cid in CHARACTER_IDS:
         scorer = answers.answerer(canon, cid)
@@ -79,23 +83,32 @@ def passages(novel: str | None) -> None:
             query = question_of([{"role": "user", "content": row["question"]}])
             scored = scorer.score(query)
             if answers.best(scored, scorer.exchanges, None, (), answers.DEFLECT_BELOW) is not None:
-                continue  # the book answers: the passage rule is never asked
+                continue  # the book answers: neither rule is asked
             if answers.episode_line(scorer, scored, None, ()) is not None:
+                continue
+            grams = answers.surroundings_grams(scored)
+            around.append((row["label"], float(answers.surroundings(scorer).scores(grams).max())))
+            if answers.surroundings_line(scorer, scored, None, ()) is not None:
                 continue
             if answers.scene_line(scorer, scored, query, None, ()) is not None:
                 continue
             found = answers.passages(canon).best(answers.question_bigrams(scored))
             points.append((row["label"], found[2] if found else 0.0))
+    _table("surroundings", around, "SURROUNDINGS_MIN_SCORE", answers.SURROUNDINGS_MIN_SCORE)
+    print()
+    _table("passage", points, "PASSAGE_MIN_SCORE", answers.PASSAGE_MIN_SCORE)
+
+
+def _table(rule: str, points: list[tuple[str, float]], name: str, now: float) -> None:
     book = [x for label, x in points if label == "book"]
     off = [x for label, x in points if label == "off"]
-    print(f"reaching the passage rule: {len(book)} book, {len(off)} off (questions x characters)")
-    print("threshold  book given a passage line  off given one")
+    print(f"reaching the {rule} rule: {len(book)} book, {len(off)} off (questions x characters)")
+    print(f"threshold  book given a {rule} line  off given one")
     for t in [float(x) for x in range(4, 21)]:
-        mark = "  <- PASSAGE_MIN_SCORE now" if abs(t - answers.PASSAGE_MIN_SCORE) < 1e-9 else ""
+        mark = f"  <- {name} now" if abs(t - now) < 1e-9 else ""
         given_book, given_off = sum(x >= t for x in book), sum(x >= t for x in off)
         print(f"  {t:5.1f}      {given_book:4d}                      {given_off:4d}{mark}")
-    print(f"the lowest threshold no off question reaches: {max(off, default=0.0):.2f} "
-          f"(PASSAGE_MIN_SCORE is {answers.PASSAGE_MIN_SCORE:.2f})")  # fmt: skip
+    print(f"the lowest threshold no off question reaches: {max(off, default=0.0):.2f} ({name} is {now:.2f})")
 
 
 if __name__ == "__main__":

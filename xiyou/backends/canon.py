@@ -241,6 +241,7 @@ class CanonBackend:
             query = rest
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
+        boost = None
         if self.prefer_chapters is not None:
             import dataclasses
 
@@ -253,6 +254,7 @@ class CanonBackend:
         rules = (  # first that finds a line wins
             lambda: answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW),  # the book answers
             lambda: answers.episode_line(answerer, scored, allowed, said),  # a question about one episode
+            lambda: answers.surroundings_line(answerer, scored, allowed, said, boost),  # the story around a line
             lambda: answers.scene_line(answerer, scored, query, allowed, said),  # a question naming a scene
             lambda: answers.passage_line(answerer, scored, allowed, said),  # a passage the question tells
         )

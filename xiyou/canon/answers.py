@@ -18,10 +18,12 @@
   not know, waves the matter off or changes the subject, found in the novel by the rules of `deflection_lines`.
   Except when the question names a proper name of one episode (通天河, 朱紫国, 火焰山: most of the novel's mentions
   fall within a few chapters): then he answers with his best line from that episode that holds some of the
-  question (`episode_line`), speaking of the matter instead of shrugging it off; and when the question names a
-  scene however jieba cut it (琵琶 + 洞, 濯 + 垢 + 泉: `scene_phrases`), with the line he speaks nearest to where the
-  novel names it (`scene_line`); and when the question's words stand together in one passage of the novel
-  (`Passages`: 天竺国 + 嫦娥 → chapter 95), with his line spoken nearest to that passage (`passage_line`).
+  question (`episode_line`), speaking of the matter instead of shrugging it off; when the question's words stand
+  in the novel around one of his lines (the narration and speeches just before it: `surroundings_line`), with
+  that line; when the question names a scene however jieba cut it (琵琶 + 洞, 濯 + 垢 + 泉: `scene_phrases`), with
+  the line he speaks nearest to where the novel names it (`scene_line`); and when the question's words stand
+  together in one passage of the novel (`Passages`: 天竺国 + 嫦娥 → chapter 95), with his line spoken nearest to
+  that passage (`passage_line`).
 """
 
 from __future__ import annotations
@@ -915,3 +917,102 @@ def passage_line(
     offsets = np.asarray([ex.reply.offset for ex in answerer.exchanges], dtype=np.float32)
     distance = np.where(answerer.chapters == chapter, np.abs(offsets - middle), np.inf)
     return nearest_line(answerer, scored, distance, allowed, exclude)
+
+
+# --- the lines a question's story surrounds -------------------------------------------------------------------------
+
+SURROUNDINGS_BEFORE = 400  # characters of the novel before his line (what happened, who said what) …
+SURROUNDINGS_AFTER = 100  # … and after it, read as the line's surroundings
+SURROUNDINGS_MIN_SCORE = 12.0  # BM25: above the best modern calibration question (11.83; `calibrate.py --passages`)
+SURROUNDINGS_OWN = 0.3  # how much the line's own match counts, next to its surroundings' (each scaled to its best)
+
+
+class Surroundings:
+    """The novel around each of a character's lines (SURROUNDINGS_BEFORE characters before it, SURROUNDINGS_AFTER
+    after, within its chapter), for BM25 over the question's character bigrams: where the story the question tells
+    stands around a line, in the narration and the others' speeches (大师兄 + 石头 + 人头 → his line right after it).
+    Scored from the positions of each bigram in the novel (one search per bigram; no index to build or keep)."""
+
+    def __init__(self, answerer: Answerer) -> None:
+        import numpy as np
+
+        chapters = [(ch.number, ch.text) for ch in answerer.canon.novel.chapters]
+        self.novel = "\x00".join(text for _, text in chapters)
+        base, start = {}, 0
+        for number, text in chapters:
+            base[number] = (start, len(text))
+            start += len(text) + 1
+        lo, hi = [], []
+        for ex in answerer.exchanges:
+            at, length = base[ex.chapter]
+            lo.append(at + max(0, ex.reply.offset - SURROUNDINGS_BEFORE))
+            hi.append(at + min(length, ex.reply.offset + len(ex.reply.text) + SURROUNDINGS_AFTER))
+        self.lo, self.hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+        lengths = np.maximum(self.hi - self.lo, 1).astype(np.float32)
+        self._norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / float(lengths.mean() if len(lengths) else 1.0))
+
+    def scores(self, bigrams: Sequence[str]) -> np.ndarray:
+        """The BM25 score of each line's surroundings for the bigrams (each counted where it occurs)."""
+        import numpy as np
+
+        total = np.zeros(len(self.lo), dtype=np.float32)
+        for gram in dict.fromkeys(bigrams):
+            at = np.asarray([m.start() for m in re.finditer(re.escape(gram), self.novel)], dtype=np.int64)
+            if not at.size:
+                continue
+            tf = (np.searchsorted(at, self.hi - len(gram), side="right") - np.searchsorted(at, self.lo)).astype(
+                np.float32
+            )
+            df = int(np.count_nonzero(tf))
+            idf = math.log(1 + (len(tf) - df + 0.5) / (df + 0.5))
+            total += idf * tf * (BM25_K1 + 1) / (tf + self._norm)
+        return total
+
+
+def surroundings_grams(scored: Scored) -> list[str]:
+    """What of the question is looked for around his lines: the bigrams of its content words (`question_bigrams`)
+    and its one-character content words (绑, 咬, 打: the deed, which no bigram holds)."""
+    singles = [t.text for t in scored.terms if t.kind == "single" and not t.text.isascii()]
+    return question_bigrams(scored) + sorted(set(singles))
+
+
+def surroundings(answerer: Answerer) -> Surroundings:
+    """The `Surroundings` of an Answerer's lines, built once (held on the Answerer)."""
+    found = answerer.__dict__.get("_surroundings")
+    if found is None:
+        with _CACHE_LOCK:
+            found = answerer.__dict__.setdefault("_surroundings", Surroundings(answerer))
+    return found
+
+
+def surroundings_line(
+    answerer: Answerer,
+    scored: Scored,
+    allowed: np.ndarray | None,
+    exclude: Collection[str],
+    prefer: np.ndarray | None = None,
+) -> int | None:
+    """For a question the book cannot answer outright: his line whose surroundings in the novel hold the most of
+    the question (`Surroundings`), when the best of them stands out (at least SURROUNDINGS_MIN_SCORE), with his
+    line's own match counting SURROUNDINGS_OWN as much; only lines long enough to say something (SCENE_MIN_CHARS),
+    allowed and not yet said. `prefer`: a weight per line (a scene's chapters) the ranking is multiplied by. None
+    when no line's surroundings stand out."""
+    import numpy as np
+
+    around = surroundings(answerer).scores(surroundings_grams(scored))
+    ok = np.asarray(
+        [len(ex.reply.text) >= SCENE_MIN_CHARS and ex.reply.text.strip() not in exclude for ex in answerer.exchanges],
+        dtype=bool,
+    )
+    if allowed is not None:
+        ok &= allowed
+    if not ok.any():
+        return None
+    top = float(around[ok].max())
+    if top < SURROUNDINGS_MIN_SCORE:
+        return None
+    own = float(scored.scores.max())
+    ranking = around / top + SURROUNDINGS_OWN * (scored.scores / own if own > 0 else scored.scores)
+    if prefer is not None:
+        ranking = ranking * prefer
+    return int(np.argmax(np.where(ok, ranking, -np.inf)))

@@ -1,4 +1,5 @@
-"""Canon benchmark: load + extract + index the whole novel, and search latency (p50/p99 over 1,000 queries).
+"""Canon benchmark: load + extract + index the whole novel, search latency (p50/p99 over 1,000 queries), and the
+time the offline backend takes to choose a reply (every question of benchmarks/relevance/, in a fresh conversation).
 
     .venv/bin/python benchmarks/bench_canon.py [--novel PATH] [--queries 1000] [--repeat 3] [--no-jieba]
 
@@ -138,7 +139,39 @@ def main() -> None:
             f"  jieba {jieba_s:.3f}s (+{init_s:.3f}s dictionary)  jieba/ngrams = {(jieba_s + init_s) / ngram_s:.1f}x"
         )
     print(line)
+    answer_latency(canon)
     print(f"after: {_load()}")
+
+
+def answer_latency(canon) -> None:
+    """`CanonBackend.choose` (the whole offline answer: small talk, the rules of `xiyou.canon.answers`, shrugs) for
+    every question of the relevance sets, each in a fresh conversation; the first asking of each character (which
+    builds his Answerer) is timed apart."""
+    import csv
+
+    from xiyou.backends.canon import CanonBackend
+    from xiyou.character import get_character
+
+    rows = []
+    for f in sorted((Path(__file__).parent / "relevance").glob("questions_*.tsv")):
+        with open(f, encoding="utf-8") as fh:
+            rows += [(r["character"], r["question"]) for r in csv.DictReader(fh, delimiter="\t")]
+    backends = {cid: CanonBackend(get_character(cid), canon) for cid in CHARACTER_IDS}
+    first = {}
+    for cid, backend in backends.items():
+        t0 = time.perf_counter()
+        backend.choose([{"role": "user", "content": "你好"}])
+        first[cid] = time.perf_counter() - t0
+    times = []
+    for cid, question in rows:
+        t0 = time.perf_counter()
+        backends[cid].choose([{"role": "user", "content": question}])
+        times.append((time.perf_counter() - t0) * 1000)
+    built = "  ".join(f"{cid} {s:.2f}s" for cid, s in first.items())
+    print(
+        f"offline answer ({len(times)} questions, fresh conversations): p50 {pct(times, 50):.1f} ms  "
+        f"p90 {pct(times, 90):.1f} ms  p99 {pct(times, 99):.1f} ms  max {max(times):.1f} ms  [first asking: {built}]"
+    )
 
 
 if __name__ == "__main__":

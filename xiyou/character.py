@@ -108,6 +108,32 @@ class SmallTalk(BaseModel):
         return tuple(value) if isinstance(value, list) else value
 
 
+class About(BaseModel):
+    """Offline, his own lines of the novel about himself, per topic (`xiyou.canon.about.TOPICS`), best first, by
+    exchange id: a question on the topic (你最怕什么？) gets the first not yet said."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    heaven: tuple[ExchangeId, ...] = ()
+    origin: tuple[ExchangeId, ...] = ()
+    family: tuple[ExchangeId, ...] = ()
+    name: tuple[ExchangeId, ...] = ()
+    weapon: tuple[ExchangeId, ...] = ()
+    skills: tuple[ExchangeId, ...] = ()
+    character: tuple[ExchangeId, ...] = ()
+    pride: tuple[ExchangeId, ...] = ()
+    wish: tuple[ExchangeId, ...] = ()
+    food: tuple[ExchangeId, ...] = ()
+    practice: tuple[ExchangeId, ...] = ()
+    hardship: tuple[ExchangeId, ...] = ()
+    journey: tuple[ExchangeId, ...] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+
 class Character(BaseModel):
     """One pilgrim: who they are, how they speak, and where their fine-tuned weights live."""
 
@@ -149,6 +175,8 @@ class Character(BaseModel):
     book_questions: tuple[ExchangeId, ...] = ()
     #: Offline, his own lines of the novel for small talk (a greeting, thanks, who he is …), by exchange id.
     small_talk: SmallTalk = Field(default_factory=SmallTalk)
+    #: Offline, his own lines of the novel about himself (his fears, wishes, skills …), per topic, by exchange id.
+    about: About = Field(default_factory=About)
     generation: Generation
 
     @field_validator(

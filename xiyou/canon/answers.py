@@ -742,6 +742,16 @@ def episode_line(
     return best(scored, answerer.exchanges, mask, exclude, EPISODE_RELEVANCE)
 
 
+def names_an_episode(text: str, vocabulary: Vocabulary) -> bool:
+    """Whether `text` names a place or being of one episode of the novel (通天河, 狮驼岭, 五庄观), as a name the
+    novel's vocabulary knows (`Vocabulary.episode`) or however jieba cut it (`scene_phrases`); the four never count."""
+    from xiyou import names
+
+    terms = query_terms(text, vocabulary)
+    named = [t for t in terms if t.kind == "entity" and names.resolve(t.text) is None]
+    return any(vocabulary.episode(t.forms) is not None for t in named) or bool(scene_phrases(text, vocabulary))
+
+
 # --- the scene a question names -----------------------------------------------------------------------------------
 
 SCENE_WORDS = 3  # a phrase of the question is at most this many jieba words …

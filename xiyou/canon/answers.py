@@ -684,8 +684,8 @@ def answerer(canon: Canon, character_id: str) -> Answerer:
 
 
 def listed_exchanges(canon: Canon, character_id: str, ids: Sequence[str]) -> list[Exchange]:
-    """His exchanges that a character file names by id (`book_questions`, `small_talk`), in that order; those this
-    copy of the novel does not hold are left out. The index by id is built once per canon."""
+    """His exchanges that a character file names by id (`book_questions`, `small_talk`, `about`), in that order;
+    those this copy of the novel does not hold are left out. The index by id is built once per canon."""
     store = canon.__dict__.setdefault("_exchanges_by_id", {})
     if character_id not in store:
         store[character_id] = {ex.id: ex for ex in canon.exchanges(character_id)}

@@ -91,3 +91,18 @@ def test_a_reader_who_has_not_reached_his_lines_on_a_topic_never_hears_them(cano
     line, citation = ask(backend, "你最大的愿望是什么？")
     assert citation is not None and citation.chapter <= 30, (line, citation)
     assert line != listed(canon, "bajie", "wish")[0]
+
+
+def test_his_line_on_the_topic_comes_before_a_line_that_only_shares_its_words(canon: Canon) -> None:
+    """你在天上的时候做什么官？ shares 官 and 前程-like words with 八戒's `前程！前程！…` of chapter 8, which the book's
+    matching used to give; he now tells who he was in heaven. A question the book put to him word for word still
+    gets his answer there (the apps suggest those): 御弟哥哥，你吃荤吃素？ asks about food, and 三藏 answers as in the
+    book."""
+    line, citation = ask(CanonBackend(get_character("bajie"), canon), "你在天上的时候做什么官？")
+    assert line == listed(canon, "bajie", "heaven")[0] and "天蓬元帅" in line, (line, citation)
+    sanzang = get_character("sanzang")
+    asked = [q for q in answers.book_questions(canon, sanzang) if about.topic_of(q) == "food"]
+    assert asked, "三藏's file suggests 御弟哥哥，你吃荤吃素？"
+    expected = answers.listed_exchanges(canon, "sanzang", sanzang.book_questions)
+    answer = next(ex.reply.text for ex in expected if ex.context and " ".join(ex.context.text.split()) == asked[0])
+    assert ask(CanonBackend(sanzang, canon), asked[0])[0] == answer

@@ -4,9 +4,9 @@ No model, no server. The question is the last thing said to the character, in th
 room view's `名字：` labels, the person's name (`GenerationSettings.person`, which the room sets) and forms of
 address (施主, 师父, 大圣 …) are stripped (`xiyou.names.strip_addressing`), so the person's name never changes a
 reply. The reply is the character's canon line whose context (what was said to him in the novel) best matches
-the question; when the book does not answer it outright (relevance under `xiyou.canon.answers.DEFLECT_BELOW`), a
-question about himself (你最怕什么？) gets his own line on the topic (`xiyou.canon.about`), a question about the
-story his line from its scene (`xiyou.canon.answers`), and any other one of his own deflection lines (he does not
+the question; a question about himself (你有什么本事？) gets his own line on the topic (`xiyou.canon.about`); when
+the book does not answer outright (relevance under `xiyou.canon.answers.DEFLECT_BELOW`), a question about the story
+gets his line from its scene (`xiyou.canon.answers`), and any other one of his own deflection lines (he does not
 know, waves it off, changes the subject).
 
 Deterministic: the same conversation always gets the same reply; a line already said in the conversation is
@@ -252,16 +252,16 @@ class CanonBackend:
             inside = (answerer.chapters >= start) & (answerer.chapters < stop)
             boost = np.where(inside, PREFER_BOOST, 1.0).astype(scored.scores.dtype)
             scored = dataclasses.replace(scored, scores=scored.scores * boost)
-        i = answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW)  # the book answers
-        if i is not None:
-            self.last_relevance = float(scored.relevance[i])
-            return exchanges[i]
-        # a question about himself (你最怕什么？ 怎样修行？) that the book does not answer outright: his own line on it
+        # a question about himself (你有什么本事？ 你在天上做什么官？ 怎样修行？): his own line on the topic, unless the
+        # book put him this very question
         topic = about.topic_of(query, lambda text: answers.names_an_episode(text, answerer.vocabulary))
-        if topic is not None and (found := about.reply(canon, self.character, topic, said, self.max_chapter)):
-            self.last_relevance = 1.0  # as for small talk: his own line for it
-            return found
-        rules = (  # the story: first that finds a line wins
+        if topic is not None and answers.best(scored, exchanges, allowed, said, about.BOOK_ASKED) is None:
+            found = about.reply(canon, self.character, topic, said, self.max_chapter)
+            if found is not None:
+                self.last_relevance = 1.0  # as for small talk: his own line for it
+                return found
+        rules = (  # first that finds a line wins
+            lambda: answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW),  # the book answers
             lambda: answers.episode_line(answerer, scored, allowed, said),  # a question about one episode
             lambda: answers.surroundings_line(answerer, scored, allowed, said, boost),  # the story around a line
             lambda: answers.scene_line(answerer, scored, query, allowed, said),  # a question naming a scene

@@ -4,7 +4,8 @@ A visitor asks a pilgrim about himself far more than the words of his lines can 
 自豪 or 愿望, yet `总记菩萨之言，有十万八千里之远…` is what he would say of his proudest deed. So his character file
 lists, per topic (`TOPICS`), a few of his lines in which he speaks of himself on it (`[about]`, by exchange id, best
 first), and a question that asks about one of these topics — and names no episode of the novel, and no moment of
-one — gets the first of them not yet said in the conversation.
+one — gets the first of them not yet said in the conversation, before any match of its words (which finds lines
+that share a word with the question, such as 八戒's `前程！前程！…` for 你在天上的时候做什么官？).
 
 A topic is told by its words (`topic_of`): the first topic of `TOPICS` whose cue the question holds. A question that
 names an episode (五庄观, 通天河) or a moment (那天, 当时) is about the story, not about him: the story rules of
@@ -31,7 +32,7 @@ TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for name, cue in (
         ("heaven", r"天宫|天庭|天界|天上|玉帝|天蓬|卷帘|齐天大圣|弼马温|贬下|被贬"),
         ("origin", r"来历|出身|身世|家乡|老家|故乡|哪里人|从哪里?来|哪儿来|以前是|过去是"),
-        ("family", r"父母|爹娘|父亲|母亲|娘亲|家人|家庭|亲人|兄弟姐妹|妻子|老婆|媳妇|娘子|成家|想家"),
+        ("family", r"父母|爹娘|父亲|母亲|娘亲|(?<!出)家人|家庭|亲人|兄弟姐妹|妻子|老婆|媳妇|娘子|成家|想家"),
         ("name", r"名字|法号|法名|称号|外号|绰号|名号"),
         ("weapon", r"兵器|武器|金箍棒|如意棒|钉钯|宝杖|禅杖|锡杖"),
         ("skills", r"本事|本领|法术|神通|变化|七十二变|三十六变|武艺|功夫|擅长|特长|优点|优势|长处"),
@@ -45,6 +46,9 @@ TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 TOPIC_NAMES: tuple[str, ...] = tuple(name for name, _ in TOPICS)
+#: A question the book put to him nearly word for word (relevance at least this, `xiyou.canon.answers`) gets his
+#: answer there, not his line on the topic: the apps suggest those questions (和尚，你一行有几个？终不然一人敢上西天？).
+BOOK_ASKED = 0.95
 
 #: A moment of the story: a question holding one asks what happened then, not about him (那天晚上你为什么怕？).
 _MOMENT = re.compile(r"那时|那次|那回|当时|那天|那晚|那一[次回天晚]")

@@ -34,6 +34,9 @@ def listed(canon: Canon, cid: str, topic: str) -> list[str]:
         # not about him: a modern topic, a moment of the story, what runs through the story (his master, demons)
         ("你喜欢打篮球吗？", None), ("你喜欢吃汉堡包吗？", None), ("妖精把师父捉去了，你怕不怕？", None),
         ("那天晚上你为什么不睡觉？", None), ("当时你为什么不肯走？", None),
+        # … or about someone else (他, one of the four by name), or a cue inside another word (认为人类: no 为人)
+        ("悟空说他本来就有法名，你为什么还要另外叫他行者？", None), ("你和悟空谁的本事大？", None),
+        ("你认为人类社会最有趣的是什么？", None), ("你这钯是什么来历？", "weapon"),
     ],
 )
 def test_the_topic_is_told_by_the_questions_words(question: str, topic: str | None) -> None:
@@ -106,3 +109,12 @@ def test_his_line_on_the_topic_comes_before_a_line_that_only_shares_its_words(ca
     expected = answers.listed_exchanges(canon, "sanzang", sanzang.book_questions)
     answer = next(ex.reply.text for ex in expected if ex.context and " ".join(ex.context.text.split()) == asked[0])
     assert ask(CanonBackend(sanzang, canon), asked[0])[0] == answer
+
+
+def test_a_line_that_only_announces_his_verse_is_no_reply(canon: Canon) -> None:
+    """八戒's `是你也不知我的手段！上前来站稳着，我说与你听：` leads into verse the novel prints apart, and was his
+    answer to 你有什么本事？; a line that ends announcing what follows is never picked now: his 三十六般变化."""
+    line, _ = ask(CanonBackend(get_character("bajie"), canon), "你有什么本事？")
+    assert not line.rstrip().endswith("：") and "三十六般变化" in line, line
+    bajie = answers.answerer(canon, "bajie")
+    assert bajie.lead_in.sum() >= 1 and not bajie.score("你有什么本事？").scores[bajie.lead_in].any()

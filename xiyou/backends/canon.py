@@ -255,7 +255,7 @@ class CanonBackend:
         # a question about himself (你有什么本事？ 你在天上做什么官？ 怎样修行？): his own line on the topic, unless the
         # book put him this very question
         topic = about.topic_of(query, lambda text: answers.names_an_episode(text, answerer.vocabulary))
-        if topic is not None and answers.best(scored, exchanges, allowed, said, about.BOOK_ASKED) is None:
+        if topic is not None and answerer.asked_in_book(query) is None:
             found = about.reply(canon, self.character, topic, said, self.max_chapter)
             if found is not None:
                 self.last_relevance = 1.0  # as for small talk: his own line for it

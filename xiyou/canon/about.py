@@ -31,12 +31,12 @@ TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(cue))
     for name, cue in (
         ("heaven", r"天宫|天庭|天界|天上|玉帝|天蓬|卷帘|齐天大圣|弼马温|贬下|被贬"),
+        ("weapon", r"兵器|武器|金箍棒|如意棒|铁棒|钉钯|[这那的]钯|宝杖|禅杖|锡杖"),
         ("origin", r"来历|出身|身世|家乡|老家|故乡|哪里人|从哪里?来|哪儿来|以前是|过去是"),
         ("family", r"父母|爹娘|父亲|母亲|娘亲|(?<!出)家人|家庭|亲人|兄弟姐妹|妻子|老婆|媳妇|娘子|成家|想家"),
         ("name", r"名字|法号|法名|称号|外号|绰号|名号"),
-        ("weapon", r"兵器|武器|金箍棒|如意棒|钉钯|宝杖|禅杖|锡杖"),
         ("skills", r"本事|本领|法术|神通|变化|七十二变|三十六变|武艺|功夫|擅长|特长|优点|优势|长处"),
-        ("character", r"缺点|毛病|弱点|短处|性格|脾气|个性|性子|为人"),
+        ("character", r"缺点|毛病|弱点|短处|性格|脾气|个性|性子"),
         ("pride", r"自豪|骄傲|得意|成就|功劳"),
         ("wish", r"梦想|愿望|理想|心愿|取经以后|成佛以后"),
         ("food", r"爱吃|吃什么|吃饭|吃斋|吃素|吃荤|饭量|饿|食物|美食"),
@@ -46,9 +46,6 @@ TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 TOPIC_NAMES: tuple[str, ...] = tuple(name for name, _ in TOPICS)
-#: A question the book put to him nearly word for word (relevance at least this, `xiyou.canon.answers`) gets his
-#: answer there, not his line on the topic: the apps suggest those questions (和尚，你一行有几个？终不然一人敢上西天？).
-BOOK_ASKED = 0.95
 
 #: A moment of the story: a question holding one asks what happened then, not about him (那天晚上你为什么怕？).
 _MOMENT = re.compile(r"那时|那次|那回|当时|那天|那晚|那一[次回天晚]")
@@ -56,16 +53,29 @@ _MOMENT = re.compile(r"那时|那次|那回|当时|那天|那晚|那一[次回�
 _LATIN = re.compile(r"[A-Za-z]{2,}")
 
 
+_CLAUSE = re.compile(r"[^，,。.！!？?；;、…~～\s]+")
+#: Someone else in the clause of the cue: the topic is his, not the character's (悟空说他本来就有法名).
+_SOMEONE_ELSE = re.compile(r"[他她它]")
+
+
 def topic_of(query: str, names_an_episode: Callable[[str], bool] | None = None) -> str | None:
-    """The topic `query` asks about him (the first of `TOPICS` whose cue it holds), or None: none does, it names a
-    moment of the story or a modern thing in Latin letters, or `names_an_episode(query)` (a place or being of one
-    episode of the novel)."""
+    """The topic `query` asks about him (the first of `TOPICS` whose cue one of its clauses holds, a clause that
+    speaks of no one else: 他, or one of the four by name), or None: none does, it names a moment of the story or a
+    modern thing in Latin letters, or `names_an_episode(query)` (a place or being of one episode of the novel)."""
+    from xiyou import names
+
     if not query or _MOMENT.search(query) or _LATIN.search(query):
         return None
-    found = next((name for name, cue in TOPICS if cue.search(query)), None)
+    clauses = [c for c in _CLAUSE.findall(query) if not (_SOMEONE_ELSE.search(c) or _names_one_of_the_four(c, names))]
+    found = next((name for name, cue in TOPICS if any(cue.search(c) for c in clauses)), None)
     if found is None or (names_an_episode is not None and names_an_episode(query)):
         return None
     return found
+
+
+def _names_one_of_the_four(clause: str, names) -> bool:
+    """Whether `clause` names one of the four by an alias (悟空, 八戒; 师父, a form of address, does not count)."""
+    return any(alias in clause for cid in names.CHARACTER_IDS for alias in names.aliases(cid) if len(alias) >= 2)
 
 
 def lines(canon: Canon, character: Character, topic: str) -> list[Exchange]:

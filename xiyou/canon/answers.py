@@ -381,6 +381,8 @@ def verb_forms(word: str, vocabulary: Vocabulary) -> list[str]:
 
 
 _SPEECH_BREAK = re.compile(r"[“”\n]")
+_NOT_TEXT = re.compile(r"[\W_]+")
+BOOK_ASKED_CHARS = 4  # a shorter question (你好吗) is anyone's words, not one the book put to him
 
 
 def _last_speech(context: str) -> str:
@@ -451,6 +453,9 @@ class Answerer:
             [bool(ex.context and _IS_QUESTION.search(ex.context.text.strip())) for ex in self.exchanges]
         )
         self.counter_question = np.asarray([bool(_ENDS_AS_QUESTION.search(ex.reply.text)) for ex in self.exchanges])
+        # a line that ends announcing what follows (…上前来站稳着，我说与你听：) leads into verse the novel prints
+        # apart: by itself it says nothing, and is never picked while anything else is
+        self.lead_in = np.asarray([ex.reply.text.rstrip().endswith(("：", ":")) for ex in self.exchanges])
         self.answer_types = [
             np.asarray([bool(holds.search(ex.reply.text)) for ex in self.exchanges]) for _, holds in ANSWER_TYPES
         ]
@@ -500,7 +505,7 @@ class Answerer:
             if top > 0:
                 total = total + GRAM_FIELD * (gram / top) * (word_best or 1.0)
         # rank by the scores, favouring exchanges that hold more of the question, and lines short enough to answer
-        ranking = total * (RELEVANCE_FLOOR + relevance) * self.length_factor
+        ranking = total * (RELEVANCE_FLOOR + relevance) * self.length_factor * ~self.lead_in
         if any(t.kind == "entity" for t in terms):
             ranking = ranking * np.where(named, 1.0, ENTITY_MISSING_FACTOR)
         if _IS_QUESTION.search(query.strip()) or any(t.kind == "cue" for t in terms):
@@ -513,6 +518,18 @@ class Answerer:
                 if asks.search(query):
                     ranking = ranking * np.where(holds, ANSWER_TYPE_FACTOR, 1.0)
         return Scored(ranking.astype(np.float32), relevance.astype(np.float32), terms)
+
+    def asked_in_book(self, query: str) -> int | None:
+        """The first exchange whose context (what was said to him just before his line) holds `query` word for word
+        (punctuation and spaces aside; at least BOOK_ASKED_CHARS characters), or None: a question the book put to
+        him, as the apps suggest them (御弟哥哥，你吃荤吃素？)."""
+        wanted = _NOT_TEXT.sub("", query)
+        if len(wanted) < BOOK_ASKED_CHARS:
+            return None
+        if "_spoken" not in self.__dict__:
+            contexts = [_last_speech(ex.context.text) if ex.context else "" for ex in self.exchanges]
+            self._spoken = [_NOT_TEXT.sub("", text) for text in contexts]
+        return next((i for i, said in enumerate(self._spoken) if wanted in said), None)
 
     def mask(self, max_chapter: int | None) -> np.ndarray | None:
         """True for the exchanges a reader who has read up to `max_chapter` may hear (None: all)."""

@@ -36,7 +36,7 @@ def listed(canon: Canon, cid: str, topic: str) -> list[str]:
         ("那天晚上你为什么不睡觉？", None), ("当时你为什么不肯走？", None),
         # … or about someone else (他, one of the four by name), or a cue inside another word (认为人类: no 为人)
         ("悟空说他本来就有法名，你为什么还要另外叫他行者？", None), ("你和悟空谁的本事大？", None),
-        ("你认为人类社会最有趣的是什么？", None), ("你这钯是什么来历？", "weapon"),
+        ("你认为人类社会最有趣的是什么？", None), ("你这钯是什么来历？", "weapon"), ("你的白马是从哪里来的？", None),
     ],
 )
 def test_the_topic_is_told_by_the_questions_words(question: str, topic: str | None) -> None:

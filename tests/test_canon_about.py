@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from talk import ask
 
-from xiyou.backends.base import Citation, GenerationSettings, collect_cited
 from xiyou.backends.canon import CanonBackend
 from xiyou.canon import Canon, about, answers
 from xiyou.character import About, get_character
 
 IDS = ("sanzang", "wukong", "bajie", "wujing")
-SETTINGS = GenerationSettings()
-
-
-def ask(backend: CanonBackend, *turns: str) -> tuple[str, Citation | None]:
-    messages = [{"role": "system", "content": backend.character.meta_instruction}]
-    for i, text in enumerate(turns):
-        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
-    return collect_cited(backend, messages, SETTINGS)
 
 
 def listed(canon: Canon, cid: str, topic: str) -> list[str]:

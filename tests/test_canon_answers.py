@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from talk import SETTINGS, ask
 
-from xiyou.backends.base import BackendError, Citation, GenerationSettings, collect_cited
+from xiyou.backends.base import BackendError, Citation, collect_cited
 from xiyou.backends.canon import CanonBackend, question_of
 from xiyou.canon import Canon, about, answers
 from xiyou.canon.rag import RetrievalAugmentedBackend, augment_messages
@@ -16,7 +17,6 @@ from xiyou.room.member import Member
 from xiyou.room.view import build_view
 
 IDS = ("sanzang", "wukong", "bajie", "wujing")
-SETTINGS = GenerationSettings()
 OFF_BOOK = [
     "你了解Scrum敏捷开发吗？",
     "你如何看待现在的社会公正？",
@@ -26,13 +26,6 @@ OFF_BOOK = [
     "你觉得人工智能会取代程序员吗？",
 ]
 STORY = ["花果山在哪里？", "金箍棒有多重？", "人参果是什么味道？", "你怕不怕妖怪？", "师父被妖怪抓走了，怎么办？"]
-
-
-def ask(backend: CanonBackend, *turns: str) -> tuple[str, Citation | None]:
-    messages = [{"role": "system", "content": backend.character.meta_instruction}]
-    for i, text in enumerate(turns):
-        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
-    return collect_cited(backend, messages, SETTINGS)
 
 
 def test_the_question_is_the_persons_own_words() -> None:

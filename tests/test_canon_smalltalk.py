@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from talk import ask
 
-from xiyou.backends.base import Citation, GenerationSettings, collect_cited
 from xiyou.backends.canon import CanonBackend
 from xiyou.canon import Canon, answers, smalltalk
 from xiyou.character import SmallTalk, get_character
@@ -12,14 +12,6 @@ from xiyou.room import Room, TurnEnded
 from xiyou.room.member import Member
 
 IDS = ("sanzang", "wukong", "bajie", "wujing")
-SETTINGS = GenerationSettings()
-
-
-def ask(backend: CanonBackend, *turns: str) -> tuple[str, Citation | None]:
-    messages = [{"role": "system", "content": backend.character.meta_instruction}]
-    for i, text in enumerate(turns):
-        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
-    return collect_cited(backend, messages, SETTINGS)
 
 
 def listed(canon: Canon, cid: str, act: str) -> list[tuple[str, int]]:

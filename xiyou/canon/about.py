@@ -91,10 +91,9 @@ def reply(
 ) -> Exchange | None:
     """His first line on `topic` not yet said in the conversation and from a chapter a reader has reached; None
     when he has none left (the other rules, then his shrugs, answer)."""
-    for ex in lines(canon, character, topic):
-        if ex.reply.text.strip() not in exclude and (max_chapter is None or ex.chapter <= max_chapter):
-            return ex
-    return None
+    from xiyou.canon import answers
+
+    return answers.first_unsaid(lines(canon, character, topic), exclude, max_chapter)
 
 
 def listed(character: Character) -> Sequence[tuple[str, str]]:

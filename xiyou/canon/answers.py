@@ -34,7 +34,7 @@ import hashlib
 import math
 import re
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -710,6 +710,14 @@ def listed_exchanges(canon: Canon, character_id: str, ids: Sequence[str]) -> lis
     return [by_id[i] for i in ids if i in by_id]
 
 
+def first_unsaid(lines: Sequence[Exchange], exclude: Collection[str], max_chapter: int | None) -> Exchange | None:
+    """The first of `lines` not yet said in the conversation (`exclude`) and from a chapter a reader has reached."""
+    for ex in lines:
+        if ex.reply.text.strip() not in exclude and (max_chapter is None or ex.chapter <= max_chapter):
+            return ex
+    return None
+
+
 def book_questions(canon: Canon, character: Character) -> list[str]:
     """The questions put to him in the novel that `character.book_questions` names (by the id of his answer there),
     in that order; those this copy of the novel does not hold are left out."""
@@ -912,13 +920,20 @@ def _bigrams(text: str) -> list[str]:
     return [run[i : i + 2] for run in _WORD.findall(text) if not run.isascii() for i in range(len(run) - 1)]
 
 
-def passages(canon: Canon) -> Passages:
-    """The novel's `Passages`, built once per canon (held on the canon object)."""
-    found = canon.__dict__.get("_passages")
+def _held(owner: object, name: str, build: Callable[[], object]):
+    """`owner`'s `name` attribute, built by `build` the first time (under the cache lock: once, whatever threads)."""
+    found = owner.__dict__.get(name)
     if found is None:
         with _CACHE_LOCK:
-            found = canon.__dict__.setdefault("_passages", Passages(canon))
+            if name not in owner.__dict__:
+                owner.__dict__[name] = build()
+            found = owner.__dict__[name]
     return found
+
+
+def passages(canon: Canon) -> Passages:
+    """The novel's `Passages`, built once per canon (held on the canon object)."""
+    return _held(canon, "_passages", lambda: Passages(canon))
 
 
 def question_bigrams(scored: Scored) -> list[str]:
@@ -1005,11 +1020,7 @@ def surroundings_grams(scored: Scored) -> list[str]:
 
 def surroundings(answerer: Answerer) -> Surroundings:
     """The `Surroundings` of an Answerer's lines, built once (held on the Answerer)."""
-    found = answerer.__dict__.get("_surroundings")
-    if found is None:
-        with _CACHE_LOCK:
-            found = answerer.__dict__.setdefault("_surroundings", Surroundings(answerer))
-    return found
+    return _held(answerer, "_surroundings", lambda: Surroundings(answerer))
 
 
 def surroundings_line(

@@ -324,10 +324,12 @@ def reply(
     or greeted back in a room's banter, he moves on: one of his shrugs, `少题闲话，我们赶早儿去来。`)."""
     if act == "greeting" and any(ex.reply.text.strip() in exclude for ex in lines(canon, character, act)):
         return None
+    from xiyou.canon import answers
+
     for name in (act, *FALLBACK.get(act, ())):
-        for ex in lines(canon, character, name):
-            if ex.reply.text.strip() not in exclude and (max_chapter is None or ex.chapter <= max_chapter):
-                return ex
+        found = answers.first_unsaid(lines(canon, character, name), exclude, max_chapter)
+        if found is not None:
+            return found
     return None
 
 

@@ -1,4 +1,4 @@
-"""Questions about himself offline: 你最怕什么？ 你的愿望是什么？ get his own line on the topic from his file."""
+"""Questions about himself offline: 你有什么本事？ 你的愿望是什么？ get his own line on the topic from his file."""
 
 from __future__ import annotations
 

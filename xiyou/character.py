@@ -110,7 +110,7 @@ class SmallTalk(BaseModel):
 
 class About(BaseModel):
     """Offline, his own lines of the novel about himself, per topic (`xiyou.canon.about.TOPICS`), best first, by
-    exchange id: a question on the topic (你最怕什么？) gets the first not yet said."""
+    exchange id: a question on the topic (你有什么本事？) gets the first not yet said."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 

@@ -240,6 +240,14 @@ class CanonBackend:
                 return found
         else:
             query = rest
+        # a question about himself (你有什么本事？ 你在天上做什么官？ 怎样修行？): his own line on the topic, unless the
+        # book put him this very question
+        topic = about.topic_of(query, lambda text: answers.names_an_episode(text, answerer.vocabulary))
+        if topic is not None and answerer.asked_in_book(query) is None:
+            found = about.reply(canon, self.character, topic, said, self.max_chapter)
+            if found is not None:
+                self.last_relevance = 1.0  # as for small talk: his own line for it
+                return found
         allowed = answerer.mask(self.max_chapter)
         scored = answerer.score(query)
         boost = None
@@ -252,14 +260,6 @@ class CanonBackend:
             inside = (answerer.chapters >= start) & (answerer.chapters < stop)
             boost = np.where(inside, PREFER_BOOST, 1.0).astype(scored.scores.dtype)
             scored = dataclasses.replace(scored, scores=scored.scores * boost)
-        # a question about himself (你有什么本事？ 你在天上做什么官？ 怎样修行？): his own line on the topic, unless the
-        # book put him this very question
-        topic = about.topic_of(query, lambda text: answers.names_an_episode(text, answerer.vocabulary))
-        if topic is not None and answerer.asked_in_book(query) is None:
-            found = about.reply(canon, self.character, topic, said, self.max_chapter)
-            if found is not None:
-                self.last_relevance = 1.0  # as for small talk: his own line for it
-                return found
         rules = (  # first that finds a line wins
             lambda: answers.best(scored, exchanges, allowed, said, answers.DEFLECT_BELOW),  # the book answers
             lambda: answers.episode_line(answerer, scored, allowed, said),  # a question about one episode

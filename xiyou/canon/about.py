@@ -63,19 +63,19 @@ def topic_of(query: str, names_an_episode: Callable[[str], bool] | None = None) 
     """The topic `query` asks about him (the first of `TOPICS` whose cue one of its clauses holds, a clause that
     speaks of no one else: 他, or one of the four by name), or None: none does, it names a moment of the story or a
     modern thing in Latin letters, or `names_an_episode(query)` (a place or being of one episode of the novel)."""
-    from xiyou import names
-
     if not query or _MOMENT.search(query) or _LATIN.search(query):
         return None
-    clauses = [c for c in _CLAUSE.findall(query) if not (_SOMEONE_ELSE.search(c) or _names_one_of_the_four(c, names))]
+    clauses = [c for c in _CLAUSE.findall(query) if not (_SOMEONE_ELSE.search(c) or _names_one_of_the_four(c))]
     found = next((name for name, cue in TOPICS if any(cue.search(c) for c in clauses)), None)
     if found is None or (names_an_episode is not None and names_an_episode(query)):
         return None
     return found
 
 
-def _names_one_of_the_four(clause: str, names) -> bool:
+def _names_one_of_the_four(clause: str) -> bool:
     """Whether `clause` names one of the four by an alias (悟空, 八戒; 师父, a form of address, does not count)."""
+    from xiyou import names
+
     return any(alias in clause for cid in names.CHARACTER_IDS for alias in names.aliases(cid) if len(alias) >= 2)
 
 

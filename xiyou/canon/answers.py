@@ -526,10 +526,9 @@ class Answerer:
         wanted = _NOT_TEXT.sub("", query)
         if len(wanted) < BOOK_ASKED_CHARS:
             return None
-        if "_spoken" not in self.__dict__:
-            contexts = [_last_speech(ex.context.text) if ex.context else "" for ex in self.exchanges]
-            self._spoken = [_NOT_TEXT.sub("", text) for text in contexts]
-        return next((i for i, said in enumerate(self._spoken) if wanted in said), None)
+        contexts = (_last_speech(ex.context.text) if ex.context else "" for ex in self.exchanges)
+        spoken = _held(self, "_spoken", lambda: [_NOT_TEXT.sub("", text) for text in contexts])
+        return next((i for i, said in enumerate(spoken) if wanted in said), None)
 
     def mask(self, max_chapter: int | None) -> np.ndarray | None:
         """True for the exchanges a reader who has read up to `max_chapter` may hear (None: all)."""
@@ -683,7 +682,7 @@ def pick_deflection(
 
 # --- per canon caches ---------------------------------------------------------------------------------------------
 
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()  # re-entrant: one cached thing is built from another (Surroundings from the novel)
 
 
 def answerer(canon: Canon, character_id: str) -> Answerer:
@@ -978,12 +977,7 @@ class Surroundings:
     def __init__(self, answerer: Answerer) -> None:
         import numpy as np
 
-        chapters = [(ch.number, ch.text) for ch in answerer.canon.novel.chapters]
-        self.novel = "\x00".join(text for _, text in chapters)
-        base, start = {}, 0
-        for number, text in chapters:
-            base[number] = (start, len(text))
-            start += len(text) + 1
+        self.novel, base = _held(answerer.canon, "_joined_novel", lambda: _joined(answerer.canon))
         lo, hi = [], []
         for ex in answerer.exchanges:
             at, length = base[ex.chapter]
@@ -1009,6 +1003,16 @@ class Surroundings:
             idf = math.log(1 + (len(tf) - df + 0.5) / (df + 0.5))
             total += idf * tf * (BM25_K1 + 1) / (tf + self._norm)
         return total
+
+
+def _joined(canon: Canon) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The novel's chapters as one text (NUL between them), and each chapter's (start, length) in it."""
+    chapters = [(ch.number, ch.text) for ch in canon.novel.chapters]
+    base, start = {}, 0
+    for number, text in chapters:
+        base[number] = (start, len(text))
+        start += len(text) + 1
+    return "\x00".join(text for _, text in chapters), base
 
 
 def surroundings_grams(scored: Scored) -> list[str]:
